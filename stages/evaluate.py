@@ -1,0 +1,120 @@
+"""Stage `evaluate`: accuracy of models/student per benchmark on `valid` (and `test` wherever
+the source has it), by option likelihood and by generate-and-match; metrics to metrics/eval.json,
+per-question predictions to eval/, and one MLflow run with params, metrics and lineage tags."""
+
+import argparse
+import contextlib
+import csv
+import json
+import logging
+import os
+import time
+
+import _stage
+
+from tinyllm.config import DataConfig, EvaluateConfig, from_dict
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default="models/student")
+    ap.add_argument("--prepared", default="data/prepared")
+    ap.add_argument("--metrics", default="metrics/eval.json")
+    ap.add_argument("--plot", default="metrics/eval_accuracy.csv")
+    ap.add_argument("--predictions", default="eval/predictions")
+    ap.add_argument("--train-metrics", default="metrics/train.json")
+    ap.add_argument("--train-log", default="metrics/train_log.tsv")
+    ap.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
+    args = ap.parse_args()
+    root = _stage.ROOT
+    all_params = _stage.params()
+    cfg = from_dict(EvaluateConfig, all_params.get("evaluate"), "evaluate")
+    data = from_dict(DataConfig, all_params.get("data"), "data")
+
+    import torch
+
+    from tinyllm.distill import load_prepared
+    from tinyllm.evaluate import average, evaluate_records
+    from tinyllm.io import write_json, write_jsonl
+    from tinyllm.modeling import default_device, load_student, resolve_precision
+
+    t0 = time.perf_counter()
+    device = default_device()
+    precision = resolve_precision(cfg.precision, device)
+    model, tok, seq2seq = load_student(root / args.model)
+    model.to(device).eval()
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
+                else contextlib.nullcontext())
+    results, rows = {}, []
+    for split in cfg.splits:
+        per = {}
+        for b in data.benchmarks:
+            records = load_prepared(root / args.prepared, b, split)
+            if records is None:
+                logging.info("%s: no %s split — not evaluated", b, split)
+                continue
+            if cfg.max_per_benchmark is not None:
+                records = records[: cfg.max_per_benchmark]
+            logging.info("evaluating %s/%s (%d questions)", b, split, len(records))
+            with autocast:
+                m, preds = evaluate_records(model, tok, records, seq2seq, max_input_tokens=cfg.max_input_tokens,
+                                            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                                            device=device, headline=cfg.headline)
+            write_jsonl(root / args.predictions / split / f"{b}.jsonl", preds)
+            per[b] = m
+            rows.append({"split": split, "benchmark": b, "accuracy": m["accuracy"],
+                         "acc_score": m["acc_score"], "acc_generate": m["acc_generate"]})
+            logging.info("%s/%s: accuracy %.3f (score %.3f, generate %.3f, unmatched %.2f)", b, split,
+                         m["accuracy"], m["acc_score"], m["acc_generate"], m["unmatched_generate"])
+        if per:
+            per["average"] = average(per)
+            results[split] = per
+    wall = time.perf_counter() - t0
+    results["eval_wall_s"] = wall
+    results["bf16"] = int(precision == "bf16")
+    write_json(root / args.metrics, results)
+    from tinyllm.io import atomic_write
+
+    with atomic_write(root / args.plot) as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    if not args.no_mlflow:
+        log_to_mlflow(root, all_params, results, args)
+
+
+def log_to_mlflow(root, all_params, results, args) -> None:
+    from tinyllm import tracking
+
+    track = all_params.get("tracking", {}) or {}
+    train = {}
+    if (root / args.train_metrics).exists():
+        train = json.loads((root / args.train_metrics).read_text())
+    steps = []
+    if (root / args.train_log).exists():
+        with open(root / args.train_log) as f:
+            steps = list(csv.DictReader(f, delimiter="\t"))
+    distill = all_params.get("distill", {}) or {}
+    teachers = sorted(t for t, a in (distill.get("alphas") or {}).items() if a)
+    tags = {
+        "row": track.get("row", "tinyllm"),
+        "student": (all_params.get("student") or {}).get("source", ""),
+        "teachers": ",".join(teachers) or "none",
+        "alphas": json.dumps(distill.get("alphas") or {}, sort_keys=True),
+        "headline": (all_params.get("evaluate") or {}).get("headline", "score"),
+        "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
+        **tracking.git_info(root),
+        **tracking.dvc_hashes(root, ["data/raw", "data/prepared", "data/rationales", "models/base",
+                                     "models/student"]),
+    }
+    params = {k: all_params.get(k) for k in ("data", "student", "teachers", "distill", "evaluate") if k in all_params}
+    metrics = {k: v for k, v in results.items()}
+    if train:
+        metrics["train"] = {k: v for k, v in train.get("train", {}).items() if isinstance(v, (int, float))}
+    run_name = os.environ.get("DVC_EXP_NAME") or track.get("run_name") or tags["row"]
+    tracking.log_run(root, track.get("experiment", "tinyllm"), run_name, params, metrics, tags, steps,
+                     artifacts=[root / args.metrics, root / args.plot, root / args.train_metrics])
+
+
+if __name__ == "__main__":
+    main()

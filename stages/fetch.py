@@ -1,0 +1,27 @@
+"""Stage `fetch`: copy the six benchmarks (questions + released rationales) from the source
+named in params.yaml [data] into data/raw, in the release layout, for DVC to version."""
+
+import argparse
+import logging
+
+import _stage
+
+from tinyllm.config import DataConfig, from_dict
+from tinyllm.io import write_json
+from tinyllm.sources import fetch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="data/raw")
+    ap.add_argument("--summary", default="data/raw/SOURCE.json")
+    args = ap.parse_args()
+    cfg = from_dict(DataConfig, _stage.params("data"), "data")
+    found = fetch(cfg.source, cfg.benchmarks, _stage.ROOT / args.out, base=_stage.ROOT)
+    write_json(_stage.ROOT / args.summary, {"source": cfg.source, "splits": found})
+    for b, splits in found.items():
+        logging.info("%s: splits %s", b, ", ".join(splits))
+
+
+if __name__ == "__main__":
+    main()
