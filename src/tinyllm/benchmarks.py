@@ -114,10 +114,11 @@ def validate_record(raw: object, path: Path, index: int) -> dict:
     for j, c in enumerate(choices):
         if not isinstance(c, str) or not c.strip():
             raise DataError(f"{where}: field 'choices'[{j}] is empty or not a string")
-    if len(set(choices)) != len(choices):
-        raise DataError(f"{where}: field 'choices' has duplicate options")
     if raw["answer"] not in choices:
         raise DataError(f"{where}: field 'answer' {raw['answer']!r} is not among 'choices'")
+    if choices.count(raw["answer"]) > 1:
+        # a repeated distractor is harmless (3 OBQA train items have one); a repeated gold is not
+        raise DataError(f"{where}: field 'answer' {raw['answer']!r} appears more than once in 'choices'")
     return {**raw, "label": choices.index(raw["answer"])}
 
 

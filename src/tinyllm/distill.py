@@ -218,13 +218,16 @@ def train(
     Uses Accelerate, so the same code runs on CPU, one GPU, or several processes under
     ``accelerate launch`` / ``torchrun`` (each process draws its own shard of batches).
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
     from tqdm.auto import tqdm
 
     from .modeling import resolve_precision
 
-    probe = Accelerator(cpu=not torch.cuda.is_available())
-    precision = resolve_precision(cfg.precision, probe.device)
+    precision = resolve_precision(cfg.precision, PartialState(cpu=not torch.cuda.is_available()).device)
+    # Accelerate keeps its settings in a process-wide singleton; forget the previous call's
+    # mixed-precision choice (several train() calls in one process: tests, benchmarks).
+    AcceleratorState._reset_state(reset_partial_state=False)
     acc = Accelerator(cpu=not torch.cuda.is_available(),
                       mixed_precision="bf16" if precision == "bf16" else "no",
                       gradient_accumulation_steps=cfg.grad_accum)
