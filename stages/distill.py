@@ -5,6 +5,7 @@ and save it with save_pretrained to models/student. Runs unchanged under
 
 import argparse
 import logging
+import resource
 import time
 
 import _stage
@@ -46,13 +47,21 @@ def main() -> None:
     model, tok, seq2seq = load_student(root / args.base, student.kind)
     if cfg.lora:
         model = apply_lora(model, cfg.lora, seq2seq)
-    result = train(model, tok, seq2seq, examples, teachers, cfg, log_path=root / args.log)
-    model, is_main = result.pop("_model"), result.pop("_is_main")
+    if cfg.steps == 0:  # the untrained student ("inference" baseline): same stages, no update
+        from tinyllm.io import atomic_write
+
+        with atomic_write(root / args.log) as f:
+            f.write("step\tloss\n")
+        result, is_main = {"steps": 0, "examples": len(examples)}, True
+    else:
+        result = train(model, tok, seq2seq, examples, teachers, cfg, log_path=root / args.log)
+        model, is_main = result.pop("_model"), result.pop("_is_main")
     if not is_main:
         return
     save_student(model, tok, root / args.out, {"teachers": teachers, "seq2seq": seq2seq,
                                                 "distill": config_dict(cfg)})
     result["stage_wall_s"] = time.perf_counter() - t0
+    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     write_json(root / args.metrics, {"train": result, "coverage": coverage})
     logging.info("saved student to %s (%.0f s)", args.out, result["stage_wall_s"])
 

@@ -8,6 +8,7 @@ import csv
 import json
 import logging
 import os
+import resource
 import time
 
 import _stage
@@ -72,6 +73,7 @@ def main() -> None:
     wall = time.perf_counter() - t0
     results["eval_wall_s"] = wall
     results["bf16"] = int(precision == "bf16")
+    results["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     write_json(root / args.metrics, results)
     from tinyllm.io import atomic_write
 

@@ -78,7 +78,7 @@ class DistillConfig:
     alphas: dict[str, float] = field(default_factory=dict)
     answer_weight: float = 1.0  # weight of L_answer (1 in the paper)
     train_per_benchmark: int | None = 64  # training questions per benchmark (None: all)
-    steps: int = 30
+    steps: int = 30  # 0 = no training: the base student as is (the paper's "inference" row)
     batch_size: int = 8  # questions per step; each brings 1 + (number of teachers) sequences
     grad_accum: int = 1
     lr: float = 5e-5
@@ -98,8 +98,9 @@ class DistillConfig:
         for t, a in self.alphas.items():
             if not isinstance(a, (int, float)) or a < 0:
                 raise ValueError(f"params.yaml [distill]: alphas.{t} = {a!r}; must be a number >= 0")
-        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("params.yaml [distill]: steps, batch_size and grad_accum must be >= 1")
+        if self.steps < 0 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("params.yaml [distill]: steps must be >= 0 (0 = the untrained student), "
+                             "batch_size and grad_accum >= 1")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"params.yaml [distill]: precision {self.precision!r} not in auto/bf16/fp32")
         if not self.lr > 0:

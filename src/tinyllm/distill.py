@@ -156,10 +156,20 @@ def collate_seq2seq(seqs: list[Sequence], pad_id: int) -> dict[str, torch.Tensor
             "task_ids": torch.tensor([s.task for s in seqs])}
 
 
-def batch_loss(model, batch: dict, weights: torch.Tensor, seq2seq: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward over a collated batch of any mix of tasks -> (total, per-task losses)."""
+def batch_loss(model, batch: dict, weights: torch.Tensor, seq2seq: bool,
+               all_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward over a collated batch of any mix of tasks -> (total, per-task losses).
+
+    ``all_logits`` projects every position onto the vocabulary, as a plain
+    ``model(..., labels=...)`` call does (the reference path); by default only the last
+    ``keep`` columns, where all targets of a left-padded batch lie, are projected.
+    """
     if seq2seq:
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        return multitask_loss(out.logits, batch["labels"], batch["task_ids"], weights)
+    if all_logits:
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    position_ids=batch["position_ids"])
         return multitask_loss(out.logits, batch["labels"], batch["task_ids"], weights)
     keep = batch["keep"]
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -170,7 +180,8 @@ def batch_loss(model, batch: dict, weights: torch.Tensor, seq2seq: bool) -> tupl
 
 def step_loss(model, seqs: list[Sequence], weights: torch.Tensor, seq2seq: bool, pad_id: int,
               fused: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss of one step's sequences: fused (one forward) or one forward per task (reference).
+    """Loss of one step's sequences: fused (one forward, target logits only) or the authors'
+    reference (one forward per task, logits for every position).
 
     Both give ``sum_k w_k * mean over task k's target tokens``; the caller backpropagates it.
     """
@@ -183,7 +194,8 @@ def step_loss(model, seqs: list[Sequence], weights: torch.Tensor, seq2seq: bool,
     for k in sorted({s.task for s in seqs}):
         group = [s for s in seqs if s.task == k]
         # a one-task batch: with unit weights its total is that task's mean token loss
-        lk, _ = batch_loss(model, to(collate(group, pad_id)), torch.ones(len(weights), device=device), seq2seq)
+        lk, _ = batch_loss(model, to(collate(group, pad_id)), torch.ones(len(weights), device=device), seq2seq,
+                           all_logits=True)
         total = total + weights[k].to(lk) * lk
         per_task[k] = lk.detach()
     return total, per_task
