@@ -19,9 +19,10 @@ setup:  ## venv with pinned dependencies, the project (editable) and the offline
 	@$(VENV)/bin/python -c "import torch, transformers, dvc, mlflow; print('setup ok: torch', torch.__version__, '| transformers', transformers.__version__)"
 
 # llama-cpp-python for the llama_cpp teacher backend and its OpenAI-compatible server.
-# Built from source (~12 min on 2 cores); ggml's AMX kernels crash on some CPUs, so they are off.
+# Built from source (~12 min on 2 cores). ggml's AMX kernels crash on some Xeons and VEX AVX-VNNI
+# is missing on AMD EPYC (Illegal instruction), so both are off; AVX-512 is required.
 LLAMA_CMAKE = -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
-  -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON \
+  -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=OFF \
   -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 setup-llamacpp: setup
 	$(VENV)/bin/python -c "import llama_cpp" 2>/dev/null || \

@@ -51,16 +51,17 @@ def build_examples(
 ) -> tuple[list[dict], dict]:
     """Training examples ``{"record", "rationales": {teacher: text}}`` and coverage stats.
 
-    ``per_benchmark`` questions are drawn per benchmark with a seeded shuffle; a teacher's
-    rationale is used when its cache record is ``ok`` and carries none of ``drop_flags``.
+    The first ``per_benchmark`` questions of each train split (file order; the release's
+    order is already shuffled) — the same questions a local teacher with
+    ``limit_per_benchmark`` writes rationales for. A teacher's rationale is used when its
+    cache record is ``ok`` and carries none of ``drop_flags`` (``filtered`` matches every
+    ``filtered:<reason>`` flag). ``seed`` is kept for callers; batch order is seeded in ``train``.
     """
-    rng = random.Random(seed)
     examples, stats = [], {}
     for b in benchmarks:
         records = load_prepared(prepared_dir, b, "train")
         if records is None:
             raise FileNotFoundError(f"{Path(prepared_dir) / b / 'train.jsonl'}: prepared train split missing")
-        rng.shuffle(records)
         if per_benchmark is not None:
             records = records[:per_benchmark]
         by_teacher = {}
@@ -253,7 +254,9 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
-    model, opt, sched = acc.prepare(model, opt, sched)
+    # The scheduler is not prepared: Accelerate's wrapper steps it once per process per
+    # optimizer step, which under N processes would decay the LR N times too fast.
+    model, opt = acc.prepare(model, opt)
     model.train()
     weights = weights.to(acc.device)
     pad_id = tok.pad_token_id
@@ -269,11 +272,11 @@ def train(
             with acc.accumulate(model), acc.autocast():
                 loss, per_task = step_loss(model, seqs, weights, seq2seq, pad_id, cfg.fused_tasks, acc.device)
                 acc.backward(loss)
-                opt.step()
-                sched.step()
+                opt.step()  # a no-op until the last micro-batch of the accumulation window
                 opt.zero_grad()
             step_total += loss.item() / cfg.grad_accum
             step_tasks += per_task.float().cpu() / cfg.grad_accum
+        sched.step()  # once per optimizer step
         elapsed = time.perf_counter() - t0
         row = {"step": step + 1, "loss": step_total,
                **{("loss_answer" if k == 0 else f"loss_{teachers[k - 1]}"): float(v) for k, v in enumerate(step_tasks)},

@@ -88,6 +88,10 @@ class TeacherConfig:
         w = f"teachers.{self.name}"
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ValueError(f"params.yaml [teachers]: teacher name {self.name!r} must match {_NAME.pattern}")
+        from .backends import BACKENDS  # here, not at the top: backends imports this module
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"params.yaml [{w}]: backend {self.backend!r} is unknown; known: {', '.join(BACKENDS)}")
         if isinstance(self.icl, dict):
             self.icl = _from_dict(ICLConfig, self.icl, f"{w}.icl")
         self.icl.check(w)

@@ -1,0 +1,302 @@
+"""Resumable rationale generation: one teacher x benchmark x split into its cache file.
+
+The cache ``<root>/<teacher>/<benchmark>/<split>.jsonl`` (format: ``tinyllm.rationales``) is
+written append-only through ``JsonlAppender``, flushed and fsynced after every batch, so a crash or
+``kill -9`` loses at most the batch in flight. A record is keyed by (teacher, benchmark, split,
+id, prompt hash); the hash covers the exact prompt (question, options, gold answer or not,
+in-context examples, system prompt) and the decoding settings (backend, model, max_new_tokens,
+temperature). A rerun:
+
+- skips questions whose newest record has the current hash and is not ``failed``;
+- regenerates the rest (new questions, changed settings, earlier failures), appending;
+- at the end compacts the file atomically to one record per id (the newest), in question order.
+
+Next to it, ``<split>.summary.json`` holds counts, empty/failed, flags, mean length, answer
+agreement (teacher forcing off), tokens/s. More failed records than ``max_failed_fraction``
+raises ``TooManyFailures`` *after* the cache and summary are saved.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from ..benchmarks import DataError
+from ..io import JsonlAppender, iter_jsonl, write_json, write_jsonl
+from ..rationales import cache_path, is_truncated, looks_non_english, summarize
+from .backends import Backend, Generation, make_backend
+from .config import TeacherConfig
+from .icl import ExampleSelector
+from .prompts import TeacherPrompt, build_prompt, clean_output, contradicts_gold, letter, parse_answer
+
+log = logging.getLogger(__name__)
+
+# Stop early when this many batches in a row failed completely: the teacher is down or
+# misconfigured, and hammering it for every remaining question only delays the error.
+MAX_DEAD_BATCHES = 2
+
+
+class TooManyFailures(RuntimeError):
+    """More failed records than the configured fraction; the cache and summary are saved.
+
+    ``summaries``: {split: summary} of everything that ran, for the stage's metrics.
+    """
+
+    def __init__(self, message: str, summaries: dict | None = None):
+        super().__init__(message)
+        self.summaries = summaries or {}
+
+
+def summary_path(root: Path, teacher: str, benchmark: str, split: str) -> Path:
+    return cache_path(root, teacher, benchmark, split).with_suffix(".summary.json")
+
+
+def build_prompts(cfg: TeacherConfig, questions: list[dict], fmt: str,
+                  selector: ExampleSelector | None) -> list[TeacherPrompt]:
+    """One prompt per question (in-context examples chosen per question id)."""
+    out = []
+    for q in questions:
+        examples = selector.select(q) if selector is not None else []
+        out.append(build_prompt(q, examples, teacher_forcing=cfg.teacher_forcing, fmt=fmt,
+                                system_prompt=cfg.system_prompt, max_words=cfg.max_question_words,
+                                decoding=cfg.decoding()))
+    return out
+
+
+def make_record(cfg: TeacherConfig, benchmark: str, split: str, q: dict, p: TeacherPrompt,
+                g: Generation) -> dict:
+    """The cache record of one reply, with its quality flags (see module docstring of rationales)."""
+    prompt = {"teacher_forcing": p.teacher_forcing, "icl_ids": p.icl_ids, "hash": p.hash,
+              "format": p.format, "text": g.prompt_text or p.text}
+    if p.messages is not None:
+        prompt["messages"] = p.messages
+    rec = {"id": q["id"], "benchmark": benchmark, "split": split, "teacher": cfg.name,
+           "rationale": "", "status": "failed", "flags": [], "prompt": prompt, "source": cfg.source,
+           "teacher_answer": None, "answer_match": None,
+           "gen": {"new_tokens": g.new_tokens, "finish_reason": g.finish_reason, "seconds": round(g.seconds, 4)}}
+    if g.error is not None:
+        rec["error"] = g.error
+        return rec
+    text, flags = clean_output(g.text)
+    rec["rationale"] = text
+    rec["status"] = "ok" if text else "empty"
+    if text and (g.finish_reason == "length" or is_truncated(text)):
+        flags.append("truncated")
+    if text and looks_non_english(text):
+        flags.append("non_english")
+    if p.teacher_forcing:
+        if contradicts_gold(text, q):
+            flags.append("answer_mismatch")
+    else:
+        idx = parse_answer(text, q["choices"])
+        rec["teacher_answer"] = None if idx is None else f"({letter(idx)}) {q['choices'][idx]}"
+        rec["answer_match"] = idx == q["label"]
+        if idx is None:
+            flags.append("answer_unparsed")
+        elif idx != q["label"]:
+            flags.append("answer_mismatch")
+    reasons = {"empty": not text, "truncated": "truncated" in flags,
+               "answer_mismatch": "answer_mismatch" in flags, "non_english": "non_english" in flags}
+    flags += [f"filtered:{r}" for r in cfg.filters if reasons[r]]
+    rec["flags"] = flags
+    return rec
+
+
+def _read_newest(path: Path, teacher: str, benchmark: str, split: str) -> tuple[dict[str, dict], list[str]]:
+    """{id: newest record} and the ids in first-appearance order; checks every record's key fields."""
+    newest: dict[str, dict] = {}
+    order: list[str] = []
+    if not path.exists():
+        return newest, order
+    for i, r in enumerate(iter_jsonl(path, tolerate_torn_tail=True), 1):
+        for key, want in (("teacher", teacher), ("benchmark", benchmark), ("split", split)):
+            if r.get(key) != want:
+                raise DataError(f"{path}: record {i} (id {r.get('id')!r}): field {key!r} is "
+                                f"{r.get(key)!r}, expected {want!r} (two teachers share one folder?)")
+        if "id" not in r or "prompt" not in r or "status" not in r:
+            raise DataError(f"{path}: record {i}: fields 'id', 'prompt' and 'status' are required")
+        if r["id"] not in newest:
+            order.append(r["id"])
+        newest[r["id"]] = r
+    return newest, order
+
+
+def compact(path: Path, teacher: str, benchmark: str, split: str, all_questions: list[dict]) -> list[dict]:
+    """Rewrite ``path`` atomically with one record per id (the newest), in question-file order.
+
+    Records of ids outside ``all_questions`` are kept after them: generated work is never dropped.
+    """
+    newest, order = _read_newest(path, teacher, benchmark, split)
+    pos = {q["id"]: i for i, q in enumerate(all_questions)}
+    first = {i: n for n, i in enumerate(order)}
+    ids = sorted(newest, key=lambda i: (pos.get(i, len(pos)), first[i]))
+    records = [newest[i] for i in ids]
+    if path.exists():
+        write_jsonl(path, records)
+    return records
+
+
+def _summary(cfg: TeacherConfig, records: list[dict], selected_ids: list[str], run: dict) -> dict:
+    by_id = {r["id"]: r for r in records}
+    sel = [by_id[i] for i in selected_ids if i in by_id]
+    out = {"teacher": cfg.name, "source": cfg.source, "teacher_forcing": cfg.teacher_forcing,
+           "icl_k": cfg.icl.k, "icl_strategy": cfg.icl.strategy, "selected": len(selected_ids),
+           **summarize(sel)}
+    out["not_generated"] = len(selected_ids) - len(sel)
+    out["failed_fraction"] = round((out["failed"] + out["not_generated"]) / max(1, len(selected_ids)), 4)
+    reasons: dict[str, int] = {}
+    for r in sel:
+        for f in r.get("flags", []):
+            if f.startswith("filtered:"):
+                reasons[f] = reasons.get(f, 0) + 1
+    out["filtered"] = sum(any(f.startswith("filtered:") for f in r.get("flags", [])) for r in sel)
+    out.update({k.replace(":", "_"): v for k, v in sorted(reasons.items())})
+    ok = [r for r in sel if r["status"] == "ok"]
+    out["mean_new_tokens"] = round(sum(r["gen"]["new_tokens"] for r in ok if "gen" in r) / max(1, len(ok)), 2)
+    toks = sum(r["gen"]["new_tokens"] for r in sel if "gen" in r)
+    secs = sum(r["gen"]["seconds"] for r in sel if "gen" in r)
+    out["tokens_per_s"] = round(toks / secs, 2) if secs > 0 else None
+    out["records_in_file"] = len(records)
+    out["last_run"] = run
+    return out
+
+
+def generate_split(cfg: TeacherConfig, benchmark: str, split: str, questions: list[dict], root: Path, *,
+                   selector: ExampleSelector | None = None, backend: Backend | None = None,
+                   progress: bool = True) -> dict:
+    """Generate the missing or stale rationales of ``questions[:limit]``; returns the summary.
+
+    ``questions``: normalised records of the split (``tinyllm.benchmarks``), in file order.
+    Raises ``TooManyFailures`` after saving when the failed fraction exceeds the threshold.
+    """
+    root = Path(root)
+    path = cache_path(root, cfg.name, benchmark, split)
+    selected = questions[: cfg.limit_per_benchmark] if cfg.limit_per_benchmark else list(questions)
+    own_backend = backend is None
+    backend = backend or make_backend(cfg)
+    t_start = time.perf_counter()
+    run = {"generated": 0, "failed": 0, "skipped": 0, "seconds": 0.0, "new_tokens": 0, "stopped_early": False}
+    try:
+        fmt = backend.resolve_format()
+        prompts = build_prompts(cfg, selected, fmt, selector)
+        newest, _ = _read_newest(path, cfg.name, benchmark, split)
+        todo = [(q, p) for q, p in zip(selected, prompts)
+                if not (q["id"] in newest and newest[q["id"]]["prompt"].get("hash") == p.hash
+                        and newest[q["id"]]["status"] != "failed")]
+        run["skipped"] = len(selected) - len(todo)
+        log.info("%s/%s/%s: %d questions, %d cached, %d to generate (%s, %s prompts)", cfg.name, benchmark,
+                 split, len(selected), run["skipped"], len(todo), cfg.source, fmt)
+        if todo:
+            _generate(cfg, benchmark, split, todo, backend, path, run, progress)
+    finally:
+        if own_backend:
+            backend.close()
+        # Runs on success, on TooManyFailures and on Ctrl-C alike: the append-only file is always
+        # valid, compaction only tidies it (atomic rename), so no finished record can be lost here.
+        records = compact(path, cfg.name, benchmark, split, questions)
+        run["seconds"] = round(time.perf_counter() - t_start, 2)
+        summary = _summary(cfg, records, [q["id"] for q in selected], run)
+        write_json(summary_path(root, cfg.name, benchmark, split), summary)
+    if summary["failed_fraction"] > cfg.max_failed_fraction:
+        last = next((r.get("error") for r in reversed(records) if r["status"] == "failed"), None)
+        raise TooManyFailures(
+            f"{path}: {summary['failed']} failed and {summary['not_generated']} not generated of "
+            f"{summary['selected']} questions ({summary['failed_fraction']:.0%} > max_failed_fraction "
+            f"{cfg.max_failed_fraction:.0%}); finished records are saved, rerun to retry the rest. "
+            f"Last error: {last}", {split: summary})
+    return summary
+
+
+def _generate(cfg, benchmark, split, todo, backend, path, run, progress) -> None:
+    from tqdm import tqdm
+
+    # Similar lengths in one batch waste less compute on padding; ties keep question order so a
+    # resumed run forms the same batches as an uninterrupted one.
+    lengths = [backend.prompt_length(p) for _, p in todo]
+    order = sorted(range(len(todo)), key=lambda i: (lengths[i], i))
+    todo = [todo[i] for i in order]
+    dead = 0
+    bar = tqdm(total=len(todo), desc=f"{cfg.name}/{benchmark}/{split}", unit="q", disable=not progress,
+               dynamic_ncols=True)
+    gen_s = 0.0
+    with JsonlAppender(path) as out, bar:
+        for start in range(0, len(todo), cfg.batch_size):
+            batch = todo[start:start + cfg.batch_size]
+            t0 = time.perf_counter()
+            try:
+                gens = backend.generate_batch([p for _, p in batch])
+                if len(gens) != len(batch):
+                    raise RuntimeError(f"backend returned {len(gens)} replies for {len(batch)} prompts")
+            except Exception as e:  # a crash inside generate (e.g. out of memory): fail this batch only
+                log.exception("%s: batch of %d failed", path, len(batch))
+                gens = [Generation(finish_reason="error", error=f"{type(e).__name__}: {e}") for _ in batch]
+            gen_s += time.perf_counter() - t0
+            records = [make_record(cfg, benchmark, split, q, p, g) for (q, p), g in zip(batch, gens)]
+            out.append_many(records)  # flushed + fsynced: this batch survives kill -9 from here on
+            n_failed = sum(r["status"] == "failed" for r in records)
+            run["generated"] += len(records) - n_failed
+            run["failed"] += n_failed
+            run["new_tokens"] += sum(g.new_tokens for g in gens)
+            bar.update(len(batch))
+            bar.set_postfix(tok_s=f"{run['new_tokens'] / max(gen_s, 1e-9):.1f}", failed=run["failed"])
+            for r in records:
+                if r["status"] == "failed":
+                    log.warning("%s: id %s failed: %s", path, r["id"], r["error"])
+            dead = dead + 1 if n_failed == len(records) else 0
+            if dead >= MAX_DEAD_BATCHES and start + cfg.batch_size < len(todo):
+                log.error("%s: %d batches in a row failed completely; stopping early", path, dead)
+                run["stopped_early"] = True
+                break
+    run["tokens_per_s"] = round(run["new_tokens"] / gen_s, 2) if gen_s > 0 else None
+
+
+def prepared_path(prepared_root: Path, benchmark: str, split: str) -> Path:
+    return Path(prepared_root) / benchmark / f"{split}.jsonl"
+
+
+def read_questions(path: Path) -> list[dict]:
+    """Normalised question records of one prepared split; errors name file, record and field."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: prepared split not found (run the prepare stage first)")
+    out = []
+    for i, r in enumerate(iter_jsonl(path), 1):
+        for key in ("id", "question", "choices", "answer", "label"):
+            if key not in r:
+                raise DataError(f"{path}: record {i}: field {key!r} is missing")
+        if not (isinstance(r["label"], int) and 0 <= r["label"] < len(r["choices"])):
+            raise DataError(f"{path}: record {i} (id {r['id']!r}): field 'label' {r['label']!r} "
+                            f"is not an index into its {len(r['choices'])} choices")
+        out.append(r)
+    return out
+
+
+def generate_teacher(cfg: TeacherConfig, benchmark: str, prepared_root: Path, rationales_root: Path,
+                     progress: bool = True) -> dict[str, dict]:
+    """Every configured split of one benchmark for one teacher; returns {split: summary}.
+
+    All splits run even when one has too many failures; then the first ``TooManyFailures`` is raised.
+    """
+    selector = None
+    if cfg.icl.k > 0:
+        from .icl import ExampleSelector, build_pool
+
+        train = read_questions(prepared_path(prepared_root, benchmark, cfg.icl.split))
+        pool = build_pool(train, rationales_root, cfg.icl.source, benchmark, cfg.icl.split)
+        selector = ExampleSelector(pool, cfg.icl.k, cfg.icl.strategy, cfg.icl.seed, benchmark)
+    backend = make_backend(cfg)
+    summaries, errors = {}, []
+    try:
+        for split in cfg.splits:
+            questions = read_questions(prepared_path(prepared_root, benchmark, split))
+            try:
+                summaries[split] = generate_split(cfg, benchmark, split, questions, rationales_root,
+                                                  selector=selector, backend=backend, progress=progress)
+            except TooManyFailures as e:
+                errors.append(e)
+                summaries.update(e.summaries)
+    finally:
+        backend.close()
+    if errors:
+        raise TooManyFailures("; ".join(map(str, errors)), summaries)
+    return summaries

@@ -1,0 +1,62 @@
+"""DVC stage: one teacher writes rationales for one benchmark into its resumable cache.
+
+    python stages/generate_rationales.py --teacher smollm2_135m --benchmark obqa
+
+Reads ``params.yaml`` [teachers.<NAME>] and ``data/prepared/<B>/<split>.jsonl``; writes
+``data/rationales/<NAME>/<B>/<split>.jsonl`` + ``<split>.summary.json`` (a ``persist: true``
+output, so the cache survives reruns) and the metrics file. Exits 2 when too many requests
+failed (finished records are kept; rerun to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+try:
+    import tinyllm  # noqa: F401
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--teacher", required=True, help="a key under 'teachers' in params.yaml")
+    ap.add_argument("--benchmark", required=True)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--prepared", default="data/prepared", help="folder of <benchmark>/<split>.jsonl")
+    ap.add_argument("--rationales", default="data/rationales", help="root of the rationale caches")
+    ap.add_argument("--metrics", default=None, help="also write {split: summary} here (DVC metrics)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from tinyllm.benchmarks import get_benchmark
+    from tinyllm.config import load_params
+    from tinyllm.io import write_json
+    from tinyllm.teachers.config import load_teacher
+    from tinyllm.teachers.generate import TooManyFailures, generate_teacher
+
+    get_benchmark(args.benchmark)  # unknown names fail here, listing the known ones
+    cfg = load_teacher(load_params(args.params), args.teacher)
+    try:
+        summaries = generate_teacher(cfg, args.benchmark, Path(args.prepared), Path(args.rationales),
+                                     progress=not args.no_progress)
+        code = 0
+    except TooManyFailures as e:
+        logging.getLogger("generate_rationales").error("%s", e)
+        summaries, code = e.summaries, 2
+    if args.metrics:
+        write_json(args.metrics, summaries)
+    for split, s in summaries.items():
+        logging.getLogger("generate_rationales").info(
+            "%s/%s/%s: %d ok, %d empty, %d failed, %d filtered, %.1f words, %s tok/s", cfg.name,
+            args.benchmark, split, s["ok"], s["empty"], s["failed"], s["filtered"], s["mean_words"],
+            s["tokens_per_s"])
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

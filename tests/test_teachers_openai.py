@@ -1,0 +1,170 @@
+"""The openai backend against live HTTP servers on 127.0.0.1, and the llama.cpp backend.
+
+- a scripted server (``http.server``) that answers 500/429 before succeeding, always fails,
+  or rejects the client (401): retries with backoff, then failed records that keep finished work;
+- a real OpenAI-compatible server: ``python -m llama_cpp.server`` with the SmolLM2 GGUF
+  (skipped, with the reason, when llama-cpp-python or its server extras are not installed).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from teachers_testlib import ScriptedServer, free_port, toy_questions
+from tinyllm.rationales import load_cache
+from tinyllm.teachers.backends import make_backend
+from tinyllm.teachers.config import teacher_config
+from tinyllm.teachers.generate import TooManyFailures, generate_split, summary_path
+from tinyllm.teachers.prompts import build_prompt
+
+
+def api_cfg(url: str, **kw):
+    base = {"backend": "openai", "model": "teacher-x", "base_url": url, "icl": {"k": 0, "source": None},
+            "max_new_tokens": 16, "batch_size": 2, "concurrency": 2, "max_retries": 3, "backoff_s": 0.01,
+            "request_timeout_s": 10}
+    base.update(kw)
+    return teacher_config("api", base)
+
+
+def test_retries_on_500_and_429_then_succeeds(tmp_path):
+    # guards against a transient server error losing a record (or crashing the run)
+    script = lambda n: {0: 500, 1: 429, 2: 503}.get(n, 200)  # noqa: E731
+    with ScriptedServer(script) as srv:
+        s = generate_split(api_cfg(srv.url), "obqa", "train", toy_questions(n=4), tmp_path, progress=False)
+    assert s["ok"] == 4 and s["failed"] == 0
+    assert srv.requests == 4 + 3  # every failure retried exactly once more
+    rec = load_cache(tmp_path, "api", "obqa", "train")[0]
+    assert rec["rationale"].startswith("It is so because") and rec["gen"]["new_tokens"] == 7
+    assert rec["source"] == "openai:teacher-x" and rec["prompt"]["messages"][0]["role"] == "system"
+
+
+def test_a_dead_server_fails_clearly_and_keeps_finished_records(tmp_path):
+    # the first 4 requests succeed, then the server only answers 500: the run must stop early,
+    # save the 4 finished records, exit with an error naming the cause, and resume later
+    qs = toy_questions(n=12)
+    cfg = api_cfg("http://placeholder/v1", concurrency=1, max_retries=1)
+    with ScriptedServer(lambda n: 200 if n < 4 else 500) as srv:
+        cfg.base_url = srv.url
+        with pytest.raises(TooManyFailures, match="HTTP 500"):
+            generate_split(cfg, "obqa", "train", qs, tmp_path, progress=False)
+    recs = load_cache(tmp_path, "api", "obqa", "train")
+    assert sum(r["status"] == "ok" for r in recs) == 4
+    assert all("gave up after 2 attempts" in r["error"] for r in recs if r["status"] == "failed")
+    summary = json.loads(summary_path(tmp_path, "api", "obqa", "train").read_text())
+    assert summary["last_run"]["stopped_early"] and summary["not_generated"] == 4
+    with ScriptedServer(lambda n: 200) as srv:
+        cfg.base_url = srv.url
+        s = generate_split(cfg, "obqa", "train", qs, tmp_path, progress=False)
+    assert srv.requests == 8 and s["ok"] == 12 and s["records_in_file"] == 12
+
+
+def test_client_errors_are_not_retried_and_say_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEACHER_KEY", "sk-test")
+    with ScriptedServer(lambda n: 401) as srv:
+        be = make_backend(api_cfg(srv.url, api_key_env="TEACHER_KEY"))
+        gens = be.generate_batch([build_prompt(q, [], teacher_forcing=True, fmt="chat") for q in toy_questions(n=2)])
+        be.close()
+    assert srv.requests == 2 and srv.auth == "Bearer sk-test"
+    assert all("HTTP 401" in g.error and "not retried" in g.error for g in gens)
+
+
+def test_missing_api_key_env_and_unreachable_server(tmp_path, monkeypatch):
+    monkeypatch.delenv("NO_SUCH_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="NO_SUCH_KEY"):
+        make_backend(api_cfg("http://127.0.0.1:9/v1", api_key_env="NO_SUCH_KEY"))
+    be = make_backend(api_cfg(f"http://127.0.0.1:{free_port()}/v1", max_retries=1))
+    (g,) = be.generate_batch([build_prompt(toy_questions(n=1)[0], [], teacher_forcing=True, fmt="chat")])
+    be.close()
+    assert "ConnectionError" in g.error and "2 attempts" in g.error
+
+
+# ----------------------------------------------------------------- llama.cpp (optional)
+
+
+PROBE = """
+import sys
+from llama_cpp import Llama
+llm = Llama(model_path=sys.argv[1], n_ctx=64, n_threads=1, verbose=False)
+llm.create_completion("Hi", max_tokens=2)
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _probe(gguf: str) -> str | None:
+    """None when llama.cpp runs here; else why not. In a subprocess: a build for the wrong CPU
+    dies with SIGILL/SIGSEGV, which would take the whole pytest session down in-process."""
+    p = subprocess.run([sys.executable, "-c", PROBE, gguf], capture_output=True, text=True, timeout=120)
+    if p.returncode == 0:
+        return None
+    return (f"llama_cpp crashes on this CPU (exit {p.returncode}): rebuild llama-cpp-python with the "
+            f"CMAKE_ARGS of the README; {p.stderr[-300:]}")
+
+
+def _smollm2_gguf():
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed (optional; see docs/offline-models.md for the build)")
+    from tinyllm.offline_models import locate_gguf
+
+    try:
+        gguf = locate_gguf("smollm2-135m-instruct")
+    except (FileNotFoundError, ValueError) as e:
+        pytest.skip(f"SmolLM2 GGUF not available: {e}")
+    why = _probe(str(gguf))
+    if why:
+        pytest.skip(why)
+    return gguf
+
+
+def test_llama_cpp_backend_generates_chat_rationales(tmp_path):
+    gguf = _smollm2_gguf()
+    cfg = teacher_config("lc", {"backend": "llama_cpp", "model": str(gguf), "max_new_tokens": 12, "n_threads": 2,
+                                "icl": {"k": 0, "source": None}, "max_input_tokens": 512})
+    s = generate_split(cfg, "obqa", "train", toy_questions(n=2), tmp_path, progress=False)
+    assert s["ok"] + s["empty"] == 2 and s["failed"] == 0 and s["tokens_per_s"] > 0
+
+
+def test_openai_backend_against_a_live_llama_cpp_server(tmp_path):
+    gguf = _smollm2_gguf()
+    for mod in ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings"):
+        if importlib.util.find_spec(mod) is None:
+            pytest.skip(f"llama_cpp.server needs {mod} (pip install the server extras; see README)")
+    port = free_port()
+    # The server logs a lot (llama.cpp graph dumps): into a file, since a full PIPE would block it.
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+                             "--port", str(port), "--n_ctx", "1024", "--n_threads", "2", "--model_alias", "smollm2"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        import requests
+
+        url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.time() + 60
+        while True:
+            try:
+                if requests.get(f"{url}/models", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"llama_cpp.server did not come up: {(tmp_path / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+        cfg = api_cfg(url, model="smollm2", max_new_tokens=12, concurrency=2)
+        s = generate_split(cfg, "obqa", "train", toy_questions(n=3), tmp_path, progress=False)
+        assert s["failed"] == 0 and s["ok"] + s["empty"] == 3
+        recs = load_cache(tmp_path, "api", "obqa", "train")
+        assert all(r["gen"]["new_tokens"] > 0 for r in recs)  # usage came back from the real server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
