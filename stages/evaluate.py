@@ -113,6 +113,14 @@ def log_to_mlflow(root, all_params, results, args) -> None:
     metrics = {k: v for k, v in results.items()}
     if train:
         metrics["train"] = {k: v for k, v in train.get("train", {}).items() if isinstance(v, (int, float))}
+    # rationale-cache quality (counts of ok/empty/missing/failed/filtered/truncated per teacher)
+    released = root / "metrics" / "rationales_released.json"
+    caches = json.loads(released.read_text()) if released.exists() else {}
+    for f in sorted((root / "metrics" / "teachers").glob("*.json")):
+        teacher, _, bench = f.stem.rpartition("_")
+        caches.setdefault(teacher, {})[bench] = json.loads(f.read_text())
+    used = set(teachers)
+    metrics["rationales"] = {t: v for t, v in caches.items() if t in used}
     run_name = os.environ.get("DVC_EXP_NAME") or track.get("run_name") or tags["row"]
     tracking.log_run(root, track.get("experiment", "tinyllm"), run_name, params, metrics, tags, steps,
                      artifacts=[root / args.metrics, root / args.plot, root / args.train_metrics])

@@ -15,10 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-try:
-    import tinyllm  # noqa: F401
-except ImportError:  # running from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import _stage  # noqa: F401  (this checkout's src/ first: also right inside a queued experiment's copy)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metrics", default=None, help="also write {split: summary} here (DVC metrics)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from tinyllm.benchmarks import get_benchmark
     from tinyllm.config import load_params
