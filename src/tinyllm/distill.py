@@ -261,7 +261,8 @@ def train(
     weights = weights.to(acc.device)
     pad_id = tok.pad_token_id
 
-    batches = bucketed_batches(encoded, cfg.batch_size, rng)
+    # each process trains on its own disjoint shard (batch_size is per process)
+    batches = bucketed_batches(encoded[acc.process_index::acc.num_processes], cfg.batch_size, rng)
     rows, t0, tokens = [], time.perf_counter(), 0
     bar = tqdm(range(cfg.steps), desc="distill", disable=not (progress and acc.is_main_process))
     for step in bar:
@@ -274,8 +275,9 @@ def train(
                 acc.backward(loss)
                 opt.step()  # a no-op until the last micro-batch of the accumulation window
                 opt.zero_grad()
-            step_total += loss.item() / cfg.grad_accum
-            step_tasks += per_task.float().cpu() / cfg.grad_accum
+            # logged values cover the global batch (all processes), not rank 0's share
+            step_total += acc.reduce(loss.detach(), reduction="mean").item() / cfg.grad_accum
+            step_tasks += acc.reduce(per_task.detach().float(), reduction="mean").cpu() / cfg.grad_accum
         sched.step()  # once per optimizer step
         elapsed = time.perf_counter() - t0
         row = {"step": step + 1, "loss": step_total,

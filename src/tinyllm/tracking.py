@@ -78,7 +78,13 @@ def log_run(root: Path, experiment: str, run_name: str, params: dict, metrics: d
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(root))
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(experiment) is None:
+        # artifacts next to the store in the user's repo: a queued experiment's temp copy (where
+        # ./mlruns would land if it created the experiment) is deleted when the run ends
+        mlflow.create_experiment(experiment,
+                                 artifact_location=(main_repo_root(root) / "mlartifacts").as_uri())
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=run_name) as run:
         flat = {k: ("null" if v is None else str(v))[:6000] for k, v in flatten(params).items()}

@@ -1,0 +1,298 @@
+"""The baselines/ablations grid (experiments/grid.yaml, scripts/grid.py) and its report
+(scripts/report.py).
+
+Fast: every row's overrides, applied by DVC's own override code to the real params.yaml, give
+exactly the parameters the row promises; the report on fabricated MLflow runs in a temp SQLite
+store. Slow (`pytest -m slow`): a 2-row mini grid of real `dvc exp run`s on the shrunk pipeline,
+the report's numbers against the experiments' metrics files, and the MLflow compare page in
+headless Chromium.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "scripts"), str(Path(__file__).resolve().parent)]
+import grid  # noqa: E402
+import report  # noqa: E402
+
+from tinyllm.config import DistillConfig, from_dict  # noqa: E402
+
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+ROWS = grid.load_grid()
+
+
+def apply_like_dvc(tmp_path: Path, overrides: list[str]) -> dict:
+    """params.yaml after `dvc exp run -S ...` (DVC's own function, on a copy)."""
+    from dvc.utils.hydra import apply_overrides
+
+    p = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", p)
+    apply_overrides(p, overrides)
+    return yaml.safe_load(p.read_text())
+
+
+# ----------------------------------------------------------------------------- grid file
+
+
+def test_grid_has_every_table1_row_and_the_papers_alpha_grid():
+    # guards: a baseline or an alpha value dropped from the grid file unnoticed
+    names = {r["row"] for r in ROWS}
+    assert {"inference", "lora", "full_ft", "tinyllm", "dss_flan_t5_xl", "dss_llama2_7b",
+            "only_flan_t5_xl", "only_llama2_7b", "no_icl", "no_tf", "teachers_3"} <= names
+    assert sorted(r["alpha"] for r in ROWS if "alpha" in r) == [0.01, 0.1, 0.5, 1.0, 2.0, 3.0]
+    assert {r["paper"] for r in ROWS if "paper" in r} == set(report.PAPER["80M"])
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r["row"] for r in ROWS])
+def test_row_overrides_give_exactly_the_rows_parameters(row, tmp_path):
+    # guards: Hydra (DVC's -S parser) MERGES a mapping into the default, so a plain
+    # `-S distill.alphas={}` silently keeps both teachers and "full fine-tuning" would be TinyLLM
+    p = apply_like_dvc(tmp_path, grid.row_overrides(row, PARAMS))
+    assert p["tracking"]["row"] == row["row"]
+    declared = [s for s in row["set"] if s.startswith("distill.alphas=")]
+    if declared:
+        assert p["distill"]["alphas"] == yaml.safe_load(declared[0].partition("=")[2])
+    else:
+        assert p["distill"]["alphas"] == PARAMS["distill"]["alphas"]
+    cfg = from_dict(DistillConfig, p["distill"], "distill")  # every row is a valid config
+    if row["row"] == "inference":
+        assert cfg.steps == 0
+    if row["row"] == "lora":
+        assert cfg.lora == {"r": 8, "alpha": 16, "dropout": 0.05} and cfg.alphas == {}
+    if row["row"].startswith("dss_"):  # alpha*L_answer + (1-alpha)*L_rationale, alpha 0.5
+        assert cfg.answer_weight == 0.5 and list(cfg.alphas.values()) == [0.5]
+    # nothing else changes: the data, the student and the evaluation are the same for every row
+    for section in ("data", "student", "evaluate"):
+        assert p[section] == PARAMS[section]
+
+
+def test_load_grid_rejects_bad_rows(tmp_path):
+    # guards: a typo in the grid file (unknown key, duplicate name) silently changing the grid
+    for bad, msg in (({"row": "a", "group": "baseline", "sett": []}, "unknown key"),
+                     ({"row": "a b", "group": "baseline"}, "must match"),
+                     ({"row": "a", "group": "baselines"}, "group")):
+        f = tmp_path / "g.yaml"
+        f.write_text(yaml.safe_dump({"rows": [bad]}))
+        with pytest.raises(ValueError, match=msg):
+            grid.load_grid(f)
+    f.write_text(yaml.safe_dump({"rows": [{"row": "a", "group": "baseline"}] * 2}))
+    with pytest.raises(ValueError, match="twice"):
+        grid.load_grid(f)
+
+
+def test_queue_skips_rows_whose_local_teacher_cache_is_missing(tmp_path, capsys):
+    # guards: queueing a row whose teacher cache does not exist (it would fail minutes later in
+    # the queue) and, conversely, skipping rows that can run
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    for t in ("flan_t5_xl", "llama2_7b"):
+        (tmp_path / "data" / "rationales" / t).mkdir(parents=True)
+    assert grid.main(["--root", str(tmp_path), "queue", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    cmds = [ln for ln in out.splitlines() if ln.startswith("$ dvc exp run --queue")]
+    needs = {r["row"] for r in ROWS if r["needs"]}
+    assert len(cmds) == len(ROWS) - len(needs)
+    for r in needs:
+        assert f"skip {r}: rationale cache" in out and f"-n {r} " not in out
+    assert "$ dvc exp run --queue -n full_ft -S tracking.row=full_ft -S '~distill.alphas.flan_t5_xl'" in out
+
+
+def test_profile_adds_the_papers_overrides_to_every_row(tmp_path):
+    # guards: the paper profile not reaching a row (e.g. the student or full data missing)
+    prof = grid.load_profile(ROOT / "experiments" / "paper.yaml", "google/flan-t5-base")
+    row = next(r for r in ROWS if r["row"] == "tinyllm")
+    p = apply_like_dvc(tmp_path, grid.row_overrides(row, PARAMS, prof))
+    assert p["student"]["source"] == "google/flan-t5-base"
+    assert p["data"]["source"].startswith("github:YikunHan42/TinyLLM@9f5bebec8b22037f80ffa8d17bfeb01a2a524a3b")
+    assert p["distill"]["train_per_benchmark"] is None and p["evaluate"]["max_per_benchmark"] is None
+    assert (p["distill"]["lr"], p["distill"]["max_input_tokens"], p["evaluate"]["headline"]) == (5e-5, 1024, "generate")
+    assert p["evaluate"]["splits"] == ["valid", "test"] and p["distill"]["steps"] == 1699
+    from_dict(DistillConfig, p["distill"], "distill")  # every value reads back with its type
+    with pytest.raises(SystemExit, match="--student"):
+        grid.load_profile(ROOT / "experiments" / "paper.yaml", None)
+
+
+# ----------------------------------------------------------------------------- report (fabricated runs)
+
+
+def _fake_store(root: Path, runs: list[tuple[dict, dict]]) -> dict[str, str]:
+    """Runs with the evaluate stage's tag/metric names in `root`/mlflow.db; returns {row: run_id}
+    of the last run logged per row."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    mlflow.set_experiment("tinyllm")
+    ids = {}
+    for tags, metrics in runs:
+        with mlflow.start_run() as r:
+            mlflow.set_tags(tags)
+            mlflow.log_metrics(metrics)
+            if "row" in tags:
+                ids[tags["row"]] = r.info.run_id
+    return ids
+
+
+def _metrics(accs: dict[str, float], split="valid") -> dict:
+    m = {f"{split}.{b}.accuracy": a for b, a in accs.items()}
+    m[f"{split}.average.accuracy"] = sum(accs.values()) / len(accs)
+    return m
+
+
+@pytest.fixture
+def fake_repo(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tracking": {"experiment": "tinyllm", "row": "tinyllm"}}))
+    g = tmp_path / "grid.yaml"
+    g.write_text(yaml.safe_dump({"rows": [
+        {"row": "full_ft", "group": "baseline", "paper": "full_ft", "set": ["distill.alphas={}"]},
+        {"row": "tinyllm", "group": "baseline", "paper": "tinyllm"},
+        {"row": "alpha_0.1", "group": "ablation", "alpha": 0.1},
+        {"row": "no_icl", "group": "ablation", "needs": ["smollm2_135m_noicl"]}]}))
+    return tmp_path, g
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_report_takes_the_latest_run_per_row_and_equals_its_metrics(fake_repo):
+    # guards: an older run of a row winning, the report's own run (no `row` tag) becoming a row,
+    # fractions not turned into %, a wrong relative gain
+    root, g = fake_repo
+    student = {"student": "gguf-pypi:smollm2-135m-instruct", "headline": "score"}
+    ids = _fake_store(root, [
+        ({"row": "full_ft", **student}, _metrics({"arc": 0.10, "piqa": 0.20})),  # older: superseded
+        ({"row": "full_ft", **student}, _metrics({"arc": 0.30, "piqa": 0.50})),
+        ({"row": "tinyllm", **student}, _metrics({"arc": 0.40, "piqa": 0.60})),
+        ({"row": "alpha_0.1", **student}, _metrics({"arc": 0.35, "piqa": 0.55})),
+        ({"kind": "other"}, _metrics({"arc": 0.99, "piqa": 0.99})),  # no row tag: ignored
+    ])
+    assert report.main(["--root", str(root), "--grid", str(g)]) == 0
+    rows = {(r["row"], r["source"]): r for r in _read_csv(root / "reports" / "table1.csv")}
+    ours = rows[("full_ft", "ours")]
+    assert ours["run_id"] == ids["full_ft"] and ours["split"] == "valid"
+    assert float(ours["arc_acc_pct"]) == pytest.approx(30.0) and float(ours["average_acc_pct"]) == pytest.approx(40.0)
+    assert ours["obqa_acc_pct"] == ""  # a benchmark not evaluated stays empty, not 0
+    assert float(rows[("tinyllm", "ours")]["rel_gain_vs_full_ft_pct"]) == pytest.approx(100 * (50 - 40) / 40)
+    assert rows[("no_icl", "ours")]["average_acc_pct"] == "" and "smollm2_135m_noicl not generated" in rows[("no_icl", "ours")]["note"]
+    # teachers: the paper's numbers, never ours; SmolLM2 is not a paper student -> no paper row beside ours
+    assert rows[("teacher_flan_t5_xl", "paper")]["average_acc_pct"] == "64.49"
+    assert ("full_ft", "paper") not in rows
+    md = (root / "reports" / "table1.md").read_text()
+    assert "cannot be computed from the release" in md and "reference only" in md
+    assert "| full_ft | full_ft | – | 30.00 | 50.00 | – | – | – | 40.00 | +0.0% |" in md
+    # the compare URL lists exactly the grid's latest runs
+    url = md.split("MLflow compare page for these runs: <")[1].split(">")[0]
+    run_ids = json.loads(unquote(url.split("runs=")[1].split("&")[0]))
+    assert sorted(run_ids) == sorted(ids.values())
+    # the report's own run: artifacts logged, and it does not count as a row next time
+    import mlflow
+
+    rep = mlflow.search_runs(experiment_names=["tinyllm"], filter_string="tags.kind = 'report'", output_format="list")
+    assert len(rep) == 1
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(rep[0].info.run_id, "report")}
+    assert {"report/table1.md", "report/table1.csv", "report/accuracy.png", "report/alpha.png"} <= arts
+    assert set(report.collect_mlflow(root)) == {"full_ft", "tinyllm", "alpha_0.1"}
+
+
+def test_report_puts_the_papers_row_beside_ours_for_a_paper_student(fake_repo):
+    # guards: comparing against the wrong student size (or none) when the setting matches
+    root, g = fake_repo
+    tags = {"student": "google/flan-t5-base", "headline": "generate"}
+    _fake_store(root, [({"row": r, **tags}, _metrics({b: 0.5 for b in report.BENCHMARKS}, "test"))
+                       for r in ("full_ft", "tinyllm")])
+    report.main(["--root", str(root), "--grid", str(g), "--no-mlflow-run"])
+    rows = _read_csv(root / "reports" / "table1.csv")
+    paper = {r["row"]: r for r in rows if r["source"] == "paper" and r["group"] != "teacher"}
+    assert float(paper["tinyllm"]["average_acc_pct"]) == 64.94 and "250M" in paper["tinyllm"]["label"]
+    assert all(r["split"] == "test" for r in rows)  # every run has test: it is reported
+    assert "reference only" not in (root / "reports" / "table1.md").read_text()
+
+
+# ----------------------------------------------------------------------------- mini grid (slow)
+
+
+@pytest.fixture(scope="module")
+def mini_grid(tmp_path_factory, mirror):
+    from pipeline_copy import base_env, git_commit, make_shrunk_repo, run
+
+    d = make_shrunk_repo(tmp_path_factory.mktemp("grid"), mirror, extra_files=(".gitignore",))
+    env = {k: v for k, v in base_env().items() if k != "MLFLOW_TRACKING_URI"}  # the default store
+    run(["dvc", "repro"], d, env)
+    git_commit(d, env, "shrunk pipeline")
+    out = run([sys.executable, str(ROOT / "scripts" / "grid.py"), "--root", str(d), "run",
+               "--rows", "inference,full_ft"], ROOT, env)
+    out += run([sys.executable, str(ROOT / "scripts" / "grid.py"), "--root", str(d), "report"], ROOT, env)
+    return d, env, out
+
+
+def _exp_metrics(d: Path, name: str) -> dict:
+    """metrics/eval.json as committed in the DVC experiment `name` (read with git, not DVC)."""
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=d,
+                          capture_output=True, text=True, check=True).stdout.split()
+    ref = next(r for r in refs if r.endswith("/" + name))
+    return json.loads(subprocess.run(["git", "show", f"{ref}:metrics/eval.json"], cwd=d, capture_output=True,
+                                     text=True, check=True).stdout)
+
+
+@pytest.mark.slow
+def test_mini_grid_report_equals_the_experiments_metrics_files(mini_grid):
+    # guards: the report reading another run or row than the experiment's, a % conversion or
+    # averaging slip, and runs of queued/temp experiments (in .dvc/tmp/exps) missing from the store
+    d, env, out = mini_grid
+    rows = {r["row"]: r for r in _read_csv(d / "reports" / "table1.csv") if r["source"] == "ours"}
+    for name in ("inference", "full_ft"):
+        m = _exp_metrics(d, name)["valid"]
+        for b in ("arc", "piqa", "average"):
+            assert float(rows[name][f"{b}_acc_pct"]) == pytest.approx(100 * m[b]["accuracy"], abs=1e-9)
+        assert rows[name]["run_id"]
+    # the same numbers through the fallback (DVC's view of the metrics files)
+    report.main(["--root", str(d), "--source", "dvc", "--out", str(d / "reports_dvc"), "--no-mlflow-run"])
+    via_dvc = {r["row"]: r for r in _read_csv(d / "reports_dvc" / "table1.csv") if r["source"] == "ours"}
+    for name in ("inference", "full_ft"):
+        assert via_dvc[name]["average_acc_pct"] == rows[name]["average_acc_pct"]
+
+
+@pytest.mark.slow
+def test_mini_grid_runs_carry_their_row_parameters(mini_grid):
+    # guards: -S overrides not reaching the experiment (full_ft secretly training on rationales)
+    d, env, _ = mini_grid
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{d / 'mlflow.db'}")
+    runs = {r.data.tags["row"]: r for r in mlflow.search_runs(experiment_names=["tinyllm"], output_format="list")
+            if "row" in r.data.tags}
+    assert {"inference", "full_ft"} <= set(runs)
+    assert runs["full_ft"].data.tags["teachers"] == "none" and runs["full_ft"].data.tags["alphas"] == "{}"
+    assert runs["inference"].data.params["distill.steps"] == "0"
+    assert runs["full_ft"].data.tags["dvc_exp_name"] == "full_ft"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(grid.CHROMIUM).exists(), reason=f"{grid.CHROMIUM} not installed "
+                    "(apt-get install -y chromium) - the MLflow compare page cannot be rendered")
+def test_compare_url_opens_a_page_listing_the_grid_runs(mini_grid):
+    # guards: a compare URL of the wrong shape (MLflow then shows an empty or error page)
+    d, env, out = mini_grid
+    # the report's runs: the latest per grid row (the mini grid's two + `tinyllm` from `dvc repro`)
+    found = {k: v for k, v in report.collect_mlflow(d).items() if k in {r["row"] for r in ROWS}}
+    assert {"inference", "full_ft"} <= set(found)
+    printed = next(ln for ln in out.splitlines() if ln.startswith("MLflow compare page:")).split(": ", 1)[1]
+    with grid.MlflowUI(d) as ui:
+        url = report.compare_url(found, ui)
+        assert url.split("#", 1)[1] == printed.split("#", 1)[1]  # the URL the report printed
+        dom = grid.chromium(url)
+    for r in found.values():
+        assert r["run_id"] in dom
