@@ -7,9 +7,8 @@ import logging
 
 import _stage
 
-from tinyllm.benchmarks import rationale_files
+from tinyllm.benchmarks import load_prepared, rationale_files
 from tinyllm.config import DataConfig, from_dict
-from tinyllm.distill import load_prepared
 from tinyllm.io import write_json, write_jsonl
 from tinyllm.rationales import RELEASED_TEACHERS, cache_path, import_released, summarize
 

@@ -173,3 +173,11 @@ def load_benchmark(root: Path, benchmark: str, splits=SPLITS) -> dict[str, list[
     if "train" not in loaded:
         raise DataError(f"{question_file(root, benchmark, 'train')}: the train split is required")
     return loaded
+
+
+def load_prepared(prepared_dir: Path, benchmark: str, split: str) -> list[dict] | None:
+    """Records of ``data/prepared/<benchmark>/<split>.jsonl``, or None when that split is absent."""
+    from .io import read_jsonl
+
+    path = Path(prepared_dir) / benchmark / f"{split}.jsonl"
+    return read_jsonl(path) if path.exists() else None

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from .config import DistillConfig
-from .io import read_jsonl, write_json
+from .benchmarks import load_prepared  # noqa: F401  (re-exported: stages import it from here too)
+from .io import write_json
 from .loss import IGNORE, multitask_loss, multitask_loss_tokens
 from .prompts import ANSWER_PREFIX, encode_input, encode_target, rationale_prefix
 from .rationales import load_cache
@@ -33,11 +34,6 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def load_prepared(prepared_dir: Path, benchmark: str, split: str) -> list[dict] | None:
-    path = Path(prepared_dir) / benchmark / f"{split}.jsonl"
-    return read_jsonl(path) if path.exists() else None
 
 
 def build_examples(
