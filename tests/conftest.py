@@ -45,7 +45,12 @@ def records(split="train"):
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    """A byte-level BPE trained on the fixture text in ~0.1 s (no hub access needed)."""
+    return build_tiny_tokenizer()
+
+
+def build_tiny_tokenizer():
+    """A byte-level BPE trained on the fixture text in ~0.1 s (no hub access needed).
+    A plain function too, so scripts started by tests (torchrun workers) can build it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

@@ -42,20 +42,10 @@ GLOBAL_BATCH = 4
 
 
 def _tokenizer():
-    """The conftest tokenizer, rebuilt here: a pytest fixture cannot be called from a script."""
-    from conftest import QUESTIONS, RATIONALES
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    """The conftest tokenizer (a pytest fixture cannot be called from a torchrun worker)."""
+    from conftest import build_tiny_tokenizer
 
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    corpus = [q["question"] + " " + " ".join(q["choices"]) for q in QUESTIONS] + list(RATIONALES.values())
-    corpus += ["predict: Q: Answer Choices: (a) (b) (c) A: explain (teacher_a): (teacher_b):"] * 3
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    return build_tiny_tokenizer()
 
 
 def _examples():
