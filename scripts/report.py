@@ -184,6 +184,7 @@ def build_table(grid: list[dict], results: dict, split: str,
         table.append({"row": f"teacher_{t}", "group": "teacher", "label": label, "source": "paper",
                       "student": "", "run_id": "", "values": list(nums), "rel_gain": None,
                       "note": "released rationales only: accuracy not computable from the release"})
+    table += _local_teacher_rows(root, results, split)
     for g in grid:
         res = results.get(g["row"])
         v = values(res, split)
@@ -197,6 +198,26 @@ def build_table(grid: list[dict], results: dict, split: str,
                           "source": "paper", "student": next(iter(students)), "run_id": "", "values": list(nums),
                           "rel_gain": rel_gain(nums[6], PAPER[size]["full_ft"][6]), "note": ""})
     return table, size
+
+
+def _local_teacher_rows(root: Path | None, results: dict, split: str) -> list[dict]:
+    """Local teachers that run on the student's own base weights (`model: models/base`, the
+    default smollm2_135m and its prompt ablations): answering without the gold answer they are
+    the untrained student, so their accuracy is the `inference` row's run, shown as such."""
+    if root is None or not (root / "params.yaml").exists():
+        return []
+    teachers = _params(root).get("teachers") or {}
+    shared = [n for n, t in teachers.items() if isinstance(t, dict) and str(t.get("model", "")).rstrip("/") == "models/base"]
+    if not shared:
+        return []
+    res = results.get("inference")
+    v = values(res, split)
+    return [{"row": "teacher_local", "group": "teacher", "source": "ours",
+             "label": f"Local teacher{'s' if len(shared) > 1 else ''} {', '.join(shared)} (models/base)",
+             "student": (res or {}).get("student", ""), "run_id": (res or {}).get("run_id", ""),
+             "values": v, "rel_gain": rel_gain(v[6], values(results.get("full_ft"), split)[6]),
+             "note": "same weights as the untrained student: its answers are the `inference` row's run"
+                     + ("" if res else " (not run yet)")}]
 
 
 def _why_empty(row: dict, root: Path | None) -> str:

@@ -152,9 +152,12 @@ def _metrics(accs: dict[str, float], split="valid") -> dict:
 @pytest.fixture
 def fake_repo(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tracking": {"experiment": "tinyllm", "row": "tinyllm"}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "tracking": {"experiment": "tinyllm", "row": "tinyllm"},
+        "teachers": {"smollm2_135m": {"model": "models/base"}, "remote": {"model": "some/other-model"}}}))
     g = tmp_path / "grid.yaml"
     g.write_text(yaml.safe_dump({"rows": [
+        {"row": "inference", "group": "baseline", "paper": "inference", "set": ["distill.steps=0"]},
         {"row": "full_ft", "group": "baseline", "paper": "full_ft", "set": ["distill.alphas={}"]},
         {"row": "tinyllm", "group": "baseline", "paper": "tinyllm"},
         {"row": "alpha_0.1", "group": "ablation", "alpha": 0.1},
@@ -177,6 +180,7 @@ def test_report_takes_the_latest_run_per_row_and_equals_its_metrics(fake_repo):
         ({"row": "full_ft", **student}, _metrics({"arc": 0.30, "piqa": 0.50})),
         ({"row": "tinyllm", **student}, _metrics({"arc": 0.40, "piqa": 0.60})),
         ({"row": "alpha_0.1", **student}, _metrics({"arc": 0.35, "piqa": 0.55})),
+        ({"row": "inference", **student}, _metrics({"arc": 0.25, "piqa": 0.45})),
         ({"kind": "other"}, _metrics({"arc": 0.99, "piqa": 0.99})),  # no row tag: ignored
     ])
     assert report.main(["--root", str(root), "--grid", str(g)]) == 0
@@ -190,6 +194,10 @@ def test_report_takes_the_latest_run_per_row_and_equals_its_metrics(fake_repo):
     # teachers: the paper's numbers, never ours; SmolLM2 is not a paper student -> no paper row beside ours
     assert rows[("teacher_flan_t5_xl", "paper")]["average_acc_pct"] == "64.49"
     assert ("full_ft", "paper") not in rows
+    # the local teacher runs on the student's base weights: its row is the inference run, named so
+    local = rows[("teacher_local", "ours")]
+    assert local["run_id"] == ids["inference"] and float(local["average_acc_pct"]) == pytest.approx(35.0)
+    assert "smollm2_135m" in local["label"] and "remote" not in local["label"]
     md = (root / "reports" / "table1.md").read_text()
     assert "cannot be computed from the release" in md and "reference only" in md
     assert "| full_ft | full_ft | – | 30.00 | 50.00 | – | – | – | 40.00 | +0.0% |" in md
@@ -204,7 +212,7 @@ def test_report_takes_the_latest_run_per_row_and_equals_its_metrics(fake_repo):
     assert len(rep) == 1
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(rep[0].info.run_id, "report")}
     assert {"report/table1.md", "report/table1.csv", "report/accuracy.png", "report/alpha.png"} <= arts
-    assert set(report.collect_mlflow(root)) == {"full_ft", "tinyllm", "alpha_0.1"}
+    assert set(report.collect_mlflow(root)) == {"full_ft", "tinyllm", "alpha_0.1", "inference"}
 
 
 def test_report_puts_the_papers_row_beside_ours_for_a_paper_student(fake_repo):
