@@ -216,20 +216,52 @@ def queue_active(root: Path) -> list[str]:
     return [ln for ln in out.splitlines() if re.search(r"\b(Queued|Running)\b", ln)]
 
 
+def workers_alive(root: Path) -> list[int]:
+    """PIDs of this repo's live DVC queue workers, from their pid files (no broker traffic)."""
+    alive = []
+    for f in (root / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.pid"):
+        try:
+            pid = int(f.read_text().strip())
+            os.kill(pid, 0)
+        except (ValueError, OSError):
+            continue
+        alive.append(pid)
+    return alive
+
+
 def cmd_start(args) -> int:
     # -j 1 by default: each worker loads the student and trains on all cores; on a small machine
     # two workers only contend (and DVC marks parallel queue workers experimental)
     print(_dvc(["dvc", "queue", "start", "-j", str(args.jobs)], args.root).stdout.strip())
-    if args.wait:
-        t0 = time.perf_counter()
-        while active := queue_active(args.root):
-            print(f"[{time.perf_counter() - t0:6.0f} s] {len(active)} queued/running", flush=True)
+    if not args.wait:
+        return 0
+    # Wait on the worker processes, not on `dvc queue status`: every status call broadcasts a
+    # celery control message through DVC's filesystem broker, and a worker that reads such a file
+    # half-written dies (kombu JSONDecodeError in .dvc/tmp/exps/celery/dvc-exp-worker-*.out),
+    # leaving the rest of the queue unrun. Status is asked only when no worker is left; if rows are
+    # still queued then, the worker died: start a new one (at most --restarts times).
+    t0, restarts = time.perf_counter(), 0
+    while True:
+        while workers_alive(args.root):
             time.sleep(args.poll)
-        print(_dvc(["dvc", "queue", "status"], args.root).stdout)
-        failed = [ln for ln in _dvc(["dvc", "queue", "status"], args.root).stdout.splitlines() if "Failed" in ln]
-        if failed:
-            print("failed experiments (see `dvc queue logs <name>`):\n" + "\n".join(failed))
+        active = queue_active(args.root)
+        if not active:
+            break
+        if restarts >= args.restarts:
+            print(f"queue worker gone with {len(active)} row(s) left after {restarts} restart(s):\n" + "\n".join(active))
             return 1
+        restarts += 1
+        print(f"[{time.perf_counter() - t0:6.0f} s] queue worker exited with {len(active)} row(s) left: "
+              f"restarting it ({restarts}/{args.restarts})", flush=True)
+        _dvc(["dvc", "queue", "start", "-j", str(args.jobs)], args.root)
+        time.sleep(5)
+    status = _dvc(["dvc", "queue", "status"], args.root).stdout
+    print(status)
+    print(f"queue done in {time.perf_counter() - t0:.0f} s ({restarts} worker restart(s))")
+    failed = [ln for ln in status.splitlines() if "Failed" in ln]
+    if failed:
+        print("failed experiments (see `dvc queue logs <name>`):\n" + "\n".join(failed))
+        return 1
     return 0
 
 
@@ -356,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("start")
     p.add_argument("-j", "--jobs", type=int, default=1)
     p.add_argument("--wait", action="store_true", help="return when nothing is queued or running")
-    p.add_argument("--poll", type=float, default=15.0)
+    p.add_argument("--poll", type=float, default=30.0, help="seconds between worker liveness checks")
+    p.add_argument("--restarts", type=int, default=3, help="restart a dead queue worker at most this often")
     p = sub.add_parser("status")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: tracking.experiment)")
     p = sub.add_parser("screenshot", help="headless Chromium screenshot of the MLflow compare page")

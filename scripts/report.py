@@ -183,12 +183,12 @@ def build_table(grid: list[dict], results: dict, split: str,
     for t, (label, nums) in PAPER_TEACHERS.items():
         table.append({"row": f"teacher_{t}", "group": "teacher", "label": label, "source": "paper",
                       "student": "", "run_id": "", "values": list(nums), "rel_gain": None,
-                      "note": "released rationales only: accuracy not computable from the release"})
+                      "note": "the paper's reported accuracy; not computable from the release (rationales only)"})
     table += _local_teacher_rows(root, results, split)
     for g in grid:
         res = results.get(g["row"])
         v = values(res, split)
-        table.append({"row": g["row"], "group": g["group"], "label": g["label"], "source": "ours",
+        table.append({"row": g["row"], "group": g["group"], "label": g["label"], "source": "ours", "alpha": g.get("alpha"),
                       "student": (res or {}).get("student", ""), "run_id": (res or {}).get("run_id", ""),
                       "values": v, "rel_gain": rel_gain(v[6], ref),
                       "note": "" if res else _why_empty(g, root)})
@@ -218,6 +218,13 @@ def _local_teacher_rows(root: Path | None, results: dict, split: str) -> list[di
              "values": v, "rel_gain": rel_gain(v[6], values(results.get("full_ft"), split)[6]),
              "note": "same weights as the untrained student: its answers are the `inference` row's run"
                      + ("" if res else " (not run yet)")}]
+
+
+def best_alpha(table: list[dict]) -> tuple[float, float] | None:
+    """(alpha, average) of the alpha-grid row with the best average, first on ties."""
+    pts = [(t["alpha"], t["values"][6]) for t in table
+           if t["source"] == "ours" and t.get("alpha") is not None and t["values"][6] is not None]
+    return max(pts, key=lambda p: p[1]) if pts else None
 
 
 def _why_empty(row: dict, root: Path | None) -> str:
@@ -255,6 +262,11 @@ def write_markdown(path: Path, table: list[dict], size: str | None, split: str, 
         label = t["label"] + (f" — *{t['note']}*" if t["note"] else "")
         lines.append(f"| {name} | {label} | " + " | ".join(map(_fmt, t["values"])) + f" | {_gain(t['rel_gain'])} |")
     lines += ["", f"Teachers: {RELEASE_NOTE}"]
+    best = best_alpha(table)
+    if best:
+        lines += ["", f"Alpha grid: best average on `{split}` at alpha = {best[0]:g} ({best[1]:.2f}); "
+                  + ("selected and reported on the same split (the mirror has no test split), so this "
+                     "number is optimistic." if split == "valid" else "selected on this split.")]
     if size:
         lines.append(f"↳ rows: the paper's FLAN-T5 {size} student in the same setting (paper v1, Table 1).")
     else:
