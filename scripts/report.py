@@ -184,7 +184,7 @@ def build_table(grid: list[dict], results: dict, split: str,
         table.append({"row": f"teacher_{t}", "group": "teacher", "label": label, "source": "paper",
                       "student": "", "run_id": "", "values": list(nums), "rel_gain": None,
                       "note": "the paper's reported accuracy; not computable from the release (rationales only)"})
-    table += _local_teacher_rows(root, results, split)
+    table += _local_teacher_rows(root, results, split, ref)
     for g in grid:
         res = results.get(g["row"])
         v = values(res, split)
@@ -200,7 +200,7 @@ def build_table(grid: list[dict], results: dict, split: str,
     return table, size
 
 
-def _local_teacher_rows(root: Path | None, results: dict, split: str) -> list[dict]:
+def _local_teacher_rows(root: Path | None, results: dict, split: str, ref: float | None) -> list[dict]:
     """Local teachers that run on the student's own base weights (`model: models/base`, the
     default smollm2_135m and its prompt ablations): answering without the gold answer they are
     the untrained student, so their accuracy is the `inference` row's run, shown as such."""
@@ -215,7 +215,7 @@ def _local_teacher_rows(root: Path | None, results: dict, split: str) -> list[di
     return [{"row": "teacher_local", "group": "teacher", "source": "ours",
              "label": f"Local teacher{'s' if len(shared) > 1 else ''} {', '.join(shared)} (models/base)",
              "student": (res or {}).get("student", ""), "run_id": (res or {}).get("run_id", ""),
-             "values": v, "rel_gain": rel_gain(v[6], values(results.get("full_ft"), split)[6]),
+             "values": v, "rel_gain": rel_gain(v[6], ref),
              "note": "same weights as the untrained student: its answers are the `inference` row's run"
                      + ("" if res else " (not run yet)")}]
 
@@ -265,8 +265,7 @@ def write_markdown(path: Path, table: list[dict], size: str | None, split: str, 
     best = best_alpha(table)
     if best:
         lines += ["", f"Alpha grid: best average on `{split}` at alpha = {best[0]:g} ({best[1]:.2f}); "
-                  + ("selected and reported on the same split (the mirror has no test split), so this "
-                     "number is optimistic." if split == "valid" else "selected on this split.")]
+                  "selected and reported on the same split, so this number is optimistic."]
     if size:
         lines.append(f"↳ rows: the paper's FLAN-T5 {size} student in the same setting (paper v1, Table 1).")
     else:
