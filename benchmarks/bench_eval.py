@@ -23,7 +23,7 @@ def main() -> None:
 
     import torch
 
-    from tinyllm.distill import load_prepared
+    from tinyllm.benchmarks import load_prepared
     from tinyllm.evaluate import generate_answers, score_options, score_options_pairwise
     from tinyllm.modeling import load_student
 

@@ -25,7 +25,8 @@ def main() -> None:
     import torch
 
     from tinyllm.config import DistillConfig, from_dict, load_params
-    from tinyllm.distill import build_examples, encode_example, step_loss
+    from tinyllm.distill import encode_example, step_loss
+    from tinyllm.trainset import build_examples
     from tinyllm.modeling import load_student
 
     params = load_params(ROOT / "params.yaml")

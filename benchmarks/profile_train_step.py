@@ -21,7 +21,8 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
 
     from tinyllm.config import DistillConfig, from_dict, load_params
-    from tinyllm.distill import build_examples, collate_causal, encode_example, step_loss
+    from tinyllm.distill import collate_causal, encode_example, step_loss
+    from tinyllm.trainset import build_examples
     from tinyllm.modeling import load_student
 
     params = load_params(ROOT / "params.yaml")

@@ -29,7 +29,8 @@ def main() -> None:
 
     import torch
 
-    from tinyllm.distill import apply_lora, build_examples, config_dict, save_student, train
+    from tinyllm.distill import apply_lora, config_dict, save_student, train
+    from tinyllm.trainset import build_examples
     from tinyllm.io import write_json
     from tinyllm.modeling import load_student
 

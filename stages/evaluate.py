@@ -34,7 +34,7 @@ def main() -> None:
 
     import torch
 
-    from tinyllm.distill import load_prepared
+    from tinyllm.benchmarks import load_prepared
     from tinyllm.evaluate import average, evaluate_records
     from tinyllm.io import write_json, write_jsonl
     from tinyllm.modeling import default_device, load_student, resolve_precision
