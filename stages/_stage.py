@@ -21,9 +21,26 @@ logging.basicConfig(
 )
 
 
+def config(path: str | os.PathLike | None = None):
+    """The whole of params.yaml, validated (types, ranges, unknown keys, cross-references).
+
+    Every stage calls this (directly or through ``params``) before any work, so a bad value in
+    any section stops every stage, not only the one that reads it (an ``evaluate`` typo must not
+    surface after ``distill`` has trained). Exits with the error naming the key.
+    """
+    from tinyllm.config import load_config
+
+    try:
+        return load_config(path or ROOT / "params.yaml")
+    except ValueError as e:  # ParamsError, or a teacher entry that is not a mapping
+        raise SystemExit(str(e)) from None
+
+
 def params(section: str | None = None) -> dict:
+    """The raw mapping of ``section`` (or the whole file), after validating the whole file."""
     from tinyllm.config import load_params
 
+    config()
     p = load_params(ROOT / "params.yaml")
     if section is None:
         return p

@@ -6,7 +6,6 @@ import logging
 
 import _stage
 
-from tinyllm.config import DataConfig, from_dict
 from tinyllm.io import write_json
 from tinyllm.sources import fetch
 
@@ -16,7 +15,7 @@ def main() -> None:
     ap.add_argument("--out", default="data/raw")
     ap.add_argument("--summary", default="data/raw/SOURCE.json")
     args = ap.parse_args()
-    cfg = from_dict(DataConfig, _stage.params("data"), "data")
+    cfg = _stage.config().data
     found = fetch(cfg.source, cfg.benchmarks, _stage.ROOT / args.out, base=_stage.ROOT)
     write_json(_stage.ROOT / args.summary, {"source": cfg.source, "splits": found})
     for b, splits in found.items():

