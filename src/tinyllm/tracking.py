@@ -99,3 +99,85 @@ def log_run(root: Path, experiment: str, run_name: str, params: dict, metrics: d
                 mlflow.log_artifact(str(a))
         log.info("MLflow run %s in experiment %r at %s", run.info.run_id, experiment, tracking_uri(root))
         return run.info.run_id
+
+
+# --- experiments: reading runs back ---
+# Used by tinyllm.experiments (the grid's report and status); the only other MLflow calls.
+
+
+def _mlflow_at(root: Path):
+    """mlflow, pointed at the repo's store (imported lazily: ~3 s)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(root))
+    return mlflow
+
+
+def experiment_name(root: Path, experiment: str | None = None) -> str:
+    """`experiment`, else params.yaml's `tracking.experiment`, else `tinyllm`."""
+    if experiment:
+        return experiment
+    p = Path(root) / "params.yaml"
+    params = (yaml.safe_load(p.read_text()) or {}) if p.exists() else {}
+    return (params.get("tracking") or {}).get("experiment", "tinyllm")
+
+
+def row_runs(root: Path, experiment: str | None = None) -> list[dict]:
+    """Finished runs that carry a `row` tag and accuracy metrics (evaluate's runs; a parent or
+    report run without metrics is left out), newest first: {run_id, experiment_id, row, seed,
+    tags, metrics, start_time}; seed = the run's `distill.seed` param (None if not logged)."""
+    mlflow = _mlflow_at(root)
+    exp = mlflow.get_experiment_by_name(experiment_name(root, experiment))
+    if exp is None:
+        return []
+    runs = mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="list",
+                              filter_string="attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"])
+    out = []
+    for r in runs:
+        row = r.data.tags.get("row")
+        if not row or not any(k.endswith(".accuracy") for k in r.data.metrics):
+            continue
+        seed = r.data.params.get("distill.seed")
+        out.append({"run_id": r.info.run_id, "experiment_id": exp.experiment_id, "row": row,
+                    "seed": int(seed) if seed not in (None, "", "null") else None, "tags": dict(r.data.tags),
+                    "metrics": dict(r.data.metrics), "start_time": r.info.start_time})
+    return out
+
+
+def download_artifacts(root: Path, run_id: str, path: str, dst: Path) -> Path | None:
+    """Artifact `path` (file or folder) of a run copied under `dst`; None when the run has none."""
+    mlflow = _mlflow_at(root)
+    if not mlflow.MlflowClient().list_artifacts(run_id, path):
+        return None
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst)))
+
+
+def compare_url(run_ids: list[str], experiment_ids: list[str], ui: str) -> str | None:
+    """The MLflow UI's compare page of these runs (None when there are none)."""
+    import json
+    from urllib.parse import quote
+
+    if not run_ids:
+        return None
+
+    def enc(x):
+        return quote(json.dumps(x, separators=(",", ":")), safe="")
+
+    return f"{ui.rstrip('/')}/#/compare-runs?runs={enc(list(run_ids))}&experiments={enc(sorted(set(experiment_ids)))}"
+
+
+def log_report_run(root: Path, experiment: str, files: list[Path], tags: dict, metrics: dict) -> str:
+    """A run named `report` (no `row` tag) holding the report's files as artifacts under
+    `report/` and its numbers (CIs, paired tests) as metrics; returns its id."""
+    mlflow = _mlflow_at(root)
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name="report") as run:
+        mlflow.set_tags({"kind": "report", **{k: str(v) for k, v in tags.items()}})
+        finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
+        for i in range(0, len(finite), 500):  # MLflow's batch limit is 1000 metrics
+            mlflow.log_metrics(dict(list(finite.items())[i:i + 500]))
+        for f in files:
+            mlflow.log_artifact(str(f), artifact_path="report")
+        return run.info.run_id
