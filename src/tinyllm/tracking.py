@@ -1,4 +1,27 @@
-"""MLflow logging, kept in one module so only the stages that track import mlflow (~3 s).
+"""MLflow tracking: the only module that imports mlflow (~1-3 s), so stages that do not track stay fast.
+
+What a run holds (one run per trained student, spanning the ``distill`` and ``evaluate`` stages):
+
+- ``distill`` starts the run (name: grid row / DVC experiment, alphas, seed: ``no_icl a=1,1,0.5 s0``),
+  logs params, tags and its input datasets (prepared splits and each used rationale cache, the DVC
+  md5 from ``dvc.lock`` as digest), then the training losses *live* (``train.loss``, ``train.loss_<teacher>``,
+  ``train.lr`` per logged step) and CPU/memory system metrics, and writes the run id to
+  ``metrics/mlflow_run.json`` (a small DVC output of ``distill``, next to the metrics).
+- ``evaluate`` resumes that run (``start_run(run_id=...)``) and adds the per-benchmark metrics, the
+  evaluation datasets, the metric files and the student as an MLflow model (transformers flavour,
+  registered as a version of ``tracking.registered_model``). When there is no usable run to resume
+  (no run file, a run id from another store, or a run already evaluated because DVC restored
+  ``distill`` from its run-cache), it starts a fresh run that carries everything the distill run would
+  have (params, training curve from ``metrics/train_log.tsv``, training datasets) and is linked by
+  tag to the checkpoint's md5 (``tinyllm.student_md5``) and to the run that trained it
+  (``tinyllm.distill_run_id``).
+- A grid or study is one parent run (``parent_run``); a child finds its parent through the
+  ``TINYLLM_PARENT_RUN_ID`` environment variable, which DVC passes through its queue workers to the
+  stage commands (set it in the environment of ``dvc queue start`` / ``dvc exp run``).
+  ``register_best`` points the alias ``@best-valid`` at the best child's registered student.
+
+The experiment carries ``mlflow.experimentKind = custom_model_development`` so the UI opens on the
+runs table, not on the GenAI traces overview.
 
 Default store: SQLite at ``<repo>/mlflow.db`` (absolute path). Queued DVC experiments run in
 ``<repo>/.dvc/tmp/exps/tmpXXXX``; the store path is taken from the repo *outside* that copy so
@@ -7,9 +30,18 @@ every run lands in the same database. ``MLFLOW_TRACKING_URI`` overrides it (a te
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import csv
+import hashlib
+import json
 import logging
 import os
 import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -17,6 +49,20 @@ import yaml
 log = logging.getLogger(__name__)
 
 EXPS_TMP = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
+PARENT_ENV = "TINYLLM_PARENT_RUN_ID"  # a queued/temp DVC experiment's parent run (grid or study)
+RUN_FILE = "metrics/mlflow_run.json"  # distill -> evaluate hand-over of the run id
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # read by the MLflow 3 UI to pick the experiment's first page
+EXPERIMENT_KIND = "custom_model_development"  # runs table first (the default is the GenAI traces overview)
+TAG_DISTILLED = "tinyllm.distilled"
+TAG_EVALUATED = "tinyllm.evaluated"
+TAG_ORIGIN = "tinyllm.run_origin"
+TAG_STUDENT_MD5 = "tinyllm.student_md5"
+TAG_DISTILL_RUN = "tinyllm.distill_run_id"
+TAG_KIND = "tinyllm.kind"  # training | grid (parent) | report
+MODEL_ARTIFACT = "student"
+
+
+# ----------------------------------------------------------------------------- store and names
 
 
 def main_repo_root(root: Path) -> Path:
@@ -32,6 +78,68 @@ def tracking_uri(root: Path) -> str:
     return f"sqlite:///{main_repo_root(root) / 'mlflow.db'}"
 
 
+def _redact(uri: str) -> str:
+    """``scheme://user:password@host`` -> ``scheme://***@host``: a URI is printed in logs (issue 12 item 13)."""
+    try:
+        from tinyllm.redact import redact_uri  # the shared helper, where it exists
+    except ImportError:
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(uri)
+        if "@" not in parts.netloc:
+            return uri
+        return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+    return redact_uri(uri)
+
+
+def _mlflow(root: Path):
+    """mlflow, imported and pointed at this repo's store."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(root))
+    return mlflow
+
+
+def ensure_experiment(root: Path, name: str) -> str:
+    """The experiment's id, created if needed, with its kind set so the UI opens on the runs table."""
+    mlflow = _mlflow(root)
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        # a SQLite store keeps artifacts next to it in the user's repo: a queued experiment's temp
+        # copy (where ./mlruns would land) is deleted when the run ends
+        location = (main_repo_root(root) / "mlartifacts").as_uri() if tracking_uri(root).startswith("sqlite:") else None
+        try:
+            exp_id = mlflow.create_experiment(name, artifact_location=location)
+        except Exception:  # another process created it in between (parallel queue workers)
+            exp_id = mlflow.get_experiment_by_name(name).experiment_id
+        tags = {}
+    else:
+        exp_id, tags = exp.experiment_id, exp.tags
+    if tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        mlflow.MlflowClient().set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp_id
+
+
+def run_name(params: dict) -> str:
+    """What the run is: ``<DVC experiment or grid row> a=<alphas> s<seed>``, e.g. ``no_icl a=1,1,0.5 s0``.
+
+    The name comes first from ``DVC_EXP_NAME`` (set by ``dvc exp run``), else ``tracking.row``, else
+    the experiment name for the default profile; the alphas are those > 0 in params order (``a=-``:
+    label-only fine-tuning); ``+lora`` marks a LoRA run.
+    """
+    track = params.get("tracking") or {}
+    distill = params.get("distill") or {}
+    row = track.get("row", "default")
+    name = os.environ.get("DVC_EXP_NAME") or (row if row != "default" else track.get("experiment", "tinyllm"))
+    alphas = [f"{float(a):g}" for a in (distill.get("alphas") or {}).values() if a and float(a) > 0]
+    lora = " +lora" if distill.get("lora") else ""
+    steps = distill.get("steps")
+    untrained = " untrained" if steps == 0 else ""
+    return f"{name} a={','.join(alphas) or '-'} s{distill.get('seed', 0)}{lora}{untrained}"
+
+
 def git_info(root: Path) -> dict[str, str]:
     def git(*args):
         try:
@@ -44,20 +152,33 @@ def git_info(root: Path) -> dict[str, str]:
     return {"git_commit": commit or "unknown", "git_dirty": str(bool(dirty)).lower()}
 
 
-def dvc_hashes(root: Path, paths: list[str]) -> dict[str, str]:
-    """md5 of DVC outputs (as recorded in ``dvc.lock``) for the given output paths."""
+def _lock_entries(root: Path) -> list[dict]:
+    """Every out and dep of ``dvc.lock`` (outs first), as ``{path, md5, ...}`` dicts."""
     lock = Path(root) / "dvc.lock"
     if not lock.exists():
-        return {}
+        return []
     data = yaml.safe_load(lock.read_text()) or {}
+    stages = (data.get("stages") or {}).values()
+    return [e for s in stages for e in s.get("outs", [])] + [e for s in stages for e in s.get("deps", [])]
+
+
+def dvc_hashes(root: Path, paths: list[str]) -> dict[str, str]:
+    """md5 of DVC outputs (as recorded in ``dvc.lock``) for the given output paths."""
     found = {}
-    for stage in (data.get("stages") or {}).values():
-        for out in stage.get("outs", []) + stage.get("deps", []):
-            p = out.get("path")
-            for want in paths:
-                if p == want or (p and p.startswith(want.rstrip("/") + "/")):
-                    found[f"dvc.md5.{p}"] = out.get("md5", "")
+    for e in _lock_entries(root):
+        p = e.get("path")
+        for want in paths:
+            if p == want or (p and p.startswith(want.rstrip("/") + "/")):
+                found.setdefault(f"dvc.md5.{p}", e.get("md5", ""))
     return found
+
+
+def dvc_md5(root: Path, path: str) -> str | None:
+    """The md5 ``dvc.lock`` records for exactly ``path`` (an output where it is one), else None."""
+    for e in _lock_entries(root):
+        if e.get("path") == path.rstrip("/") and e.get("md5"):
+            return e["md5"]
+    return None
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -71,34 +192,417 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- datasets
+
+
+@dataclass
+class DatasetRef:
+    """One dataset input of a run: a DVC-versioned folder and the digest it had."""
+
+    name: str  # shown in the UI's Dataset column, e.g. rationales/flan_t5_xl
+    path: str  # relative to the repo, e.g. data/rationales/flan_t5_xl
+    context: str  # training | evaluation
+    digest: str  # the DVC md5 (``<md5>.dir`` for a folder), else a content md5
+    digest_source: str  # dvc.lock | content
+
+
+def _content_digest(path: Path) -> str:
+    """md5 over the relative paths and bytes of every file under ``path``: the digest where
+    ``dvc.lock`` has none (a stage run by hand, a test)."""
+    h = hashlib.md5()
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
+    for f in files:
+        h.update(str(f.relative_to(path) if f != Path(path) else f.name).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _ref(root: Path, name: str, path: str, context: str) -> DatasetRef:
+    md5 = dvc_md5(root, path)
+    if md5:
+        return DatasetRef(name, path, context, md5, "dvc.lock")
+    return DatasetRef(name, path, context, _content_digest(Path(root) / path), "content")
+
+
+def training_datasets(root: Path, params: dict, prepared: str = "data/prepared",
+                      rationales: str = "data/rationales") -> list[DatasetRef]:
+    """The prepared train splits and the cache of each teacher with alpha > 0.
+
+    A cache is one DVC output (released teachers) or one per benchmark (generated teachers); each
+    benchmark's part becomes its own dataset then, so each digest is the one ``dvc.lock`` holds.
+    """
+    refs = [_ref(root, "prepared/train", prepared, "training")]
+    benchmarks = (params.get("data") or {}).get("benchmarks") or []
+    for teacher, alpha in ((params.get("distill") or {}).get("alphas") or {}).items():
+        if not alpha or float(alpha) <= 0:
+            continue
+        path = f"{rationales}/{teacher}"
+        if dvc_md5(root, path) or not any(dvc_md5(root, f"{path}/{b}") for b in benchmarks):
+            refs.append(_ref(root, f"rationales/{teacher}", path, "training"))
+        else:
+            refs += [_ref(root, f"rationales/{teacher}/{b}", f"{path}/{b}", "training") for b in benchmarks
+                     if (Path(root) / path / b).exists()]
+    return refs
+
+
+def evaluation_datasets(root: Path, splits: list[str], prepared: str = "data/prepared") -> list[DatasetRef]:
+    """The prepared evaluation splits (one dataset per split; a dataset is logged once per run, so
+    the train and valid views of data/prepared need distinct names)."""
+    return [_ref(root, f"prepared/{s}", prepared, "evaluation") for s in splits]
+
+
+def _log_datasets(mlflow, refs: list[DatasetRef]) -> None:
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    for r in refs:
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are local paths
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(r.path)
+        ds = MetaDataset(source, name=r.name, digest=r.digest)
+        mlflow.log_input(ds, context=r.context, tags={"dvc_path": r.path, "digest_source": r.digest_source})
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def _is_main_process() -> bool:
+    """Rank 0 under ``accelerate launch`` / ``torchrun`` (only it logs), True without them."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
+def _params_of(params: dict, sections: tuple[str, ...]) -> dict[str, str]:
+    flat = flatten({k: params[k] for k in sections if k in params})
+    return {k: ("null" if v is None else str(v))[:6000] for k, v in flat.items()}
+
+
+def _tags_of(root: Path, params: dict) -> dict[str, str]:
+    distill = params.get("distill") or {}
+    teachers = sorted(t for t, a in (distill.get("alphas") or {}).items() if a)
+    return {
+        TAG_KIND: "training",
+        "row": (params.get("tracking") or {}).get("row", "default"),
+        "student": (params.get("student") or {}).get("source", ""),
+        "teachers": ",".join(teachers) or "none",
+        "alphas": json.dumps(distill.get("alphas") or {}, sort_keys=True),
+        "headline": (params.get("evaluate") or {}).get("headline", "score"),
+        "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
+        **git_info(root),
+    }
+
+
+class Run:
+    """The active MLflow run of this stage. ``Run()`` (no run id) stands for "not tracked"
+    (``--no-mlflow``, a non-main process): every method is then a no-op.
+
+    If the stage dies before :meth:`end`, the run is ended FAILED at exit (MLflow's own exit hook
+    would mark it FINISHED).
+    """
+
+    def __init__(self, mlflow=None, run_id: str | None = None, resumed: bool = False):
+        self.mlflow, self.run_id, self.resumed = mlflow, run_id, resumed
+        if run_id:
+            atexit.register(self._fail_if_open)
+
+    def log_row(self, row: dict) -> None:
+        """One logged training step (``train()``'s ``on_log`` callback): ``train.<key>`` at ``step``."""
+        if self.run_id:
+            step = int(row["step"])
+            self.mlflow.log_metrics({f"train.{k}": float(v) for k, v in row.items() if k != "step"}, step=step)
+
+    def log_metrics(self, metrics: dict, prefix: str = "") -> None:
+        flat = {f"{prefix}{k}": float(v) for k, v in flatten(metrics).items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if self.run_id and flat:
+            self.mlflow.log_metrics(flat)
+
+    def log_params(self, params: dict[str, str]) -> None:
+        """Params not logged yet (a resumed run keeps the values distill logged: MLflow refuses to
+        change a param)."""
+        if not self.run_id:
+            return
+        have = self.mlflow.MlflowClient().get_run(self.run_id).data.params if self.resumed else {}
+        new = {k: v for k, v in params.items() if k not in have}
+        if new:
+            self.mlflow.log_params(new)
+
+    def set_tags(self, tags: dict) -> None:
+        if self.run_id:
+            self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_datasets(self, refs: list[DatasetRef]) -> None:
+        if self.run_id:
+            _log_datasets(self.mlflow, refs)
+
+    def log_artifacts(self, paths: list[Path], artifact_path: str | None = None) -> None:
+        for p in paths:
+            if self.run_id and Path(p).exists():
+                self.mlflow.log_artifact(str(p), artifact_path=artifact_path)
+
+    def log_model(self, model_dir: Path, registered_model: str | None, seq2seq: bool) -> str | None:
+        """The student checkpoint as an MLflow model (transformers flavour), registered as a new
+        version of ``registered_model``; returns the model URI."""
+        if not self.run_id:
+            return None
+        import mlflow.transformers
+
+        t0 = time.perf_counter()
+        info = mlflow.transformers.log_model(
+            transformers_model=str(model_dir),  # the saved folder: nothing loaded into memory
+            name=MODEL_ARTIFACT,
+            task="text2text-generation" if seq2seq else "text-generation",
+            registered_model_name=registered_model or None,
+            # fixed requirements: inferring them imports the model in a subprocess (slow, offline)
+            pip_requirements=_model_requirements(),
+        )
+        wall = time.perf_counter() - t0
+        log.info("student logged as MLflow model %s in %.1f s%s", info.model_uri, wall,
+                 f" (registered as {registered_model} v{info.registered_model_version})" if registered_model else "")
+        self.mlflow.log_metric("log_model_s", wall)
+        return info.model_uri
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.run_id:
+            atexit.unregister(self._fail_if_open)
+            self.mlflow.end_run(status)
+
+    def _fail_if_open(self) -> None:
+        run = self.mlflow.active_run()
+        if run is not None and run.info.run_id == self.run_id:
+            self.mlflow.end_run("FAILED")
+
+
+def _model_requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for pkg in ("torch", "transformers", "accelerate", "sentencepiece"):
+        try:
+            out.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _start(root: Path, params: dict, run_id: str | None = None) -> Run:
+    """Start (or resume, with ``run_id``) the stage's run, with CPU/memory system metrics."""
+    mlflow = _mlflow(root)
+    track = params.get("tracking") or {}
+    exp_id = ensure_experiment(root, track.get("experiment", "tinyllm"))
+    if run_id:
+        run = mlflow.start_run(run_id=run_id, log_system_metrics=True)
+    else:
+        parent = os.environ.get(PARENT_ENV) or None
+        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name(params), parent_run_id=parent,
+                               log_system_metrics=True)
+    log.info("MLflow run %s (%s) in experiment %r at %s", run.info.run_id, run.info.run_name,
+             track.get("experiment", "tinyllm"), _redact(tracking_uri(root)))
+    return Run(mlflow, run.info.run_id, resumed=bool(run_id))
+
+
+def start_distill_run(root: Path, params: dict, enabled: bool = True) -> Run:
+    """The run a training starts: params, tags, training datasets; losses follow via ``log_row``."""
+    if not enabled or not _is_main_process():
+        return Run()
+    run = _start(root, params)
+    run.log_params(_params_of(params, ("data", "student", "distill", "tracking")))
+    run.log_params(_params_of({"teachers": _used_teachers(params)}, ("teachers",)))
+    run.set_tags(_tags_of(root, params))
+    run.log_datasets(training_datasets(root, params))
+    return run
+
+
+def _used_teachers(params: dict) -> dict:
+    alphas = (params.get("distill") or {}).get("alphas") or {}
+    return {t: v for t, v in (params.get("teachers") or {}).items() if alphas.get(t)}
+
+
+def finish_distill_run(run: Run, root: Path, train_metrics: dict, run_file: Path | str = RUN_FILE) -> None:
+    """Summary metrics, the hand-over file for ``evaluate``, and the run ended FINISHED.
+
+    The file is written also without a run (``{"run_id": null}``): it is a DVC output of distill.
+    """
+    from .io import write_json
+
+    info = {"run_id": run.run_id}
+    if run.run_id:
+        run.log_metrics(train_metrics, prefix="train.")
+        run.set_tags({TAG_DISTILLED: "true"})
+        exp_id = run.mlflow.get_run(run.run_id).info.experiment_id
+        info.update(experiment_id=exp_id, tracking_uri=_redact(tracking_uri(root)))
+        run.end("FINISHED")
+    write_json(Path(root) / run_file, info)
+
+
+def _resumable(mlflow, info: dict) -> tuple[str | None, str]:
+    """The run id ``evaluate`` may resume, and why (or why not): ``distill``,
+    ``fresh:no-run-file``, ``fresh:other-store``, ``fresh:already-evaluated``."""
+    run_id = info.get("run_id")
+    if not run_id:
+        return None, "fresh:no-run-file"
+    try:
+        run = mlflow.MlflowClient().get_run(run_id)
+    except Exception:  # not in this store: a pulled checkpoint, another machine's mlflow.db
+        return None, "fresh:other-store"
+    if run.info.lifecycle_stage != "active":
+        return None, "fresh:run-deleted"
+    if run.data.tags.get(TAG_EVALUATED) == "true":  # distill restored from DVC's run-cache
+        return None, "fresh:already-evaluated"
+    return run_id, "distill"
+
+
+def open_evaluate_run(root: Path, params: dict, run_file: Path | str = RUN_FILE,
+                      train_metrics: dict | None = None, train_log: Path | None = None,
+                      student: str = "models/student", enabled: bool = True) -> Run:
+    """Resume the run ``distill`` started, or start a fresh one linked to the checkpoint.
+
+    A fresh run gets everything the distill run would have had (params, tags, training datasets,
+    the training curve from ``train_log`` and ``train_metrics``), so it is complete on its own.
+    """
+    if not enabled or not _is_main_process():
+        return Run()
+    mlflow = _mlflow(root)
+    path = Path(root) / run_file
+    info = json.loads(path.read_text()) if path.exists() else {}
+    run_id, origin = _resumable(mlflow, info)
+    run = _start(root, params, run_id)
+    link = {TAG_ORIGIN: origin}
+    md5 = dvc_md5(root, student)
+    if md5:
+        link[TAG_STUDENT_MD5] = md5
+    if run_id is None:
+        if info.get("run_id"):
+            link[TAG_DISTILL_RUN] = info["run_id"]
+        run.log_params(_params_of(params, ("data", "student", "distill")))
+        run.log_params(_params_of({"teachers": _used_teachers(params)}, ("teachers",)))
+        run.set_tags(_tags_of(root, params))
+        run.log_datasets(training_datasets(root, params))
+        for row in _read_tsv(train_log):
+            run.log_row(row)
+        run.log_metrics(train_metrics or {}, prefix="train.")
+    run.log_params(_params_of(params, ("evaluate", "tracking")))
+    run.set_tags(link)
+    log.info("evaluate logs into run %s (%s)", run.run_id, origin)
+    return run
+
+
+def _read_tsv(path: Path | None) -> list[dict]:
+    if not path or not Path(path).exists():
+        return []
+    with open(path) as f:
+        return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f, delimiter="\t")]
+
+
+def finish_evaluate_run(run: Run, results: dict, extra_metrics: dict | None = None, artifacts: list[Path] = (),
+                        model_dir: Path | None = None, log_model: bool = False,
+                        registered_model: str | None = None, seq2seq: bool = False) -> None:
+    """Per-benchmark metrics (``valid.obqa.accuracy``, ``valid.average.accuracy``...), the metric
+    files, optionally the student as a registered model; the run ended FINISHED."""
+    if not run.run_id:
+        return
+    run.log_metrics(results)
+    run.log_metrics(extra_metrics or {})
+    run.log_artifacts(list(artifacts))
+    if log_model and model_dir is not None:
+        run.log_model(model_dir, registered_model, seq2seq)
+    run.set_tags({TAG_EVALUATED: "true"})
+    run.end("FINISHED")
+
+
+# ----------------------------------------------------------------------------- grids and studies
+
+
+def child_env(parent_run_id: str) -> dict[str, str]:
+    """The environment entry that makes every run started below it a child of ``parent_run_id``:
+    merge it into the env of ``dvc queue start`` (the worker passes it to each queued experiment's
+    stage commands) or of ``dvc exp run``."""
+    return {PARENT_ENV: parent_run_id}
+
+
+def start_parent(root: Path, name: str, experiment: str = "tinyllm", tags: dict | None = None) -> str:
+    """A parent run (RUNNING) for a grid or study; returns its id. End it with :func:`end_parent`."""
+    mlflow = _mlflow(root)
+    exp_id = ensure_experiment(root, experiment)
+    run = mlflow.MlflowClient().create_run(exp_id, run_name=name,
+                                           tags={TAG_KIND: "grid", **{k: str(v) for k, v in (tags or {}).items()}})
+    log.info("MLflow parent run %s (%s) at %s", run.info.run_id, name, _redact(tracking_uri(root)))
+    return run.info.run_id
+
+
+def end_parent(root: Path, run_id: str, status: str = "FINISHED") -> None:
+    _mlflow(root).MlflowClient().set_terminated(run_id, status)
+
+
+@contextlib.contextmanager
+def parent_run(root: Path, name: str, experiment: str = "tinyllm", tags: dict | None = None) -> Iterator[str]:
+    """``with parent_run(root, "grid 2026-11-25") as pid:`` — runs started inside (in this process
+    or in subprocesses started inside, e.g. ``dvc queue start``) become its children via
+    ``TINYLLM_PARENT_RUN_ID``; the parent ends FAILED if the block raises."""
+    pid = start_parent(root, name, experiment, tags)
+    before = os.environ.get(PARENT_ENV)
+    os.environ[PARENT_ENV] = pid
+    status = "FAILED"
+    try:
+        yield pid
+        status = "FINISHED"
+    finally:
+        if before is None:
+            os.environ.pop(PARENT_ENV, None)
+        else:
+            os.environ[PARENT_ENV] = before
+        end_parent(root, pid, status)
+
+
+def child_runs(root: Path, parent_run_id: str) -> list:
+    """The runs nested under ``parent_run_id`` (``mlflow.entities.Run``), oldest first."""
+    mlflow = _mlflow(root)
+    client = mlflow.MlflowClient()
+    exp_id = client.get_run(parent_run_id).info.experiment_id
+    return client.search_runs([exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                              order_by=["attributes.start_time ASC"], max_results=10000)
+
+
+def register_best(root: Path, parent_run_id: str, metric: str = "valid.average.accuracy",
+                  registered_model: str = "tinyllm-student", alias: str = "best-valid") -> tuple[str, str]:
+    """Point ``registered_model@alias`` at the student of the child run with the highest ``metric``.
+
+    Returns ``(run_id, version)``. Every evaluated child with ``tracking.log_model: true`` has
+    registered its student as a version; the best child without one is an error naming it.
+    """
+    client = _mlflow(root).MlflowClient()
+    scored = [r for r in child_runs(root, parent_run_id) if metric in r.data.metrics]
+    if not scored:
+        raise ValueError(f"register_best: no child run of {parent_run_id} has metric {metric!r}")
+    best = max(scored, key=lambda r: r.data.metrics[metric])
+    versions = client.search_model_versions(f"name = '{registered_model}' and run_id = '{best.info.run_id}'")
+    if not versions:
+        raise ValueError(f"register_best: best run {best.info.run_name} ({best.info.run_id}, {metric} = "
+                         f"{best.data.metrics[metric]:.4f}) has no version of model {registered_model!r}; "
+                         f"run the grid with tracking.log_model=true")
+    version = max(versions, key=lambda v: int(v.version)).version
+    client.set_registered_model_alias(registered_model, alias, version)
+    client.set_tag(parent_run_id, f"best.{alias}", best.info.run_id)
+    log.info("%s@%s -> version %s (run %s, %s = %.4f)", registered_model, alias, version, best.info.run_name,
+             metric, best.data.metrics[metric])
+    return best.info.run_id, version
+
+
 def log_run(root: Path, experiment: str, run_name: str, params: dict, metrics: dict, tags: dict,
             step_rows: list[dict] | None = None, artifacts: list[Path] = ()) -> str:
-    """One MLflow run with everything a number needs to be traced; returns the run id."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    import mlflow
-
-    uri = tracking_uri(root)
-    mlflow.set_tracking_uri(uri)
-    if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(experiment) is None:
-        # artifacts next to the store in the user's repo: a queued experiment's temp copy (where
-        # ./mlruns would land if it created the experiment) is deleted when the run ends
-        mlflow.create_experiment(experiment,
-                                 artifact_location=(main_repo_root(root) / "mlartifacts").as_uri())
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name) as run:
-        flat = {k: ("null" if v is None else str(v))[:6000] for k, v in flatten(params).items()}
-        mlflow.log_params(flat)
-        mlflow.set_tags({k: str(v) for k, v in tags.items()})
-        mlflow.log_metrics({k: float(v) for k, v in flatten(metrics).items() if isinstance(v, (int, float))})
+    """One self-contained run (e.g. the grid report's); returns its id."""
+    mlflow = _mlflow(root)
+    exp_id = ensure_experiment(root, experiment)
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as active:
+        run = Run(mlflow, active.info.run_id)
+        run.log_params({k: ("null" if v is None else str(v))[:6000] for k, v in flatten(params).items()})
+        run.set_tags(tags)
+        run.log_metrics(metrics)
         for row in step_rows or []:
-            step = int(row["step"])
-            mlflow.log_metrics({f"train.{k}": float(v) for k, v in row.items() if k != "step"}, step=step)
-        for a in artifacts:
-            if Path(a).exists():
-                mlflow.log_artifact(str(a))
-        log.info("MLflow run %s in experiment %r at %s", run.info.run_id, experiment, tracking_uri(root))
-        return run.info.run_id
+            run.log_row(row)
+        run.log_artifacts(list(artifacts))
+        atexit.unregister(run._fail_if_open)
+    log.info("MLflow run %s in experiment %r at %s", active.info.run_id, experiment, _redact(tracking_uri(root)))
+    return active.info.run_id
 
 
 # --- experiments: reading runs back ---
