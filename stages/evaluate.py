@@ -47,8 +47,11 @@ def main() -> None:
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
                 else contextlib.nullcontext())
     results, rows = {}, []
+    from tinyllm.experiments.stats import majority_classes, summarize_split
+
+    majority = majority_classes(root / args.prepared, data.benchmarks)  # train's majority answer per benchmark
     for split in cfg.splits:
-        per = {}
+        per, preds_by = {}, {}
         for b in data.benchmarks:
             records = load_prepared(root / args.prepared, b, split)
             if records is None:
@@ -62,13 +65,15 @@ def main() -> None:
                                             max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                                             device=device, headline=cfg.headline)
             write_jsonl(root / args.predictions / split / f"{b}.jsonl", preds)
-            per[b] = m
+            per[b], preds_by[b] = m, preds
             rows.append({"split": split, "benchmark": b, "accuracy": m["accuracy"],
                          "acc_score": m["acc_score"], "acc_generate": m["acc_generate"]})
             logging.info("%s/%s: accuracy %.3f (score %.3f, generate %.3f, unmatched %.2f)", b, split,
                          m["accuracy"], m["acc_score"], m["acc_generate"], m["unmatched_generate"])
         if per:
             per["average"] = average(per)
+            for key, extra in summarize_split(preds_by, majority, cfg.headline).items():
+                per[key].update(extra)  # n, 95% CI, majority and chance rates (tinyllm.experiments.stats)
             results[split] = per
     wall = time.perf_counter() - t0
     results["eval_wall_s"] = wall

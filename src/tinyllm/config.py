@@ -285,8 +285,10 @@ class EvaluateConfig:
 class TrackingConfig:
     experiment: str = "tinyllm"  # MLflow experiment name
     row: str = "default"  # MLflow tag naming the grid row / ablation
+    log_model: bool = True  # the student as an MLflow model (transformers flavour), registered
+    registered_model: str = "tinyllm-student"  # MLflow registry name of the student's versions
 
-    RANGES: ClassVar[dict] = {"experiment": "nonempty", "row": "nonempty"}
+    RANGES: ClassVar[dict] = {"experiment": "nonempty", "row": "nonempty", "registered_model": "nonempty"}
 
     def __post_init__(self):
         validate_fields(self, "tracking")

@@ -226,12 +226,15 @@ def _ref(root: Path, name: str, path: str, context: str) -> DatasetRef:
 
 def training_datasets(root: Path, params: dict, prepared: str = "data/prepared",
                       rationales: str = "data/rationales") -> list[DatasetRef]:
-    """The prepared train splits and the cache of each teacher with alpha > 0.
+    """The prepared train splits, the joined trainset (where that stage exists) and the cache of
+    each teacher with alpha > 0.
 
     A cache is one DVC output (released teachers) or one per benchmark (generated teachers); each
     benchmark's part becomes its own dataset then, so each digest is the one ``dvc.lock`` holds.
     """
     refs = [_ref(root, "prepared/train", prepared, "training")]
+    if (Path(root) / "data" / "trainset").exists():  # the joined questions + rationales distill reads
+        refs.append(_ref(root, "trainset", "data/trainset", "training"))
     benchmarks = (params.get("data") or {}).get("benchmarks") or []
     for teacher, alpha in ((params.get("distill") or {}).get("alphas") or {}).items():
         if not alpha or float(alpha) <= 0:
@@ -291,6 +294,10 @@ def _tags_of(root: Path, params: dict) -> dict[str, str]:
     }
 
 
+def _row_metric(key: str) -> str:
+    return f"valid.{key[len('valid_'):]}" if key.startswith("valid_") else f"train.{key}"
+
+
 class Run:
     """The active MLflow run of this stage. ``Run()`` (no run id) stands for "not tracked"
     (``--no-mlflow``, a non-main process): every method is then a no-op.
@@ -299,16 +306,17 @@ class Run:
     would mark it FINISHED).
     """
 
-    def __init__(self, mlflow=None, run_id: str | None = None, resumed: bool = False):
-        self.mlflow, self.run_id, self.resumed = mlflow, run_id, resumed
+    def __init__(self, mlflow=None, run_id: str | None = None, resumed: bool = False, root: Path | None = None):
+        self.mlflow, self.run_id, self.resumed, self.root = mlflow, run_id, resumed, root
         if run_id:
             atexit.register(self._fail_if_open)
 
     def log_row(self, row: dict) -> None:
-        """One logged training step (``train()``'s ``on_log`` callback): ``train.<key>`` at ``step``."""
+        """One logged training step (``train()``'s ``on_log`` callback) at ``step``: ``train.<key>``
+        (loss, loss_answer, loss_<teacher>, lr, ...), and ``valid.<loss_task>`` for ``valid_<loss_task>``."""
         if self.run_id:
             step = int(row["step"])
-            self.mlflow.log_metrics({f"train.{k}": float(v) for k, v in row.items() if k != "step"}, step=step)
+            self.mlflow.log_metrics({_row_metric(k): float(v) for k, v in row.items() if k != "step"}, step=step)
 
     def log_metrics(self, metrics: dict, prefix: str = "") -> None:
         flat = {f"{prefix}{k}": float(v) for k, v in flatten(metrics).items()
@@ -339,16 +347,21 @@ class Run:
             if self.run_id and Path(p).exists():
                 self.mlflow.log_artifact(str(p), artifact_path=artifact_path)
 
-    def log_model(self, model_dir: Path, registered_model: str | None, seq2seq: bool) -> str | None:
-        """The student checkpoint as an MLflow model (transformers flavour), registered as a new
-        version of ``registered_model``; returns the model URI."""
+    def log_model(self, model, tokenizer, registered_model: str | None, seq2seq: bool) -> str | None:
+        """The student as an MLflow model (transformers flavour), registered as a new version of
+        ``registered_model``; returns the model URI.
+
+        Logged from the loaded model and tokenizer: MLflow 3.17's checkpoint-folder path
+        (``transformers_model="<dir>"``) fails under transformers 5 (``check_task`` returns the
+        pipeline class by name, MLflow reads its ``__name__``).
+        """
         if not self.run_id:
             return None
         import mlflow.transformers
 
         t0 = time.perf_counter()
         info = mlflow.transformers.log_model(
-            transformers_model=str(model_dir),  # the saved folder: nothing loaded into memory
+            transformers_model={"model": model, "tokenizer": tokenizer},
             name=MODEL_ARTIFACT,
             task="text2text-generation" if seq2seq else "text-generation",
             registered_model_name=registered_model or None,
@@ -397,7 +410,7 @@ def _start(root: Path, params: dict, run_id: str | None = None) -> Run:
                                log_system_metrics=True)
     log.info("MLflow run %s (%s) in experiment %r at %s", run.info.run_id, run.info.run_name,
              track.get("experiment", "tinyllm"), _redact(tracking_uri(root)))
-    return Run(mlflow, run.info.run_id, resumed=bool(run_id))
+    return Run(mlflow, run.info.run_id, resumed=bool(run_id), root=Path(root))
 
 
 def start_distill_run(root: Path, params: dict, enabled: bool = True) -> Run:
@@ -494,17 +507,20 @@ def _read_tsv(path: Path | None) -> list[dict]:
 
 
 def finish_evaluate_run(run: Run, results: dict, extra_metrics: dict | None = None, artifacts: list[Path] = (),
-                        model_dir: Path | None = None, log_model: bool = False,
-                        registered_model: str | None = None, seq2seq: bool = False) -> None:
-    """Per-benchmark metrics (``valid.obqa.accuracy``, ``valid.average.accuracy``...), the metric
-    files, optionally the student as a registered model; the run ended FINISHED."""
+                        eval_splits: list[str] = (), model=None, tokenizer=None, log_model: bool = False,
+                        registered_model: str | None = None, seq2seq: bool = False,
+                        prepared: str = "data/prepared") -> None:
+    """Per-benchmark metrics (``valid.obqa.accuracy``, ``valid.average.accuracy``...), the evaluated
+    splits as datasets, the metric files, optionally the student as a registered model; the run
+    ended FINISHED."""
     if not run.run_id:
         return
+    run.log_datasets(evaluation_datasets(run.root, eval_splits, prepared))
     run.log_metrics(results)
     run.log_metrics(extra_metrics or {})
     run.log_artifacts(list(artifacts))
-    if log_model and model_dir is not None:
-        run.log_model(model_dir, registered_model, seq2seq)
+    if log_model and model is not None:
+        run.log_model(model, tokenizer, registered_model, seq2seq)
     run.set_tags({TAG_EVALUATED: "true"})
     run.end("FINISHED")
 
@@ -611,12 +627,7 @@ def log_run(root: Path, experiment: str, run_name: str, params: dict, metrics: d
 
 def _mlflow_at(root: Path):
     """mlflow, pointed at the repo's store (imported lazily: ~3 s)."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri(root))
-    return mlflow
+    return _mlflow(root)
 
 
 def experiment_name(root: Path, experiment: str | None = None) -> str:
@@ -676,9 +687,9 @@ def log_report_run(root: Path, experiment: str, files: list[Path], tags: dict, m
     """A run named `report` (no `row` tag) holding the report's files as artifacts under
     `report/` and its numbers (CIs, paired tests) as metrics; returns its id."""
     mlflow = _mlflow_at(root)
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name="report") as run:
-        mlflow.set_tags({"kind": "report", **{k: str(v) for k, v in tags.items()}})
+    exp_id = ensure_experiment(root, experiment)  # artifacts next to the store, not in ./mlruns
+    with mlflow.start_run(experiment_id=exp_id, run_name="report") as run:
+        mlflow.set_tags({"kind": "report", TAG_KIND: "report", **{k: str(v) for k, v in tags.items()}})
         finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
         for i in range(0, len(finite), 500):  # MLflow's batch limit is 1000 metrics
             mlflow.log_metrics(dict(list(finite.items())[i:i + 500]))

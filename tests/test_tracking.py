@@ -1,0 +1,255 @@
+"""MLflow as its users expect (issue 14 item 4), read back with ``MlflowClient`` from a temp SQLite
+store: one run spans distill and evaluate, named by what it is, with datasets (DVC md5 digests),
+system metrics, a parent per grid, and the registered student with its alias."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from tinyllm import tracking
+
+PREPARED_MD5 = "0123456789abcdef0123456789abcdef.dir"
+CACHE_MD5 = "fedcba9876543210fedcba9876543210.dir"
+STUDENT_MD5 = "aaaabbbbccccddddeeeeffff00001111.dir"
+PARAMS = {
+    "data": {"benchmarks": ["obqa"]},
+    "student": {"source": "tiny", "kind": "auto"},
+    "teachers": {"local_t": {"backend": "transformers"}, "unused_t": {"backend": "transformers"}},
+    "distill": {"alphas": {"flan_t5_xl": 1.0, "local_t": 0.5, "unused_t": 0.0}, "seed": 3, "steps": 3},
+    "evaluate": {"splits": ["valid"], "headline": "score"},
+    "tracking": {"experiment": "exp", "row": "no_icl"},
+}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def repo(tmp_path, store, monkeypatch, request):
+    """A repo with prepared data, two rationale caches and a dvc.lock recording their md5s; a fresh
+    experiment per test in the shared temp store."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    for rel in ("data/prepared/obqa/train.jsonl", "data/prepared/obqa/valid.jsonl",
+                "data/rationales/flan_t5_xl/obqa/train.jsonl", "data/rationales/local_t/obqa/train.jsonl",
+                "data/rationales/unused_t/obqa/train.jsonl"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text('{"id": "q1"}\n')
+    lock = {"schema": "2.0", "stages": {
+        "prepare": {"outs": [{"path": "data/prepared", "md5": PREPARED_MD5}]},
+        "import_rationales": {"outs": [{"path": "data/rationales/flan_t5_xl", "md5": CACHE_MD5}]},
+        "distill": {"outs": [{"path": "models/student", "md5": STUDENT_MD5}]},
+    }}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    params = json.loads(json.dumps(PARAMS))
+    params["tracking"]["experiment"] = request.node.name[:60]
+    yield tmp_path, params
+    import mlflow
+
+    while mlflow.active_run():  # a failed test must not leave a run active for the next one
+        mlflow.end_run("FAILED")
+
+
+def client():
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def distill_and_evaluate(root, params, rows=3, results=None, **finish):
+    run = tracking.start_distill_run(root, params)
+    for step in range(1, rows + 1):
+        run.log_row({"step": step, "loss": 3.0 / step, "loss_answer": 1.0 / step, "loss_flan_t5_xl": 2.0, "lr": 1e-4,
+                     "valid_loss_answer": 0.9})
+    tracking.finish_distill_run(run, root, {"loss_last": 1.0, "steps": rows})
+    ev = tracking.open_evaluate_run(root, params)
+    tracking.finish_evaluate_run(ev, results or {"valid": {"obqa": {"accuracy": 0.5}, "average": {"accuracy": 0.5}}},
+                                 eval_splits=["valid"], **finish)
+    return run.run_id, ev.run_id
+
+
+def test_one_run_spans_distill_and_evaluate(repo):
+    # guards: evaluate creating its own run (training not inside the run that has the accuracies)
+    root, params = repo
+    distill_id, eval_id = distill_and_evaluate(root, params)
+    assert eval_id == distill_id
+    run = client().get_run(distill_id)
+    assert [m.step for m in client().get_metric_history(distill_id, "train.loss")] == [1, 2, 3]
+    assert run.data.metrics["valid.obqa.accuracy"] == 0.5
+    assert run.data.metrics["train.loss_last"] == 1.0
+    assert run.data.metrics["valid.loss_answer"] == 0.9  # train()'s valid_loss_<task> rows
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[tracking.TAG_ORIGIN] == "distill"
+    assert run.data.tags[tracking.TAG_STUDENT_MD5] == STUDENT_MD5
+    assert run.data.params["distill.seed"] == "3" and run.data.params["evaluate.headline"] == "score"
+    assert "teachers.local_t.backend" in run.data.params and "teachers.unused_t.backend" not in run.data.params
+    assert json.loads((root / tracking.RUN_FILE).read_text())["run_id"] == distill_id
+
+
+def test_run_named_by_row_alphas_and_seed(repo, monkeypatch):
+    # guards: every run named `default` (issue 14 item 4)
+    root, params = repo
+    run_id, _ = distill_and_evaluate(root, params)
+    assert client().get_run(run_id).info.run_name == "no_icl a=1,0.5 s3"
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-abc12")
+    assert tracking.run_name(params) == "exp-abc12 a=1,0.5 s3"
+    params["tracking"]["row"] = "default"
+    params["distill"]["alphas"] = {}
+    monkeypatch.delenv("DVC_EXP_NAME")
+    assert tracking.run_name(params) == f"{params['tracking']['experiment']} a=- s3"
+
+
+def test_losses_are_visible_while_training(repo):
+    # guards: losses written only at the end (no live curve while a run trains)
+    root, params = repo
+    run = tracking.start_distill_run(root, params)
+    run.log_row({"step": 1, "loss": 2.5, "lr": 1e-4})
+    live = client().get_run(run.run_id)
+    assert live.info.status == "RUNNING" and live.data.metrics["train.loss"] == 2.5
+    tracking.finish_distill_run(run, root, {})
+
+
+def test_experiment_kind_opens_on_training_runs(repo):
+    # guards: the UI opening on the GenAI traces overview ("No data") instead of the runs table
+    root, params = repo
+    distill_and_evaluate(root, params)
+    exp = client().get_experiment_by_name(params["tracking"]["experiment"])
+    assert exp.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_datasets_logged_with_dvc_md5_digests(repo):
+    # guards: empty Dataset column; a digest that is not the DVC md5; an alpha-0 cache listed as used
+    root, params = repo
+    run_id, _ = distill_and_evaluate(root, params)
+    inputs = {(i.dataset.name, {t.key: t.value for t in i.tags}["mlflow.data.context"]): i
+              for i in client().get_run(run_id).inputs.dataset_inputs}
+    assert set(inputs) == {("prepared/train", "training"), ("rationales/flan_t5_xl", "training"),
+                           ("rationales/local_t", "training"), ("prepared/valid", "evaluation")}
+    assert inputs["prepared/train", "training"].dataset.digest == PREPARED_MD5
+    assert inputs["prepared/valid", "evaluation"].dataset.digest == PREPARED_MD5
+    assert inputs["rationales/flan_t5_xl", "training"].dataset.digest == CACHE_MD5
+    local = inputs["rationales/local_t", "training"]  # not in dvc.lock: a content digest, labelled so
+    assert {t.key: t.value for t in local.tags}["digest_source"] == "content"
+    assert len(local.dataset.digest) == 32
+
+
+def test_evaluate_after_restored_distill_starts_linked_run(repo):
+    # guards: a run-cache-restored distill (stale run id) making evaluate overwrite an older run's metrics
+    root, params = repo
+    first, _ = distill_and_evaluate(root, params)
+    (root / "metrics" / "train_log.tsv").write_text("step\tloss\n1\t2.0\n2\t1.5\n")
+    ev = tracking.open_evaluate_run(root, params, train_metrics={"loss_last": 1.5},
+                                    train_log=root / "metrics" / "train_log.tsv")
+    tracking.finish_evaluate_run(ev, {"valid": {"average": {"accuracy": 0.7}}}, eval_splits=["valid"])
+    assert ev.run_id != first
+    run = client().get_run(ev.run_id)
+    assert run.data.tags[tracking.TAG_ORIGIN] == "fresh:already-evaluated"
+    assert run.data.tags[tracking.TAG_DISTILL_RUN] == first
+    assert run.data.tags[tracking.TAG_STUDENT_MD5] == STUDENT_MD5
+    assert [m.value for m in client().get_metric_history(ev.run_id, "train.loss")] == [2.0, 1.5]
+    assert client().get_run(first).data.metrics["valid.average.accuracy"] == 0.5  # the old run untouched
+
+
+def test_run_id_from_another_store_starts_fresh_run(repo):
+    # guards: a pulled checkpoint's run id crashing evaluate (or logging nowhere)
+    root, params = repo
+    (root / "metrics").mkdir()
+    (root / tracking.RUN_FILE).write_text(json.dumps({"run_id": "0" * 32}))
+    ev = tracking.open_evaluate_run(root, params)
+    tracking.finish_evaluate_run(ev, {"valid": {"average": {"accuracy": 0.1}}})
+    assert client().get_run(ev.run_id).data.tags[tracking.TAG_ORIGIN] == "fresh:other-store"
+
+
+def test_not_tracked_without_mlflow_or_off_rank0(repo, monkeypatch):
+    # guards: --no-mlflow still logging; every process of a multi-process training starting a run
+    root, params = repo
+    run = tracking.start_distill_run(root, params, enabled=False)
+    run.log_row({"step": 1, "loss": 1.0})
+    tracking.finish_distill_run(run, root, {"loss_last": 1.0})
+    assert json.loads((root / tracking.RUN_FILE).read_text()) == {"run_id": None}
+    monkeypatch.setenv("RANK", "1")
+    assert tracking.start_distill_run(root, params).run_id is None
+    assert client().get_experiment_by_name(params["tracking"]["experiment"]) is None
+
+
+def test_parent_run_with_child_rows(repo):
+    # guards: grid rows not nested under one parent (no single view of a sweep)
+    root, params = repo
+    exp = params["tracking"]["experiment"]
+    with tracking.parent_run(root, "grid test", experiment=exp) as pid:
+        # the mechanism a queued DVC experiment relies on: subprocesses inherit the parent id
+        out = subprocess.run([sys.executable, "-c", f"import os; print(os.environ['{tracking.PARENT_ENV}'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert out == pid
+        for seed in (0, 1):
+            params["distill"]["seed"] = seed
+            distill_and_evaluate(root, params)
+    assert tracking.PARENT_ENV not in os.environ
+    children = tracking.child_runs(root, pid)
+    assert [c.info.run_name for c in children] == ["no_icl a=1,0.5 s0", "no_icl a=1,0.5 s1"]
+    assert client().get_run(pid).info.status == "FINISHED"
+
+
+def test_register_best_sets_alias_on_best_child(repo, tiny_tokenizer):
+    # guards: the alias pointing at a row that is not the best on valid; the student not a model
+    from conftest import tiny_causal
+
+    root, params = repo
+    model = tiny_causal(tiny_tokenizer)
+    exp = params["tracking"]["experiment"]
+    name = f"student-{exp}"
+    ids = {}
+    t0 = time.perf_counter()
+    with tracking.parent_run(root, "grid", experiment=exp) as pid:
+        for seed, acc in ((0, 0.4), (1, 0.6), (2, 0.5)):
+            params["distill"]["seed"] = seed
+            ids[seed], _ = distill_and_evaluate(root, params, results={"valid": {"average": {"accuracy": acc}}},
+                                                model=model, tokenizer=tiny_tokenizer, log_model=True,
+                                                registered_model=name)
+    print(f"3 runs with log_model: {time.perf_counter() - t0:.1f} s")
+    best, version = tracking.register_best(root, pid, registered_model=name)
+    assert best == ids[1]
+    mv = client().get_model_version_by_alias(name, "best-valid")
+    assert mv.run_id == ids[1] and mv.version == version
+    import mlflow
+
+    assert "transformers" in mlflow.models.get_model_info(f"models:/{name}@best-valid").flavors
+
+
+def test_register_best_without_models_names_the_run(repo):
+    # guards: a silent no-op when the rows did not log their student
+    root, params = repo
+    with tracking.parent_run(root, "grid", experiment=params["tracking"]["experiment"]) as pid:
+        distill_and_evaluate(root, params)
+    with pytest.raises(ValueError, match="no_icl a=1,0.5 s3.*log_model"):
+        tracking.register_best(root, pid, registered_model="nothing-registered")
+
+
+def test_system_metrics_logged_per_run(repo, monkeypatch):
+    # guards: no CPU/memory curves in the run (system metrics not enabled)
+    root, params = repo
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    run = tracking.start_distill_run(root, params)
+    deadline = time.time() + 15
+    cpu = "system/cpu_utilization_percentage"
+    while time.time() < deadline and cpu not in client().get_run(run.run_id).data.metrics:
+        time.sleep(0.2)
+    tracking.finish_distill_run(run, root, {})
+    metrics = client().get_run(run.run_id).data.metrics
+    assert cpu in metrics and "system/system_memory_usage_megabytes" in metrics
+
+
+def test_tracking_uri_redacted_in_logs():
+    # guards: user:password of a tracking URI printed in the stage log (issue 12 item 13)
+    assert tracking._redact("postgresql://alice:s3cret@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
+    assert tracking._redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
