@@ -16,6 +16,7 @@ from tinyllm.config import DataConfig, DistillConfig, StudentConfig, from_dict
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--base", default="models/base")
+    ap.add_argument("--trainset", default="data/trainset", help="the trainset stage's output (examples)")
     ap.add_argument("--prepared", default="data/prepared")
     ap.add_argument("--rationales", default="data/rationales")
     ap.add_argument("--out", default="models/student")
@@ -30,19 +31,14 @@ def main() -> None:
     import torch
 
     from tinyllm.distill import apply_lora, config_dict, save_student, train
-    from tinyllm.trainset import build_examples
+    from tinyllm.trainset import load_trainset
     from tinyllm.io import write_json
     from tinyllm.modeling import load_student
 
     t0 = time.perf_counter()
     teachers = [t for t, a in cfg.alphas.items() if a > 0]
-    for t in teachers:
-        if not (root / args.rationales / t).is_dir():
-            known = sorted(p.name for p in (root / args.rationales).iterdir() if p.is_dir())
-            raise SystemExit(f"params.yaml [distill]: teacher {t!r} in alphas has no rationale cache at "
-                             f"{args.rationales}/{t}; caches present: {known}")
-    examples, coverage = build_examples(root / args.prepared, root / args.rationales, data.benchmarks,
-                                        teachers, cfg.train_per_benchmark, cfg.seed, cfg.drop_flags)
+    # written by the trainset stage: current rationales of these teachers only (counts: metrics/trainset.json)
+    examples, coverage = load_trainset(root / args.trainset, teachers)
     logging.info("%d training questions; teachers %s; coverage %s", len(examples), teachers, coverage)
     torch.manual_seed(cfg.seed)
     model, tok, seq2seq = load_student(root / args.base, student.kind)

@@ -1,6 +1,7 @@
 """Stage `import_rationales`: split the authors' released rationale strings into the two
 teachers' caches, data/rationales/{flan_t5_xl,llama2_7b}/<benchmark>/<split>.jsonl, aligned to
-the prepared question ids; counts of missing / empty / truncated parts go to metrics."""
+the prepared question ids, for the splits something reads (train, valid; never test); counts of
+missing / empty / truncated parts go to metrics."""
 
 import argparse
 import logging
@@ -9,7 +10,7 @@ import _stage
 
 from tinyllm.benchmarks import load_prepared, rationale_files
 from tinyllm.io import write_json, write_jsonl
-from tinyllm.rationales import RELEASED_TEACHERS, cache_path, import_released, summarize
+from tinyllm.rationales import IMPORTED_SPLITS, RELEASED_TEACHERS, cache_path, import_released, summarize
 
 
 def main() -> None:
@@ -23,7 +24,7 @@ def main() -> None:
     root = _stage.ROOT
     summary = {t: {} for t in RELEASED_TEACHERS}
     for b in cfg.benchmarks:
-        for split in ("train", "valid", "test"):
+        for split in IMPORTED_SPLITS:  # only what is used: never the test rationales
             records = load_prepared(root / args.prepared, b, split)
             if records is None or not rationale_files(root / args.raw, b, split):
                 continue

@@ -52,13 +52,13 @@ def test_a_dead_server_fails_clearly_and_keeps_finished_records(tmp_path):
     cfg = api_cfg("http://placeholder/v1", concurrency=1, max_retries=1)
     with ScriptedServer(lambda n: 200 if n < 4 else 500) as srv:
         cfg.base_url = srv.url
-        with pytest.raises(TooManyFailures, match="HTTP 500"):
+        with pytest.raises(TooManyFailures, match="HTTP 500") as err:
             generate_split(cfg, "obqa", "train", qs, tmp_path, progress=False)
     recs = load_cache(tmp_path, "api", "obqa", "train")
     assert sum(r["status"] == "ok" for r in recs) == 4
     assert all("gave up after 2 attempts" in r["error"] for r in recs if r["status"] == "failed")
     summary = json.loads(summary_path(tmp_path, "api", "obqa", "train").read_text())
-    assert summary["last_run"]["stopped_early"] and summary["not_generated"] == 4
+    assert err.value.summaries["train"]["last_run"]["stopped_early"] and summary["not_generated"] == 4
     with ScriptedServer(lambda n: 200) as srv:
         cfg.base_url = srv.url
         s = generate_split(cfg, "obqa", "train", qs, tmp_path, progress=False)

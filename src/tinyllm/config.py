@@ -313,10 +313,10 @@ class Params:
 def validate_params(params: dict) -> Params:
     """Every section of a loaded params.yaml checked, plus the keys that refer to each other.
 
-    Cross-checks: ``distill.alphas`` and ``teachers.<t>.icl.source`` name rationale caches that
-    some stage writes (a released teacher or a ``teachers:`` entry).
+    Cross-checks: ``distill.alphas`` names rationale caches that some stage writes (a released
+    teacher or a ``teachers:`` entry); in-context examples come from an imported released cache.
     """
-    from .rationales import RELEASED_TEACHERS
+    from .rationales import IMPORTED_SPLITS, RELEASED_TEACHERS
     from .teachers.config import teacher_config
 
     if not isinstance(params, dict):
@@ -335,9 +335,14 @@ def validate_params(params: dict) -> Params:
             _fail(f"distill.alphas.{t}", f"names no rationale cache; known: {caches} (released teachers "
                                          "and entries under teachers:)")
     for name, t in teachers.items():
-        if t.icl.k > 0 and t.icl.source not in [c for c in caches if c != name]:
-            _fail(f"teachers.{name}.icl.source", f"= {t.icl.source!r} names no other rationale cache; "
-                                                 f"known: {[c for c in caches if c != name]}")
+        # dvc.yaml's generate stages depend on the released caches only, and import_rationales
+        # imports their train and valid splits: an example source elsewhere would be a hidden input
+        if t.icl.k > 0 and t.icl.source not in RELEASED_TEACHERS:
+            _fail(f"teachers.{name}.icl.source", f"= {t.icl.source!r}; in-context examples come from a released "
+                                                 f"cache: one of {list(RELEASED_TEACHERS)}")
+        if t.icl.k > 0 and t.icl.split not in IMPORTED_SPLITS:
+            _fail(f"teachers.{name}.icl.split", f"= {t.icl.split!r}; released rationales are imported for "
+                                                f"{list(IMPORTED_SPLITS)} only")
     return Params(teachers=teachers, **built)
 
 

@@ -33,6 +33,9 @@ STATUSES = ("ok", "empty", "missing", "failed")
 
 # The two teachers of the release, in the order their parts appear in each string.
 RELEASED_TEACHERS = ("flan_t5_xl", "llama2_7b")
+# The splits whose released rationales anything reads: train (the training set, in-context
+# examples) and valid (distill's validation-loss curve). Test rationales are never used.
+IMPORTED_SPLITS = ("train", "valid")
 
 _THUS = "Thus, the answer is"
 _LLAMA = "llama rationale:"

@@ -6,6 +6,9 @@ Unknown keys fail loudly (a typo must not silently fall back to a default) and
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
@@ -16,6 +19,9 @@ PROMPT_FORMATS = ("auto", "chat", "plain")
 ICL_STRATEGIES = ("random", "similar")
 FILTER_REASONS = ("empty", "truncated", "answer_mismatch", "non_english")
 PRECISIONS = ("auto", "bf16", "fp32")
+# The keys of backends.BACKENDS (a test checks they agree); named here so that validating
+# params.yaml does not import the backends (torch, transformers) into every stage.
+BACKEND_NAMES = ("transformers", "llama_cpp", "openai")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -89,10 +95,9 @@ class TeacherConfig:
         w = f"teachers.{self.name}"
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ParamsError(f"params.yaml [teachers]: teacher name {self.name!r} must match {_NAME.pattern}")
-        from .backends import BACKENDS  # here, not at the top: backends imports this module
-
-        if self.backend not in BACKENDS:
-            raise ParamsError(f"params.yaml [{w}]: backend {self.backend!r} is unknown; known: {', '.join(BACKENDS)}")
+        if self.backend not in BACKEND_NAMES:
+            raise ParamsError(f"params.yaml [{w}]: backend {self.backend!r} is unknown; "
+                              f"known: {', '.join(BACKEND_NAMES)}")
         validate_fields(self, w)  # types + RANGES, naming teachers.<name>.<key>
         self.icl.check(w)
         if self.backend == "openai" and not self.base_url:
@@ -113,6 +118,22 @@ class TeacherConfig:
         if self.temperature > 0:  # seed and top_p only matter when sampling
             d.update(top_p=float(self.top_p), seed=self.seed)
         return d
+
+    def settings(self) -> dict:
+        """Every setting that changes what this teacher writes for a given question.
+
+        The prompt hash of a record covers these *and* the question and example texts; this
+        part alone is what the training set compares (``tinyllm.trainset``): a record written
+        under other settings is stale even when it is still in the cache.
+        """
+        icl = dataclasses.asdict(self.icl) if self.icl.k > 0 else {"k": 0}
+        return {"teacher_forcing": self.teacher_forcing, "icl": icl, "prompt_format": self.prompt_format,
+                "system_prompt": self.system_prompt, "max_question_words": self.max_question_words,
+                "max_input_tokens": self.max_input_tokens, **self.decoding()}
+
+    def settings_hash(self) -> str:
+        payload = json.dumps(self.settings(), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:16]
 
 
 def teacher_config(name: str, data: dict | None) -> TeacherConfig:

@@ -11,9 +11,12 @@ temperature). A rerun:
 - regenerates the rest (new questions, changed settings, earlier failures), appending;
 - at the end compacts the file atomically to one record per id (the newest), in question order.
 
-Next to it, ``<split>.summary.json`` holds counts, empty/failed, flags, mean length, answer
-agreement (teacher forcing off), tokens/s. More failed records than ``max_failed_fraction``
-raises ``TooManyFailures`` *after* the cache and summary are saved.
+Next to it, ``<split>.summary.json`` holds counts, empty/failed, flags, mean length and answer
+agreement (teacher forcing off): a function of the records only, so the same inputs give the same
+DVC hash. Timings (tokens/s, seconds) go to the stage's metrics file (``cache: false``). Every
+record stores ``prompt.settings`` (``TeacherConfig.settings_hash``), which ``tinyllm.trainset``
+compares to drop records written under other settings. More failed records than
+``max_failed_fraction`` raises ``TooManyFailures`` *after* the cache and summary are saved.
 """
 
 from __future__ import annotations
@@ -68,13 +71,14 @@ def make_record(cfg: TeacherConfig, benchmark: str, split: str, q: dict, p: Teac
                 g: Generation) -> dict:
     """The cache record of one reply, with its quality flags (see module docstring of rationales)."""
     prompt = {"teacher_forcing": p.teacher_forcing, "icl_ids": p.icl_ids, "hash": p.hash,
-              "format": p.format, "text": g.prompt_text or p.text}
+              "settings": cfg.settings_hash(), "format": p.format, "text": g.prompt_text or p.text}
     if p.messages is not None:
         prompt["messages"] = p.messages
     rec = {"id": q["id"], "benchmark": benchmark, "split": split, "teacher": cfg.name,
            "rationale": "", "status": "failed", "flags": [], "prompt": prompt, "source": cfg.source,
            "teacher_answer": None, "answer_match": None,
-           "gen": {"new_tokens": g.new_tokens, "finish_reason": g.finish_reason, "seconds": round(g.seconds, 4)}}
+           # no timing here: the cache is a DVC output, and its bytes must depend on its inputs only
+           "gen": {"new_tokens": g.new_tokens, "finish_reason": g.finish_reason}}
     if g.error is not None:
         rec["error"] = g.error
         return rec
@@ -122,12 +126,21 @@ def _read_newest(path: Path, teacher: str, benchmark: str, split: str) -> tuple[
     return newest, order
 
 
-def compact(path: Path, teacher: str, benchmark: str, split: str, all_questions: list[dict]) -> list[dict]:
+def compact(path: Path, teacher: str, benchmark: str, split: str, all_questions: list[dict],
+            current: dict[str, str] | None = None, settings: str | None = None) -> list[dict]:
     """Rewrite ``path`` atomically with one record per id (the newest), in question-file order.
 
     Records of ids outside ``all_questions`` are kept after them: generated work is never dropped.
+    ``current``: {id: prompt hash under the current settings}; a record with that hash gets
+    ``prompt.settings = settings`` (records written before settings were stored, whose prompt
+    proves they match). Timings that older versions stored per record are dropped.
     """
     newest, order = _read_newest(path, teacher, benchmark, split)
+    for rid, r in newest.items():
+        if current and settings and current.get(rid) == r["prompt"].get("hash"):
+            r["prompt"]["settings"] = settings
+        if isinstance(r.get("gen"), dict):
+            r["gen"].pop("seconds", None)
     pos = {q["id"]: i for i, q in enumerate(all_questions)}
     first = {i: n for n, i in enumerate(order)}
     ids = sorted(newest, key=lambda i: (pos.get(i, len(pos)), first[i]))
@@ -137,7 +150,8 @@ def compact(path: Path, teacher: str, benchmark: str, split: str, all_questions:
     return records
 
 
-def _summary(cfg: TeacherConfig, records: list[dict], selected_ids: list[str], run: dict) -> dict:
+def _summary(cfg: TeacherConfig, records: list[dict], selected_ids: list[str]) -> dict:
+    """Counts of the cache file (written beside it, so a pure function of its records: no timings)."""
     by_id = {r["id"]: r for r in records}
     sel = [by_id[i] for i in selected_ids if i in by_id]
     out = {"teacher": cfg.name, "source": cfg.source, "teacher_forcing": cfg.teacher_forcing,
@@ -154,11 +168,7 @@ def _summary(cfg: TeacherConfig, records: list[dict], selected_ids: list[str], r
     out.update({k.replace(":", "_"): v for k, v in sorted(reasons.items())})
     ok = [r for r in sel if r["status"] == "ok"]
     out["mean_new_tokens"] = round(sum(r["gen"]["new_tokens"] for r in ok if "gen" in r) / max(1, len(ok)), 2)
-    toks = sum(r["gen"]["new_tokens"] for r in sel if "gen" in r)
-    secs = sum(r["gen"]["seconds"] for r in sel if "gen" in r)
-    out["tokens_per_s"] = round(toks / secs, 2) if secs > 0 else None
     out["records_in_file"] = len(records)
-    out["last_run"] = run
     return out
 
 
@@ -168,6 +178,8 @@ def generate_split(cfg: TeacherConfig, benchmark: str, split: str, questions: li
     """Generate the missing or stale rationales of ``questions[:limit]``; returns the summary.
 
     ``questions``: normalised records of the split (``tinyllm.benchmarks``), in file order.
+    The returned summary adds ``last_run`` (this run's counts and timings, tokens/s) to what
+    ``<split>.summary.json`` holds; timings go to the stage's metrics file, never into the cache.
     Raises ``TooManyFailures`` after saving when the failed fraction exceeds the threshold.
     """
     root = Path(root)
@@ -176,10 +188,13 @@ def generate_split(cfg: TeacherConfig, benchmark: str, split: str, questions: li
     own_backend = backend is None
     backend = backend or make_backend(cfg)
     t_start = time.perf_counter()
-    run = {"generated": 0, "failed": 0, "skipped": 0, "seconds": 0.0, "new_tokens": 0, "stopped_early": False}
+    run = {"generated": 0, "failed": 0, "skipped": 0, "seconds": 0.0, "new_tokens": 0, "stopped_early": False,
+           "tokens_per_s": None}
+    current: dict[str, str] = {}
     try:
         fmt = backend.resolve_format()
         prompts = build_prompts(cfg, selected, fmt, selector)
+        current = {q["id"]: p.hash for q, p in zip(selected, prompts)}
         newest, _ = _read_newest(path, cfg.name, benchmark, split)
         todo = [(q, p) for q, p in zip(selected, prompts)
                 if not (q["id"] in newest and newest[q["id"]]["prompt"].get("hash") == p.hash
@@ -194,10 +209,11 @@ def generate_split(cfg: TeacherConfig, benchmark: str, split: str, questions: li
             backend.close()
         # Runs on success, on TooManyFailures and on Ctrl-C alike: the append-only file is always
         # valid, compaction only tidies it (atomic rename), so no finished record can be lost here.
-        records = compact(path, cfg.name, benchmark, split, questions)
+        records = compact(path, cfg.name, benchmark, split, questions, current, cfg.settings_hash())
         run["seconds"] = round(time.perf_counter() - t_start, 2)
-        summary = _summary(cfg, records, [q["id"] for q in selected], run)
+        summary = _summary(cfg, records, [q["id"] for q in selected])
         write_json(summary_path(root, cfg.name, benchmark, split), summary)
+        summary = {**summary, "tokens_per_s": run["tokens_per_s"], "last_run": run}
     if summary["failed_fraction"] > cfg.max_failed_fraction:
         last = next((r.get("error") for r in reversed(records) if r["status"] == "failed"), None)
         raise TooManyFailures(
