@@ -1,7 +1,8 @@
 """Where a default training step spends its time: torch.profiler table of the top operators for
-one fused bf16 step of the default student on a real batch (evidence for what bounds speed).
+one step of the default student (its `distill.forward` path) on a real batch: evidence for
+what bounds speed.
 
-    python benchmarks/profile_train_step.py [--rows 12]
+    python benchmarks/profile_train_step.py [--rows 12] [--bf16]
 """
 
 from __future__ import annotations
@@ -16,40 +17,43 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default=str(ROOT / "models" / "base"))
     ap.add_argument("--rows", type=int, default=12)
+    ap.add_argument("--bf16", action="store_true")
     args = ap.parse_args()
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     from tinyllm.config import DistillConfig, from_dict, load_params
-    from tinyllm.distill import collate_causal, encode_example, step_loss
+    from tinyllm.distill import active_teachers, encode_examples
+    from tinyllm.loss import multitask_loss
+    from tinyllm.student import load_student
     from tinyllm.trainset import build_examples
-    from tinyllm.modeling import load_student
 
     params = load_params(ROOT / "params.yaml")
     cfg = from_dict(DistillConfig, params["distill"], "distill")
-    teachers = [t for t, a in cfg.alphas.items() if a > 0]
+    teachers = active_teachers(cfg.alphas)
     examples, _ = build_examples(ROOT / "data/prepared", ROOT / "data/rationales", params["data"]["benchmarks"],
                                  teachers, 8, 0, cfg.drop_flags)
-    model, tok, s2s = load_student(args.model)
-    enc = [encode_example(tok, ex, teachers, cfg, s2s) for ex in examples]
+    student = load_student(args.model)
+    enc = encode_examples(student, examples, teachers, cfg)
     random.Random(0).shuffle(enc)
-    seqs = [s for ex in enc[: cfg.batch_size] for s in ex]
-    b = collate_causal(seqs, tok.pad_token_id)
-    real, padded = int(b["attention_mask"].sum()), b["attention_mask"].numel()
+    batch = enc[: cfg.batch_size]
+    b = student.collate_shared(batch, cfg.pack_tokens)
+    real, padded = sum(e.n_tokens() for e in batch), b["input_ids"].numel()
     w = torch.tensor([cfg.answer_weight] + [float(cfg.alphas[t]) for t in teachers])
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss, _ = step_loss(model, seqs, w, s2s, tok.pad_token_id, True, "cpu")
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            part = student.losses(student.model, batch, len(w), cfg.forward, cfg.pack_tokens, cfg.ce_chunk_tokens)
+            loss = multitask_loss(part.sums, w, part.counts)
         loss.backward()
-        model.zero_grad(set_to_none=True)
+        student.model.zero_grad(set_to_none=True)
 
     step()  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
     print(f"machine: {machine()}")
-    print(f"batch: {len(seqs)} sequences, padded {padded} positions, real {real} ({real / padded:.0%}), "
-          f"logits for the last {b['keep']} columns")
+    print(f"batch: {len(batch)} questions in {len(b['input_ids'])} packed rows, {padded} positions, "
+          f"real {real} ({real / padded:.0%}); {cfg.forward} forward, {'bf16' if args.bf16 else 'fp32'}")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
 

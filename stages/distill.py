@@ -22,6 +22,8 @@ def main() -> None:
     ap.add_argument("--out", default="models/student")
     ap.add_argument("--metrics", default="metrics/train.json")
     ap.add_argument("--log", default="metrics/train_log.tsv")
+    ap.add_argument("--run-file", default="metrics/mlflow_run.json", help="MLflow run id, for evaluate to resume")
+    ap.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
     args = ap.parse_args()
     root = _stage.ROOT
     cfg = from_dict(DistillConfig, _stage.params("distill"), "distill")
@@ -30,38 +32,41 @@ def main() -> None:
 
     import torch
 
-    from tinyllm.distill import apply_lora, config_dict, save_student, train
-    from tinyllm.trainset import load_trainset
+    from tinyllm.distill import active_teachers, apply_lora, config_dict, train
     from tinyllm.io import write_json
-    from tinyllm.modeling import load_student
+    from tinyllm.student import load_student, save_student
+    from tinyllm.trainset import load_trainset
 
     t0 = time.perf_counter()
-    teachers = [t for t, a in cfg.alphas.items() if a > 0]
+    teachers = active_teachers(cfg.alphas)
     # written by the trainset stage: current rationales of these teachers only (counts: metrics/trainset.json)
     examples, coverage = load_trainset(root / args.trainset, teachers)
     logging.info("%d training questions; teachers %s; coverage %s", len(examples), teachers, coverage)
     torch.manual_seed(cfg.seed)
-    model, tok, seq2seq = load_student(root / args.base, student.kind)
+    model = load_student(root / args.base, student.kind)
     if cfg.lora:
-        model = apply_lora(model, cfg.lora, seq2seq)
-    if cfg.steps == 0:  # the untrained student ("inference" baseline): same stages, no update
-        from tinyllm.io import atomic_write
-
-        with atomic_write(root / args.log) as f:
-            f.write("step\tloss\n")
-        result, is_main = {"steps": 0, "examples": len(examples)}, True
-    else:
-        result = train(model, tok, seq2seq, examples, teachers, cfg, log_path=root / args.log)
-        model, is_main = result.pop("_model"), result.pop("_is_main")
+        apply_lora(model, cfg.lora)
+    result = train(model, examples, cfg, log_path=root / args.log,
+                   valid_examples=_valid_examples(root, args, data, teachers, cfg))
+    is_main, cut = result.pop("_is_main"), result.pop("cut_targets")
     if not is_main:
         return
-    save_student(model, tok, root / args.out, {"teachers": teachers, "seq2seq": seq2seq,
-                                                "distill": config_dict(cfg)})
+    save_student(model.model, model.tok, root / args.out, {"teachers": teachers, "kind": model.kind,
+                                                            "distill": config_dict(cfg)})
     result["stage_wall_s"] = time.perf_counter() - t0
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    write_json(root / args.metrics, {"train": result, "coverage": coverage})
+    write_json(root / args.metrics, {"train": result, "coverage": coverage, "cut_targets": cut})
+    tracking.finish_distill_run(run, root, result, args.run_file)
     logging.info("saved student to %s (%.0f s)", args.out, result["stage_wall_s"])
 
+
+def _valid_examples(root, args, data, teachers, cfg):
+    """The first ``valid_loss_per_benchmark`` valid questions per benchmark with their teachers'
+    valid rationales where a cache has them: the per-task validation-loss curve."""
+    from tinyllm.trainset import load_trainset
+
+    # written by the trainset stage (first valid_loss_per_benchmark valid questions, current rationales)
+    return load_trainset(root / args.trainset, teachers, "valid")[0]
 
 if __name__ == "__main__":
     main()

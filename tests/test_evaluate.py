@@ -1,45 +1,100 @@
 """Evaluation: option matching rules, the KV-cached scorer equals the pairwise reference,
-and a student trained until it knows the answers scores 100% both ways."""
+predictions do not depend on batch neighbours, generation length comes from the options, and a
+student trained until it knows the answers scores 100% both ways."""
+
+import random
 
 import pytest
-import torch
-from conftest import records, tiny_causal, tiny_seq2seq
+from conftest import QUESTIONS, records, tiny_causal, tiny_seq2seq
 
 from tinyllm.config import DistillConfig
-from tinyllm.evaluate import evaluate_records, match_option, score_options, score_options_pairwise
 from tinyllm.distill import train
+from tinyllm.evaluate import average, evaluate_records, match_option
+from tinyllm.student import CausalStudent, Seq2SeqStudent
+
+KINDS = [(tiny_causal, CausalStudent), (tiny_seq2seq, Seq2SeqStudent)]
+
+
+def many_records(n=20, seed=0):
+    """``n`` questions of different lengths and option counts built from the fixture ones."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        q = QUESTIONS[i % len(QUESTIONS)]
+        choices = q["choices"][: 2 + i % 2] if q["answer"] in q["choices"][: 2 + i % 2] else q["choices"]
+        choices = rng.sample(choices, len(choices))
+        out.append({"id": f"m{i}", "question": " ".join([q["question"]] * (1 + i % 3)), "choices": choices,
+                    "answer": q["answer"], "label": choices.index(q["answer"]), "benchmark": "obqa", "split": "valid"})
+    return out
 
 
 def test_match_option_rules():
-    ch = ["Pour it onto a plate", "Pour it into a jar"]
+    ch = ["Pour it onto a plate", "Pour it into a jar", "c"]
     assert match_option("pour it into a jar.", ch) == 1  # case and punctuation normalised
     assert match_option("(b) Pour it into a jar\nbecause ...", ch) == 1  # letter tag, first line
+    assert match_option("(a)", ch) == 0 and match_option("b", ch) == 1  # a bare letter names its option
+    assert match_option("(d)", ch) is None  # no option (d)
     assert match_option("Pour it", ch) is None  # a prefix is not a match
     assert match_option("jar", ch) is None
 
 
-def test_kv_cached_scores_equal_pairwise(tiny_tokenizer):
+@pytest.mark.parametrize("make, cls", KINDS)
+def test_kv_cached_scores_equal_pairwise(tiny_tokenizer, make, cls):
     # the fast scorer must not change any score (fp32, atol 1e-4)
-    tok = tiny_tokenizer
-    model = tiny_causal(tok).eval()
-    recs = records()
-    fast = torch.tensor(score_options(model, tok, recs, False, 64, 3, "cpu"))
-    ref = torch.tensor(score_options_pairwise(model, tok, recs, False, 64, 5, "cpu"))
-    assert torch.allclose(fast, ref, atol=1e-4)
+    s = cls(make(tiny_tokenizer).eval(), tiny_tokenizer)
+    recs = many_records(12)
+    fast = s.score_options(recs, 64, 5, "cpu")
+    ref = s.score_options_pairwise(recs, 64, 3, "cpu")
+    assert all(abs(a - b) < 1e-4 for fa, fr in zip(fast, ref) for a, b in zip(fa, fr))
 
 
-@pytest.mark.parametrize("make, seq2seq", [(tiny_causal, False), (tiny_seq2seq, True)])
-def test_student_that_knows_the_answers_scores_100(tiny_tokenizer, make, seq2seq):
+@pytest.mark.parametrize("make, cls", KINDS)
+def test_predictions_do_not_depend_on_the_batch(tiny_tokenizer, make, cls):
+    # guards: a question's prediction changing with which other questions share its batch
+    # (padding, batch-dependent decoding lengths, bf16 rounding): batch size 1 == batch size 16
+    s = cls(make(tiny_tokenizer, seed=3).eval(), tiny_tokenizer)
+    recs = many_records(20)
+    _, one = evaluate_records(s, recs, max_input_tokens=64, max_new_tokens=None, batch_size=1, device="cpu",
+                              progress=False)
+    _, many = evaluate_records(s, recs, max_input_tokens=64, max_new_tokens=None, batch_size=16, device="cpu",
+                               progress=False)
+    assert [p["pred_score"] for p in one] == [p["pred_score"] for p in many]
+    assert [p["generated"] for p in one] == [p["generated"] for p in many]
+    assert all(abs(a - b) < 1e-4 for p, q in zip(one, many) for a, b in zip(p["scores"], q["scores"]))
+
+
+def test_generation_stops_at_the_longest_option(tiny_tokenizer, monkeypatch):
+    # guards: a fixed decoding budget cutting long options (38% of PIQA unmatched) or running on
+    s = CausalStudent(tiny_causal(tiny_tokenizer, seed=2).eval(), tiny_tokenizer)
+    recs = many_records(8)
+    budgets, real = [], s.model.generate
+    monkeypatch.setattr(s.model, "generate", lambda **kw: budgets.append(kw["max_new_tokens"]) or real(**kw))
+    s.generate(recs, 64, None, 8, "cpu")
+    longest = max(len(tiny_tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for r in recs for c in r["choices"])
+    assert budgets == [longest + 1]  # the longest option and its EOS
+    s.generate(recs, 64, 2, 8, "cpu")
+    assert budgets[-1] == 2  # a configured cap wins when lower
+
+
+@pytest.mark.parametrize("make, cls", KINDS)
+def test_student_that_knows_the_answers_scores_100(tiny_tokenizer, make, cls):
     tok = tiny_tokenizer
-    model = make(tok)
+    s = cls(make(tok), tok)
     exs = [{"record": r, "rationales": {}} for r in records()]
-    cfg = DistillConfig(alphas={}, steps=60, batch_size=4, lr=1e-2, max_input_tokens=64, precision="fp32")
-    model = train(model, tok, seq2seq, exs, [], cfg, progress=False)["_model"].eval()
-    metrics, preds = evaluate_records(model, tok, records("valid"), seq2seq, max_input_tokens=64,
-                                      max_new_tokens=8, batch_size=3, device="cpu", progress=False)
+    cfg = DistillConfig(alphas={}, steps=60, batch_size=4, lr=1e-2, max_input_tokens=64, precision="fp32",
+                        valid_loss_per_benchmark=0)
+    train(s, exs, cfg, progress=False)
+    s.model.eval()
+    metrics, preds = evaluate_records(s, records("valid"), max_input_tokens=64, max_new_tokens=None, batch_size=3,
+                                      device="cpu", progress=False)
     assert metrics["acc_score"] == 1.0 and metrics["acc_generate"] == 1.0
     assert [p["generated"] for p in preds] == [r["answer"] for r in records()]
     # an untrained student of the same shape does not know them
-    fresh, _ = evaluate_records(make(tok, seed=1).eval(), tok, records("valid"), seq2seq, max_input_tokens=64,
-                                max_new_tokens=8, batch_size=3, device="cpu", progress=False)
+    fresh, _ = evaluate_records(cls(make(tok, seed=1).eval(), tok), records("valid"), max_input_tokens=64,
+                                max_new_tokens=None, batch_size=3, device="cpu", progress=False)
     assert fresh["acc_generate"] < 1.0
+
+
+def test_average_is_unweighted_over_benchmarks():
+    avg = average({"a": {"accuracy": 1.0, "acc_score": 1.0, "n": 10}, "b": {"accuracy": 0.0, "acc_score": 0.0, "n": 90}})
+    assert avg["accuracy"] == 0.5 and avg["n"] == 100

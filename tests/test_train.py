@@ -1,17 +1,19 @@
-"""Tiny seq2seq and causal students train a few steps and lower their loss; the fused
-(one-forward) path equals the authors' one-forward-per-task path; LoRA trains adapters only."""
+"""Training: the three loss paths agree (loss and gradients), targets, task mapping, batching,
+gradient accumulation, steps = 0, logging and LoRA, on tiny random-init students."""
 
-import random
+import copy
+import math
 
 import pytest
 import torch
 from conftest import RATIONALES, records, tiny_causal, tiny_seq2seq
 
 from tinyllm.config import DistillConfig
-from tinyllm.distill import encode_example, save_student, step_loss, train
-from tinyllm.modeling import load_student
+from tinyllm.distill import active_teachers, apply_lora, batches, encode_examples, train
+from tinyllm.student import CausalStudent, Seq2SeqStudent, load_student, save_student
 
 TEACHERS = ["teacher_a", "teacher_b"]
+KINDS = [(tiny_causal, CausalStudent), (tiny_seq2seq, Seq2SeqStudent)]
 
 
 def examples():
@@ -23,66 +25,194 @@ def examples():
 
 def cfg(**kw):
     base = dict(alphas={"teacher_a": 1.0, "teacher_b": 0.5}, steps=12, batch_size=4, lr=1e-2,
-                max_input_tokens=64, max_rationale_tokens=24, precision="fp32", log_every=100)
+                max_input_tokens=64, max_rationale_tokens=24, precision="fp32", log_every=100,
+                valid_loss_per_benchmark=0)
     return DistillConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("make, seq2seq", [(tiny_causal, False), (tiny_seq2seq, True)])
-def test_tiny_student_loss_goes_down(tiny_tokenizer, make, seq2seq, tmp_path):
-    model = make(tiny_tokenizer)
-    res = train(model, tiny_tokenizer, seq2seq, examples(), TEACHERS, cfg(), log_path=tmp_path / "log.tsv",
-                progress=False)
+def student(make, cls, tok, seed=0):
+    return cls(make(tok, seed=seed), tok)
+
+
+def grads(model):
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("make, cls", KINDS)
+def test_tiny_student_loss_goes_down(tiny_tokenizer, make, cls, tmp_path):
+    s = student(make, cls, tiny_tokenizer)
+    res = train(s, examples(), cfg(), log_path=tmp_path / "log.tsv", progress=False)
     assert res["loss_last"] < 0.8 * res["loss_first"]
     assert res["loss_teacher_b_last"] > 0  # the second teacher's rationales were trained on
     assert (tmp_path / "log.tsv").read_text().count("\n") == 13  # header + one row per step
 
 
-@pytest.mark.parametrize("make, seq2seq", [(tiny_causal, False), (tiny_seq2seq, True)])
-def test_fused_forward_equals_one_forward_per_task(tiny_tokenizer, make, seq2seq):
-    # speed must never change results: same loss and same gradients, fp32, atol 1e-5
-    tok = tiny_tokenizer
-    model = make(tok).eval()
-    seqs = [s for ex in examples() for s in encode_example(tok, ex, TEACHERS, cfg(), seq2seq)]
-    random.Random(0).shuffle(seqs)
+@pytest.mark.parametrize("make, cls", KINDS)
+@pytest.mark.parametrize("pack_tokens, ce_chunk", [(0, 0), (200, 5)])
+def test_shared_and_fused_equal_the_per_task_reference(tiny_tokenizer, make, cls, pack_tokens, ce_chunk):
+    # speed must never change results: the question encoded once (block mask, packing, chunked
+    # cross-entropy) gives the per-task path's loss and gradients, fp32, atol 1e-5
+    s = student(make, cls, tiny_tokenizer)
+    s.model.eval()
+    enc = encode_examples(s, examples(), TEACHERS, cfg())
     w = torch.tensor([1.0, 2.0, 0.5])
-    fused, per_f = step_loss(model, seqs, w, seq2seq, tok.pad_token_id, True, "cpu")
-    fused.backward()
-    g_fused = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    ref, per_r = step_loss(model, seqs, w, seq2seq, tok.pad_token_id, False, "cpu")
-    ref.backward()
-    assert torch.allclose(fused, ref, atol=1e-5) and torch.allclose(per_f, per_r, atol=1e-5)
-    for a, p in zip(g_fused, model.parameters()):
-        assert torch.allclose(a, p.grad, atol=1e-5)
+    out = {}
+    for fw in ("per_task", "fused", "shared"):
+        s.model.zero_grad()
+        part = s.losses(s.model, enc, 3, fw, pack_tokens=pack_tokens, ce_chunk=ce_chunk)
+        (w * part.sums / part.counts).sum().backward()
+        out[fw] = (part.sums / part.counts, part.counts, grads(s.model))
+    for fw in ("fused", "shared"):
+        assert torch.equal(out[fw][1], out["per_task"][1])  # same target tokens
+        assert torch.allclose(out[fw][0], out["per_task"][0], atol=1e-5)
+        assert torch.allclose(out[fw][2], out["per_task"][2], atol=1e-5)
 
 
-def test_left_padding_does_not_change_a_sequences_loss(tiny_tokenizer):
-    # position ids follow the attention mask: a sequence scores the same alone or padded in a batch
-    tok = tiny_tokenizer
-    model = tiny_causal(tok).eval()
-    seqs = [s for ex in examples() for s in encode_example(tok, ex, TEACHERS, cfg(), False)]
-    short = min(seqs, key=lambda s: len(s.input_ids) + len(s.target_ids))
-    one = torch.tensor([1.0, 1.0, 1.0])
-    alone, _ = step_loss(model, [short], one, False, tok.pad_token_id, True, "cpu")
-    longest = max(seqs, key=lambda s: len(s.input_ids) + len(s.target_ids))
-    longest.task = short.task
-    _, per = step_loss(model, [short, longest], one, False, tok.pad_token_id, True, "cpu")
-    both_alone, _ = step_loss(model, [longest], one, False, tok.pad_token_id, True, "cpu")
-    n_s, n_l = len(short.target_ids), len(longest.target_ids)
-    expected = (alone * n_s + both_alone * n_l) / (n_s + n_l)
-    assert torch.allclose(per[short.task], expected, atol=1e-5)
+def test_packed_question_scores_as_if_alone(tiny_tokenizer):
+    # guards: a packed row leaking attention between questions or between a question's tasks
+    s = student(tiny_causal, CausalStudent, tiny_tokenizer)
+    s.model.eval()
+    enc = encode_examples(s, examples(), TEACHERS, cfg())
+    alone = sum(s.losses(s.model, [e], 3, "per_task").sums for e in enc)
+    packed = s.losses(s.model, enc, 3, "shared", pack_tokens=10_000).sums
+    assert len(s.collate_shared(enc, 10_000)["input_ids"]) == 1  # all four questions in one row
+    assert torch.allclose(alone, packed, atol=1e-4)
+
+
+def test_shared_layout_reads_each_question_once(tiny_tokenizer):
+    s = student(tiny_causal, CausalStudent, tiny_tokenizer)
+    e = encode_examples(s, examples()[:1], TEACHERS, cfg())[0]
+    per_task_tokens = sum(len(e.prefix_ids) + len(b.tag_ids) + len(b.target_ids) - 1 for b in e.branches)
+    assert e.n_tokens() == per_task_tokens - 2 * len(e.prefix_ids)  # three tasks, one prefix
+    # every task's input is its text tokenized as one string: prefix + tag == tokenize(block + tag)
+    block = s.fit_block(records()[0], 64)
+    for b, tag in zip(e.branches, ["A:", "Explain (teacher_a):", "Explain (teacher_b):"]):
+        assert e.prefix_ids + b.tag_ids == tiny_tokenizer(block + tag, add_special_tokens=False)["input_ids"]
+    assert s.answer_prompt(records()[0], 64) == e.prefix_ids + e.branches[0].tag_ids
+
+
+@pytest.mark.parametrize("make, cls", KINDS)
+def test_cut_target_has_no_eos_and_is_counted(tiny_tokenizer, make, cls):
+    # guards: a rationale cut at its cap and then closed with EOS teaches the student to stop mid-sentence
+    s = student(make, cls, tiny_tokenizer)
+    eos = tiny_tokenizer.eos_token_id
+    ids, cut = s.encode_target(RATIONALES["q1"], 5)
+    assert cut and len(ids) == 5 and eos not in ids
+    ids, cut = s.encode_target("ice", 5)
+    assert not cut and ids[-1] == eos
+    res = train(s, examples(), cfg(steps=0, max_rationale_tokens=5))
+    assert res["cut_targets"]["teacher_a"]["obqa"] == {"targets": 4, "cut": 4}
+    assert res["cut_targets"]["answer"]["obqa"]["cut"] == 0
+
+
+def test_input_is_cut_from_the_question_start_and_keeps_the_options(tiny_tokenizer):
+    s = student(tiny_causal, CausalStudent, tiny_tokenizer)
+    rec = {**records()[0], "question": "What melts when it gets warm? " * 20 + "Which conducts heat best?"}
+    ids = s.answer_prompt(rec, 40)
+    text = tiny_tokenizer.decode(ids)
+    assert len(ids) <= 40 + len(tiny_tokenizer("A:", add_special_tokens=False)["input_ids"])
+    assert text.rstrip().endswith("(c) paper\nA:") and "Which conducts heat best?" in text
+
+
+def test_alpha_zero_teacher_adds_no_task(tiny_tokenizer):
+    # guards: a teacher with alpha 0 still adding sequences (compute) or loss
+    assert active_teachers({"teacher_a": 1.0, "teacher_b": 0.0, "c": 0.5}) == ["teacher_a", "c"]
+    s = student(tiny_causal, CausalStudent, tiny_tokenizer)
+    res = train(s, examples(), cfg(alphas={"teacher_a": 1.0, "teacher_b": 0.0}, steps=1), progress=False)
+    assert res["sequences"] == 8 and "loss_teacher_b_last" not in res  # 4 answers + 4 teacher_a rationales
+
+
+def test_teacher_without_any_rationale_is_an_error_naming_it(tiny_tokenizer):
+    s = student(tiny_causal, CausalStudent, tiny_tokenizer)
+    with pytest.raises(ValueError, match="teacher_c"):
+        train(s, examples(), cfg(alphas={"teacher_a": 1.0, "teacher_c": 1.0}, steps=1), progress=False)
+
+
+def test_each_alpha_reaches_its_own_teacher(tiny_tokenizer):
+    # guards: alphas assigned to the wrong teachers inside train(). The first logged row is computed
+    # with the initial weights, so it must equal the reference per-task means of each teacher's
+    # own text, and the total must weigh each with its own alpha.
+    s = student(tiny_causal, CausalStudent, tiny_tokenizer)
+    ref_model = copy.deepcopy(s.model).eval()
+    exs = [{"record": r, "rationales": {"teacher_a": RATIONALES[r["id"]], "teacher_b": "Short."}} for r in records()]
+    c = cfg(alphas={"teacher_b": 0.25, "teacher_a": 3.0}, steps=1)
+    row = {}
+    train(s, exs, c, progress=False, on_log=row.update)
+    ref = CausalStudent(ref_model, tiny_tokenizer)
+    with torch.no_grad():
+        part = ref.losses(ref_model, encode_examples(ref, exs, ["teacher_b", "teacher_a"], c), 3, "per_task")
+    mean = part.sums / part.counts
+    assert row["loss_teacher_b"] == pytest.approx(float(mean[1]), abs=1e-5)
+    assert row["loss_teacher_a"] == pytest.approx(float(mean[2]), abs=1e-5)
+    assert row["loss"] == pytest.approx(float(mean[0] + 0.25 * mean[1] + 3.0 * mean[2]), abs=1e-4)
+
+
+def test_absent_task_is_logged_as_nan_not_zero(tiny_tokenizer):
+    # guards: per-task logs averaging in zeros for tasks absent from a step
+    s = student(tiny_causal, CausalStudent, tiny_tokenizer)
+    exs = examples()
+    exs[0]["rationales"] = {}  # q1 has no rationale at all
+    rows = []
+    train(s, exs, cfg(steps=4, batch_size=1), progress=False, on_log=rows.append)
+    only_q1 = [r for r in rows if math.isnan(r["loss_teacher_a"])]
+    assert only_q1 and all(r["loss"] == pytest.approx(r["loss_answer"]) for r in only_q1)
+    assert all(r["loss_teacher_a"] > 0 for r in rows if r not in only_q1)
+
+
+def test_batches_visit_every_question_once_per_epoch_in_an_order_independent_of_rationales(tiny_tokenizer):
+    # guards: bucketing dropping or repeating a question, and label-only vs TinyLLM arms with the
+    # same seed training on different questions in a different order (unpaired arms)
+    s = student(tiny_causal, CausalStudent, tiny_tokenizer)
+    exs = examples() * 5
+    tinyllm = encode_examples(s, exs, TEACHERS, cfg())
+    label_only = encode_examples(s, exs, [], cfg())
+    a, b = batches(tinyllm, 3, seed=7), batches(label_only, 3, seed=7)
+    n_batches = math.ceil(len(exs) / 3)
+    epoch_a = [next(a) for _ in range(n_batches)]
+    assert sorted(i for bt in epoch_a for i in bt) == list(range(len(exs)))
+    assert epoch_a == [next(b) for _ in range(n_batches)]
+    # two processes share each global batch between them
+    r0, r1 = batches(tinyllm, 2, 7, rank=0, world=2), batches(tinyllm, 2, 7, rank=1, world=2)
+    assert sorted(next(r0) + next(r1)) == sorted(next(batches(tinyllm, 4, 7)))
+
+
+def test_grad_accum_gives_the_step_of_the_full_batch(tiny_tokenizer):
+    # guards: micro-batch losses normalised per micro-batch (or divided twice): 2 x 2 questions
+    # must make the same update as 1 x 4 (fp32; atol 1e-6 on every weight)
+    out = []
+    for bs, acc in ((4, 1), (2, 2)):
+        s = student(tiny_causal, CausalStudent, tiny_tokenizer)
+        train(s, examples(), cfg(steps=1, batch_size=bs, grad_accum=acc, lr=1e-3), progress=False)
+        out.append(torch.cat([p.detach().flatten() for p in s.model.parameters()]))
+    assert torch.allclose(out[0], out[1], atol=1e-6)
+
+
+def test_steps_zero_leaves_the_student_unchanged(tiny_tokenizer, tmp_path):
+    s = student(tiny_causal, CausalStudent, tiny_tokenizer)
+    before = {k: v.clone() for k, v in s.model.state_dict().items()}
+    res = train(s, examples(), cfg(steps=0), log_path=tmp_path / "log.tsv")
+    assert res["steps"] == 0
+    assert all(torch.equal(before[k], v) for k, v in s.model.state_dict().items())
+    assert (tmp_path / "log.tsv").read_text() == "step\tloss\n"
+
+
+def test_valid_losses_are_logged_per_task(tiny_tokenizer):
+    s = student(tiny_causal, CausalStudent, tiny_tokenizer)
+    rows = []
+    train(s, examples(), cfg(steps=4, log_every=2), progress=False, on_log=rows.append,
+          valid_examples=examples()[:2])
+    assert [("valid_loss_teacher_a" in r) for r in rows] == [False, True, False, True]
+    assert rows[3]["valid_loss_answer"] < rows[1]["valid_loss_answer"] + 1.0
 
 
 def test_lora_trains_adapters_and_saves_merged_checkpoint(tiny_tokenizer, tmp_path):
-    from tinyllm.distill import apply_lora
-
     tok = tiny_tokenizer
-    base = tiny_causal(tok)
-    before = {k: v.clone() for k, v in base.state_dict().items()}
-    model = apply_lora(base, {"r": 4, "alpha": 8}, False)
-    res = train(model, tok, False, examples(), [], cfg(alphas={}, steps=8), progress=False)
+    s = student(tiny_causal, CausalStudent, tok)
+    before = {k: v.clone() for k, v in s.model.state_dict().items()}
+    apply_lora(s, {"r": 4, "alpha": 8})
+    res = train(s, examples(), cfg(alphas={}, steps=8), progress=False)
     assert res["loss_last"] < res["loss_first"]
-    save_student(res["_model"], tok, tmp_path / "s", {"teachers": []})
-    reloaded, _, _ = load_student(tmp_path / "s")
-    changed = [k for k, v in reloaded.state_dict().items() if k in before and not torch.equal(v, before[k])]
+    save_student(s.model, tok, tmp_path / "s", {"teachers": []})
+    reloaded = load_student(tmp_path / "s")
+    changed = [k for k, v in reloaded.model.state_dict().items() if k in before and not torch.equal(v, before[k])]
     assert changed and all("proj" in k for k in changed)  # merged adapters changed the projections only

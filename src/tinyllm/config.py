@@ -237,7 +237,16 @@ class DistillConfig:
     max_answer_tokens: int = 32
     max_rationale_tokens: int = 64
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto (bf16 where supported) | bf16 | fp32
-    fused_tasks: bool = True  # all tasks in one forward (False: one forward per task, as the authors)
+    # How the multi-task loss is computed (all three give the same loss; student.py):
+    # shared = the question encoded once, tasks branch from it; fused = one row per (question, task)
+    # in one forward; per_task = one forward per task with full logits (the authors' trainer).
+    forward: Literal["shared", "fused", "per_task"] = "shared"
+    pack_tokens: int = 512  # shared path: pack whole questions into rows of up to N tokens (0: one per row)
+    ce_chunk_tokens: int = 1024  # vocabulary projection + cross-entropy N target tokens at a time (0: at once)
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+    lr_schedule: Literal["linear", "cosine", "constant"] = "linear"  # transformers.get_scheduler, after warmup
+    # Per-task loss on the first N valid questions per benchmark, every log_every steps (0: off).
+    valid_loss_per_benchmark: int = 8
     drop_flags: list[str] = field(default_factory=lambda: ["non_english"])
     # e.g. {r: 8, alpha: 16, dropout: 0.05}; None: full FT. Checked as LoraConfig, kept a dict.
     lora: dict[str, Any] | None = None
@@ -249,7 +258,7 @@ class DistillConfig:
         "alphas": ">=0", "answer_weight": ">=0", "train_per_benchmark": ">=1", "steps": ">=0",
         "batch_size": ">=1", "grad_accum": ">=1", "lr": ">0", "weight_decay": ">=0", "warmup_ratio": "0..1",
         "max_input_tokens": ">=8", "max_answer_tokens": ">=1", "max_rationale_tokens": ">=1", "seed": ">=0",
-        "log_every": ">=1",
+        "log_every": ">=1", "pack_tokens": ">=0", "ce_chunk_tokens": ">=0", "valid_loss_per_benchmark": ">=0",
     }
 
     def __post_init__(self):
@@ -266,7 +275,8 @@ class EvaluateConfig:
     # log-likelihood; "generate" greedy-decodes and matches the text to an option (the paper's).
     # Both are always computed and reported; this one is the headline "accuracy".
     headline: Literal["score", "generate"] = "score"
-    max_new_tokens: int = 32
+    # Generation stops at the longest option's length (+ EOS) of each batch; a number caps it lower.
+    max_new_tokens: int | None = None
     batch_size: int = 16
     max_input_tokens: int = 256
     precision: Literal["auto", "bf16", "fp32"] = "auto"

@@ -111,7 +111,7 @@ class TransformersBackend(Backend):
             return
         import torch
 
-        from ..modeling import model_class, resolve_precision
+        from ..student import model_class, resolve_precision
 
         self._load_tokenizer()
         from transformers import AutoConfig

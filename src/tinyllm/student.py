@@ -1,0 +1,707 @@
+"""The student: the one place that knows whether it is decoder-only or encoder-decoder.
+
+Everything kind-specific lives here — loading, encoding a question and its tasks, collating a
+batch, the multi-task forward/loss, option scoring and generation — behind one interface,
+``Student``, with one subclass per kind (``KINDS``). ``distill.py`` (training loop) and
+``evaluate.py`` (accuracy bookkeeping) call it and never branch on the kind; a third kind of
+student is a new subclass here.
+
+Encoding (``Student.encode``): one question -> ``Encoded(prefix_ids, branches)``. The prefix is
+the question block, shared by every task; each branch is one task: its tag tokens then its
+target tokens (``prompts.py`` has the text format).
+
+Three ways to compute the same multi-task loss (tests check they agree in fp32 to 1e-5,
+gradients included):
+- ``per_task``: one padded forward per task, logits for every position — the authors' trainer.
+- ``fused``: every (question, task) pair as its own left-padded row, one forward, logits for
+  target columns only — the question is still encoded once per task.
+- ``shared`` (default): the question is encoded once. Decoder-only: each question's prefix and
+  all its branches sit in one row with a block attention mask (a branch sees the prefix and
+  itself, never a sibling) and position ids that restart each branch at the end of the prefix;
+  several questions are packed into one row up to ``pack_tokens`` (padding-free packing).
+  Encoder-decoder: the encoder runs once per question and the decoder runs every task against
+  the repeated encoder states.
+The vocabulary projection only ever sees target positions, in chunks (``loss.token_nll``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .loss import IGNORE, task_sums, token_nll
+from .prompts import ANSWER_TAG, question_block, rationale_tag
+
+log = logging.getLogger(__name__)
+
+FORWARDS = ("shared", "fused", "per_task")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class Branch:
+    tag_ids: list[int]  # the task's input continuation after the shared prefix
+    target_ids: list[int]  # what the student learns to write (EOS only if not cut)
+    task: int  # 0 = answer, m = teacher m
+    cut: bool = False  # target truncated at its cap (and therefore has no EOS)
+
+
+@dataclass
+class Encoded:
+    """One training question with all its tasks."""
+
+    prefix_ids: list[int]
+    branches: list[Branch] = field(default_factory=list)
+    question_tokens: int = 0  # length of the question block alone: the bucketing key (same in every arm)
+
+    def n_tokens(self) -> int:
+        """Tokens in the shared layout (the last target token is never an input)."""
+        return len(self.prefix_ids) + sum(len(b.tag_ids) + len(b.target_ids) - 1 for b in self.branches)
+
+
+@dataclass
+class Losses:
+    """Per-task sums of token NLL and token counts of one micro-batch (both (K,))."""
+
+    sums: torch.Tensor
+    counts: torch.Tensor
+
+
+# ----------------------------------------------------------------------------- precision, device
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:  # oneDNN reports AVX512-BF16 / AMX support
+            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except Exception:
+            return False
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device, training: bool = True) -> str:
+    """"auto" -> "bf16" where the hardware runs it natively, else "fp32".
+
+    Evaluation on CPU stays fp32 under "auto": bf16 autocast flipped 1.5-2.5% of predictions and
+    made a question's prediction depend on its batch neighbours (tests/test_evaluate.py)."""
+    if precision == "auto":
+        if not training and device.type == "cpu":
+            return "fp32"
+        return "bf16" if bf16_supported(device) else "fp32"
+    return precision
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def model_class(config, kind: str = "auto"):
+    return KINDS[resolve_kind(config, kind)].auto_class()
+
+
+def resolve_kind(config, kind: str = "auto") -> str:
+    if kind == "auto":
+        kind = "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+    if kind not in KINDS:
+        raise ValueError(f"student kind {kind!r} not in auto/{'/'.join(KINDS)}")
+    return kind
+
+
+def load_student(path, kind: str = "auto", dtype=torch.float32) -> Student:
+    """A ``Student`` from a saved checkpoint folder or a hub id."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    cfg = AutoConfig.from_pretrained(path)
+    cls = KINDS[resolve_kind(cfg, kind)]
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    # sdpa: the shared-question path passes a boolean 4-D mask, which eager attention would misread
+    model = cls.auto_class().from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    return cls(model, tok)
+
+
+# ----------------------------------------------------------------------------- the interface
+
+
+class Student:
+    """A model and its tokenizer, with everything that depends on the kind of model."""
+
+    kind = "?"
+
+    def __init__(self, model, tokenizer):
+        self.model = model
+        self.tok = tokenizer
+        self.pad_id = tokenizer.pad_token_id
+        self.eos_id = tokenizer.eos_token_id
+
+    @staticmethod
+    def auto_class():
+        raise NotImplementedError
+
+    # -- text -> ids ---------------------------------------------------------------
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def fit_block(self, record: dict, max_tokens: int) -> str:
+        """The question block, its question cut from the *start* until the block fits
+        ``max_tokens`` tokens (options always survive: for PubMedQA/BioASQ the question field is
+        "<context passages> \\n <question>", so the question proper is kept too)."""
+        q, choices = record["question"], record["choices"]
+        block = question_block(q, choices)
+        n = len(self._ids(block))
+        if n <= max_tokens:
+            return block
+        enc = self.tok(q, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        cut = n - max_tokens
+        while cut < len(offsets):
+            block = question_block(q[offsets[cut][0]:].lstrip(), choices)
+            n = len(self._ids(block))
+            if n <= max_tokens:
+                return block
+            cut += n - max_tokens
+        # the options alone overflow: keep the question's last 8 tokens; the caller cuts the ids
+        return question_block(q[offsets[max(0, len(offsets) - 8)][0]:].lstrip(), choices)
+
+    def encode_target(self, text: str, max_tokens: int) -> tuple[list[int], bool]:
+        """(ids, cut): ``text`` + EOS, or its first ``max_tokens`` tokens *without* EOS when it
+        is longer — a cut rationale must not teach the student to stop mid-sentence."""
+        ids = self._ids(self._target_text(text))
+        if len(ids) + 1 > max_tokens:
+            return ids[:max_tokens], True
+        return ids + ([self.eos_id] if self.eos_id is not None else []), False
+
+    def _target_text(self, text: str) -> str:
+        return text
+
+    def encode(self, record: dict, rationales: dict[str, str], teachers: list[str], max_input_tokens: int,
+               max_answer_tokens: int, max_rationale_tokens: int) -> Encoded:
+        """One question with its answer task (task 0) and a rationale task per teacher that has
+        a rationale for it (task m = position of the teacher in ``teachers`` + 1)."""
+        block = self.fit_block(record, max_input_tokens)
+        tasks = [(0, ANSWER_TAG, record["answer"], max_answer_tokens)]
+        tasks += [(m, rationale_tag(t), rationales[t], max_rationale_tokens)
+                  for m, t in enumerate(teachers, 1) if rationales.get(t)]
+        targets = [self.encode_target(text, cap) for _, _, text, cap in tasks]
+        return self._encode_tasks(block, [(m, tag) for m, tag, _, _ in tasks], targets, max_input_tokens)
+
+    def _encode_tasks(self, block, tags, targets, max_input_tokens) -> Encoded:
+        raise NotImplementedError
+
+    def answer_prompt(self, record: dict, max_input_tokens: int):
+        """What the student reads at test time: the answer task's input."""
+        raise NotImplementedError
+
+    # -- training --------------------------------------------------------------------
+
+    def losses(self, model, batch: list[Encoded], k: int, forward: str = "shared", pack_tokens: int = 0,
+               ce_chunk: int = 1024, device="cpu") -> Losses:
+        """Per-task NLL sums and token counts of ``batch`` (``forward`` in ``FORWARDS``).
+
+        ``model`` is passed separately from ``self.model`` because training calls it through
+        its Accelerate/DDP wrapper."""
+        if forward not in FORWARDS:
+            raise ValueError(f"distill.forward {forward!r} not in {FORWARDS}")
+        if forward == "per_task":
+            sums, counts = [], []
+            for t in sorted({b.task for e in batch for b in e.branches}):
+                one = [Encoded(e.prefix_ids, [b for b in e.branches if b.task == t], e.question_tokens)
+                       for e in batch]
+                one = [e for e in one if e.branches]
+                part = self._rows_loss(model, one, k, device, target_logits_only=False, ce_chunk=0)
+                sums.append(part.sums)
+                counts.append(part.counts)
+            return Losses(torch.stack(sums).sum(0), torch.stack(counts).sum(0))
+        if forward == "fused":
+            return self._rows_loss(model, batch, k, device, target_logits_only=True, ce_chunk=ce_chunk)
+        return self._shared_loss(model, batch, k, device, pack_tokens, ce_chunk)
+
+    def _rows_loss(self, model, batch, k, device, target_logits_only, ce_chunk) -> Losses:
+        raise NotImplementedError
+
+    def _shared_loss(self, model, batch, k, device, pack_tokens, ce_chunk) -> Losses:
+        raise NotImplementedError
+
+    # -- evaluation ------------------------------------------------------------------
+
+    def option_ids(self, choices: list[str], max_tokens: int) -> list[list[int]]:
+        """Each option as a target (text + EOS); scoring uses the full option (``max_tokens`` is
+        derived from the longest option by the caller)."""
+        return [self.encode_target(c, max_tokens)[0] for c in choices]
+
+    def score_options(self, records: list[dict], max_input_tokens: int, batch_size: int, device,
+                      progress=None) -> list[list[float]]:
+        raise NotImplementedError
+
+    def generate(self, records: list[dict], max_input_tokens: int, max_new_tokens: int | None, batch_size: int,
+                 device, progress=None) -> list[str]:
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _inner(model):
+    """The model inside a DDP wrapper (which forwards calls, not attributes)."""
+    return getattr(model, "module", model)
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+@contextlib.contextmanager
+def hidden_instead_of_logits(model):
+    """Make ``model(...)`` return the hidden states that its output layer would project.
+
+    The call still goes through the model's own forward (and its DDP/PEFT wrappers, so
+    gradients synchronise as usual), but the output projection is swapped for the identity;
+    ``token_nll`` then projects target positions in chunks with the real weights. Returns
+    (weight, bias, softcap) of the output layer."""
+    inner = _inner(model)
+    head = inner.get_output_embeddings()
+    owner, name = None, None
+    for mod in inner.modules():
+        for child_name, child in mod.named_children():
+            if child is head:
+                owner, name = mod, child_name
+                break
+        if owner is not None:
+            break
+    if owner is None:
+        raise RuntimeError(f"{type(model).__name__}: output layer not found among its modules")
+    config = getattr(inner, "config", None)
+    softcap = getattr(config, "final_logit_softcapping", None)
+    setattr(owner, name, torch.nn.Identity())
+    if softcap:
+        config.final_logit_softcapping = None
+    try:
+        yield head.weight, getattr(head, "bias", None), softcap
+    finally:
+        setattr(owner, name, head)
+        if softcap:
+            config.final_logit_softcapping = softcap
+
+
+def pack_rows(batch: list[Encoded], pack_tokens: int) -> list[list[Encoded]]:
+    """Greedy first-fit of whole questions into rows of at most ``max(pack_tokens, longest)``
+    tokens, longest first (``pack_tokens <= 0``: one question per row)."""
+    if pack_tokens <= 0:
+        return [[e] for e in batch]
+    cap = max(pack_tokens, max(e.n_tokens() for e in batch))
+    rows: list[list[Encoded]] = []
+    room: list[int] = []
+    for e in sorted(batch, key=lambda e: -e.n_tokens()):
+        n = e.n_tokens()
+        for i, r in enumerate(room):
+            if n <= r:
+                rows[i].append(e)
+                room[i] -= n
+                break
+        else:
+            rows.append([e])
+            room.append(cap - n)
+    return rows
+
+
+# ----------------------------------------------------------------------------- decoder-only
+
+
+class CausalStudent(Student):
+    kind = "causal"
+
+    @staticmethod
+    def auto_class():
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
+
+    def _target_text(self, text: str) -> str:
+        return " " + text  # the tag ends in ":"; the target starts a new word
+
+    def _bos(self) -> list[int]:
+        cached = getattr(self, "_bos_cache", None)
+        if cached is None:
+            ids = self.tok("a")["input_ids"]
+            adds = bool(ids) and self.tok.bos_token_id is not None and ids[0] == self.tok.bos_token_id
+            cached = self._bos_cache = [self.tok.bos_token_id] if adds else []
+        return cached
+
+    def _input_ids(self, block: str, tag: str, max_input_tokens: int) -> list[int]:
+        """The task's input tokenized as the one string it is; only when the options alone
+        overflow the budget are the block's last tokens (the options' end) cut."""
+        ids = self._ids(block + tag)
+        tag_len = len(self._ids(tag))
+        if len(ids) > max_input_tokens + tag_len:  # fit_block could not fit it: cut the options' end
+            ids = ids[:max_input_tokens] + self._ids(tag)
+        return self._bos() + ids
+
+    def _encode_tasks(self, block, tags, targets, max_input_tokens) -> Encoded:
+        inputs = [self._input_ids(block, tag, max_input_tokens) for _, tag in tags]
+        # the shared prefix: the longest common prefix of all tasks' inputs (tokenized whole)
+        p = min(len(x) for x in inputs)
+        for x in inputs[1:]:
+            p = next((i for i in range(p) if x[i] != inputs[0][i]), p)
+        if len(inputs) == 1:  # one task: the prefix is all of its input but the last token
+            p = len(inputs[0]) - 1
+        prefix = inputs[0][:p]
+        branches = [Branch(x[p:], tgt, m, cut) for (m, _), x, (tgt, cut) in zip(tags, inputs, targets)]
+        return Encoded(prefix, branches, question_tokens=len(self._ids(block)))
+
+    def answer_prompt(self, record: dict, max_input_tokens: int) -> list[int]:
+        return self._input_ids(self.fit_block(record, max_input_tokens), ANSWER_TAG, max_input_tokens)
+
+    # -- one row per (question, task), left-padded: the "fused" and "per_task" paths --
+
+    def _rows_loss(self, model, batch, k, device, target_logits_only, ce_chunk) -> Losses:
+        seqs = [(e.prefix_ids + b.tag_ids, b.target_ids, b.task) for e in batch for b in e.branches]
+        n, t = len(seqs), max(len(i) + len(g) - 1 for i, g, _ in seqs)
+        ids = torch.full((n, t), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, t), dtype=torch.long)
+        labels = torch.full((n, t), IGNORE, dtype=torch.long)
+        task = torch.zeros((n, t), dtype=torch.long)
+        for r, (inp, tgt, m) in enumerate(seqs):
+            full = inp + tgt[:-1]
+            ids[r, t - len(full):] = torch.tensor(full)
+            mask[r, t - len(full):] = 1
+            # position p predicts token p+1: the first target token is predicted by the last input token
+            labels[r, t - len(tgt):] = torch.tensor(tgt)
+            task[r] = m
+        pos = (mask.cumsum(-1) - 1).clamp_min(0)
+        keep = labels != IGNORE
+        if not target_logits_only:  # the reference: a plain forward with full logits
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                           position_ids=pos.to(device)).logits
+            nll = torch.nn.functional.cross_entropy(logits[keep.to(device)].float(), labels[keep].to(device),
+                                                    reduction="none")
+        else:
+            with hidden_instead_of_logits(model) as (w, b, cap):
+                h = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                          logits_to_keep=keep.to(device)).logits
+            nll = token_nll(h, w, b, labels[keep].to(device), ce_chunk, cap)
+        s, c = task_sums(nll.float(), task[keep].to(device), k)
+        return Losses(s, c)
+
+    # -- the shared-question path: prefix once, branches in one row, block mask ----------
+
+    def collate_shared(self, batch: list[Encoded], pack_tokens: int = 0) -> dict:
+        """Rows of packed questions: ``input_ids``, ``position_ids``, a boolean 4-D
+        ``attention_mask`` (R, 1, T, T) (True = may attend), ``labels`` at the position that
+        predicts each target token, and the ``task`` of each label."""
+        rows = pack_rows(batch, pack_tokens)
+        t = max(sum(e.n_tokens() for e in row) for row in rows)
+        r_n = len(rows)
+        ids = torch.full((r_n, t), self.pad_id, dtype=torch.long)
+        pos = torch.zeros((r_n, t), dtype=torch.long)
+        seg = torch.full((r_n, t), -1, dtype=torch.long)  # which question of the row
+        br = torch.zeros((r_n, t), dtype=torch.long)  # 0 = prefix, b = branch b
+        labels = torch.full((r_n, t), IGNORE, dtype=torch.long)
+        task = torch.zeros((r_n, t), dtype=torch.long)
+        for r, row in enumerate(rows):
+            c = 0
+            for s, e in enumerate(row):
+                p = len(e.prefix_ids)
+                start = c
+                ids[r, c:c + p] = torch.tensor(e.prefix_ids, dtype=torch.long)
+                pos[r, c:c + p] = torch.arange(p)
+                seg[r, c:c + p] = s
+                c += p
+                for bi, b in enumerate(e.branches, 1):
+                    cont = b.tag_ids + b.target_ids[:-1]
+                    n = len(cont)
+                    ids[r, c:c + n] = torch.tensor(cont, dtype=torch.long)
+                    pos[r, c:c + n] = torch.arange(p, p + n)
+                    seg[r, c:c + n] = s
+                    br[r, c:c + n] = bi
+                    # logical index L of this branch's sequence sits at row column
+                    # start + L (prefix) or c + L - p (branch); target j is predicted by L - 1
+                    for j, tok in enumerate(b.target_ids):
+                        logical = p + len(b.tag_ids) + j - 1
+                        col = start + logical if logical < p else c + logical - p
+                        if labels[r, col] != IGNORE:
+                            raise ValueError("two tasks predict from the same position: their tags must differ")
+                        labels[r, col] = tok
+                        task[r, col] = b.task
+                    c += n
+        causal = torch.ones((t, t), dtype=torch.bool).tril()
+        same_q = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] >= 0)
+        visible = (br[:, None, :] == 0) | (br[:, :, None] == br[:, None, :])
+        allowed = same_q & visible & causal
+        allowed |= torch.eye(t, dtype=torch.bool)  # padding attends to itself (no all-masked rows)
+        return {"input_ids": ids, "position_ids": pos, "attention_mask": allowed[:, None], "labels": labels,
+                "task": task}
+
+    def _shared_loss(self, model, batch, k, device, pack_tokens, ce_chunk) -> Losses:
+        b = _to(self.collate_shared(batch, pack_tokens), device)
+        keep = b["labels"] != IGNORE
+        with hidden_instead_of_logits(model) as (w, bias, cap):
+            h = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], position_ids=b["position_ids"],
+                      logits_to_keep=keep).logits
+        nll = token_nll(h, w, bias, b["labels"][keep], ce_chunk, cap)
+        s, c = task_sums(nll.float(), b["task"][keep], k)
+        return Losses(s, c)
+
+    # -- evaluation ------------------------------------------------------------------
+
+    def _left_pad(self, seqs: list[list[int]]):
+        t = max(map(len, seqs))
+        ids = torch.full((len(seqs), t), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), t), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, t - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[r, t - len(s):] = 1
+        return ids, mask, (mask.cumsum(-1) - 1).clamp_min(0)
+
+    @torch.no_grad()
+    def score_options(self, records, max_input_tokens, batch_size, device, progress=None):
+        """Mean token log-likelihood of every option (text + EOS) of every record.
+
+        Each question's prompt runs once; all its options are scored from the prompt's KV
+        cache (a prompt is ~10x longer than an option)."""
+        scores = [[0.0] * len(r["choices"]) for r in records]
+        prompts = [self.answer_prompt(r, max_input_tokens) for r in records]
+        options = [self.option_ids(r["choices"], 1 << 30) for r in records]
+        order = sorted(range(len(records)), key=lambda i: len(prompts[i]))
+        for start in range(0, len(order), batch_size):
+            qs = order[start:start + batch_size]
+            ids, mask, pos = self._left_pad([prompts[i] for i in qs])
+            out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                             use_cache=True, logits_to_keep=1)
+            first_logp = torch.log_softmax(out.logits[:, -1].float(), -1).cpu()  # predicts option token 0
+            opts = [(r, i, j, o) for r, i in enumerate(qs) for j, o in enumerate(options[i])]
+            rows = torch.tensor([o[0] for o in opts])
+            o_len = max(len(o[3]) for o in opts)
+            tgt = torch.full((len(opts), o_len), self.pad_id, dtype=torch.long)
+            tmask = torch.zeros((len(opts), o_len), dtype=torch.long)
+            for n, o in enumerate(opts):
+                tgt[n, : len(o[3])] = torch.tensor(o[3])
+                tmask[n, : len(o[3])] = 1
+            cache = out.past_key_values
+            for layer in cache.layers:  # one copy of each question's prompt per option
+                layer.batch_select_indices(rows.to(device))
+            full_mask = torch.cat([mask[rows], tmask], 1)
+            opos = pos[rows, -1:] + 1 + torch.arange(o_len)[None]
+            lp = torch.zeros(len(opts), o_len)
+            lp[:, 0] = first_logp[rows, tgt[:, 0]]
+            if o_len > 1:
+                logits = self.model(input_ids=tgt[:, :-1].to(device), attention_mask=full_mask[:, :-1].to(device),
+                                    position_ids=opos[:, :-1].to(device), past_key_values=cache,
+                                    use_cache=True).logits
+                nxt = torch.log_softmax(logits.float(), -1).gather(-1, tgt[:, 1:, None].to(device))[..., 0]
+                lp[:, 1:] = nxt.cpu()
+            mean = (lp * tmask).sum(-1) / tmask.sum(-1)
+            for (_, i, j, _), v in zip(opts, mean.tolist()):
+                scores[i][j] = v
+            if progress is not None:
+                progress.update(len(qs))
+        return scores
+
+    @torch.no_grad()
+    def score_options_pairwise(self, records, max_input_tokens, batch_size, device, progress=None):
+        """Reference scorer: every (prompt + option) pair as its own left-padded row."""
+        scores = [[0.0] * len(r["choices"]) for r in records]
+        pairs = []
+        for i, r in enumerate(records):
+            p = self.answer_prompt(r, max_input_tokens)
+            pairs += [(i, j, p, o) for j, o in enumerate(self.option_ids(r["choices"], 1 << 30))]
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start:start + batch_size]
+            ids, mask, pos = self._left_pad([p + o for _, _, p, o in chunk])
+            logp = torch.log_softmax(self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                                position_ids=pos.to(device)).logits.float(), -1).cpu()
+            t = ids.shape[1]
+            for r, (i, j, _, o) in enumerate(chunk):
+                cols = torch.arange(t - len(o) - 1, t - 1)
+                scores[i][j] = logp[r, cols, torch.tensor(o)].mean().item()
+        return scores
+
+    @torch.no_grad()
+    def generate(self, records, max_input_tokens, max_new_tokens, batch_size, device, progress=None):
+        """Greedy answers, batched by prompt length with left padding, in record order. Each
+        batch decodes at most as many tokens as its longest option (+ EOS) needs, unless
+        ``max_new_tokens`` caps it lower."""
+        prompts = [self.answer_prompt(r, max_input_tokens) for r in records]
+        need = [max(len(o) for o in self.option_ids(r["choices"], 1 << 30)) for r in records]
+        order = sorted(range(len(records)), key=lambda i: (len(prompts[i]), need[i]))
+        out = [""] * len(records)
+        for start in range(0, len(order), batch_size):
+            qs = order[start:start + batch_size]
+            ids, mask, _ = self._left_pad([prompts[i] for i in qs])
+            n_new = max(need[i] for i in qs)
+            if max_new_tokens:
+                n_new = min(n_new, max_new_tokens)
+            gen = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=n_new,
+                                      do_sample=False, pad_token_id=self.pad_id, eos_token_id=self.eos_id)
+            for r, i in enumerate(qs):
+                new = gen[r, ids.shape[1]:].tolist()
+                # a prediction depends on its own tokens only: stop at its own EOS, whatever its batch
+                if self.eos_id in new:
+                    new = new[: new.index(self.eos_id)]
+                out[i] = self.tok.decode(new[: need[i]], skip_special_tokens=True).strip()
+            if progress is not None:
+                progress.update(len(qs))
+        return out
+
+
+# ----------------------------------------------------------------------------- encoder-decoder
+
+
+class Seq2SeqStudent(Student):
+    kind = "seq2seq"
+
+    @staticmethod
+    def auto_class():
+        from transformers import AutoModelForSeq2SeqLM
+
+        return AutoModelForSeq2SeqLM
+
+    def _start(self) -> int:
+        start = self.model.config.decoder_start_token_id
+        return self.pad_id if start is None else start
+
+    def _encoder_ids(self, block: str, max_input_tokens: int) -> list[int]:
+        ids = self._ids(block)[:max_input_tokens]
+        return ids + ([self.eos_id] if self.eos_id is not None else [])
+
+    def _encode_tasks(self, block, tags, targets, max_input_tokens) -> Encoded:
+        prefix = self._encoder_ids(block, max_input_tokens)
+        branches = [Branch(self._ids(tag), tgt, m, cut) for (m, tag), (tgt, cut) in zip(tags, targets)]
+        return Encoded(prefix, branches, question_tokens=len(prefix))
+
+    def answer_prompt(self, record, max_input_tokens):
+        """(encoder ids, decoder prefix ids): the decoder opens with the answer tag."""
+        return (self._encoder_ids(self.fit_block(record, max_input_tokens), max_input_tokens),
+                [self._start()] + self._ids(ANSWER_TAG))
+
+    def _pad_right(self, seqs, fill):
+        t = max(map(len, seqs))
+        out = torch.full((len(seqs), t), fill, dtype=torch.long)
+        mask = torch.zeros((len(seqs), t), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            out[r, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[r, : len(s)] = 1
+        return out, mask
+
+    def _decoder_rows(self, branches: list[Branch]):
+        """Decoder inputs ([start] + tag + target[:-1]) and labels (IGNORE on the tag)."""
+        dec = [[self._start()] + b.tag_ids + b.target_ids[:-1] for b in branches]
+        lab = [[IGNORE] * len(b.tag_ids) + b.target_ids for b in branches]
+        d, dmask = self._pad_right(dec, self.pad_id)
+        lab_t, _ = self._pad_right(lab, IGNORE)
+        task = torch.tensor([b.task for b in branches])[:, None].expand_as(lab_t)
+        return d, dmask, lab_t, task
+
+    def _nll(self, model, device, enc_kwargs: dict, d, dmask, labels, task, k, ce_chunk, full_logits=False):
+        keep = labels != IGNORE
+        if full_logits:
+            logits = model(**enc_kwargs, decoder_input_ids=d.to(device), decoder_attention_mask=dmask.to(device)).logits
+            nll = torch.nn.functional.cross_entropy(logits[keep.to(device)].float(), labels[keep].to(device),
+                                                    reduction="none")
+        else:
+            with hidden_instead_of_logits(model) as (w, b, cap):
+                h = model(**enc_kwargs, decoder_input_ids=d.to(device), decoder_attention_mask=dmask.to(device)).logits
+            nll = token_nll(h[keep.to(device)], w, b, labels[keep].to(device), ce_chunk, cap)
+        s, c = task_sums(nll.float(), task[keep].to(device), k)
+        return Losses(s, c)
+
+    def _rows_loss(self, model, batch, k, device, target_logits_only, ce_chunk) -> Losses:
+        pairs = [(e.prefix_ids, b) for e in batch for b in e.branches]
+        ids, mask = self._pad_right([p for p, _ in pairs], self.pad_id)
+        d, dmask, labels, task = self._decoder_rows([b for _, b in pairs])
+        enc = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        return self._nll(model, device, enc, d, dmask, labels, task, k, ce_chunk, full_logits=not target_logits_only)
+
+    def _shared_loss(self, model, batch, k, device, pack_tokens, ce_chunk) -> Losses:
+        from transformers.modeling_outputs import BaseModelOutput
+
+        ids, mask = self._pad_right([e.prefix_ids for e in batch], self.pad_id)
+        enc = _inner(model).get_encoder()(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        rows = torch.tensor([q for q, e in enumerate(batch) for _ in e.branches], device=device)
+        d, dmask, labels, task = self._decoder_rows([b for e in batch for b in e.branches])
+        kwargs = {"encoder_outputs": BaseModelOutput(last_hidden_state=enc[rows]),
+                  "attention_mask": mask.to(device)[rows]}
+        return self._nll(model, device, kwargs, d, dmask, labels, task, k, ce_chunk)
+
+    @torch.no_grad()
+    def score_options(self, records, max_input_tokens, batch_size, device, progress=None):
+        """Encoder once per question; every option decoded after the answer tag, batched."""
+        scores = [[0.0] * len(r["choices"]) for r in records]
+        for start in range(0, len(records), batch_size):
+            chunk = list(range(start, min(len(records), start + batch_size)))
+            prompts = [self.answer_prompt(records[i], max_input_tokens) for i in chunk]
+            ids, mask = self._pad_right([p[0] for p in prompts], self.pad_id)
+            enc = self.model.get_encoder()(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+            opts = [(r, i, j, o) for r, i in enumerate(chunk)
+                    for j, o in enumerate(self.option_ids(records[i]["choices"], 1 << 30))]
+            rows = torch.tensor([o[0] for o in opts], device=device)
+            dec = [prompts[r][1] + o[:-1] for r, _, _, o in opts]
+            lab = [[IGNORE] * (len(prompts[r][1]) - 1) + o for r, _, _, o in opts]
+            d, dmask = self._pad_right(dec, self.pad_id)
+            labels, _ = self._pad_right(lab, IGNORE)
+            from transformers.modeling_outputs import BaseModelOutput
+
+            logits = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=enc[rows]),
+                                attention_mask=mask.to(device)[rows], decoder_input_ids=d.to(device),
+                                decoder_attention_mask=dmask.to(device)).logits
+            logp = torch.log_softmax(logits.float(), -1).cpu()
+            keep = labels != IGNORE
+            tok_lp = logp.gather(-1, labels.clamp_min(0)[..., None])[..., 0] * keep
+            mean = tok_lp.sum(-1) / keep.sum(-1)
+            for (_, i, j, _), v in zip(opts, mean.tolist()):
+                scores[i][j] = v
+            if progress is not None:
+                progress.update(len(chunk))
+        return scores
+
+    score_options_pairwise = score_options  # the encoder-decoder scorer is already exact per pair
+
+    @torch.no_grad()
+    def generate(self, records, max_input_tokens, max_new_tokens, batch_size, device, progress=None):
+        prompts = [self.answer_prompt(r, max_input_tokens) for r in records]
+        need = [max(len(o) for o in self.option_ids(r["choices"], 1 << 30)) for r in records]
+        out = [""] * len(records)
+        for start in range(0, len(records), batch_size):
+            qs = list(range(start, min(len(records), start + batch_size)))
+            ids, mask = self._pad_right([prompts[i][0] for i in qs], self.pad_id)
+            dec = torch.tensor([prompts[i][1] for i in qs])  # same tag for every question
+            n_new = max(need[i] for i in qs)
+            if max_new_tokens:
+                n_new = min(n_new, max_new_tokens)
+            gen = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                      decoder_input_ids=dec.to(device), max_new_tokens=n_new, do_sample=False,
+                                      pad_token_id=self.pad_id, eos_token_id=self.eos_id)
+            for r, i in enumerate(qs):
+                new = gen[r, dec.shape[1]:].tolist()
+                if self.eos_id in new:
+                    new = new[: new.index(self.eos_id)]
+                out[i] = self.tok.decode(new[: need[i]], skip_special_tokens=True).strip()
+            if progress is not None:
+                progress.update(len(qs))
+        return out
+
+
+KINDS: dict[str, type[Student]] = {"causal": CausalStudent, "seq2seq": Seq2SeqStudent}
+
+
+def save_student(student_or_model, tok, out_dir: Path, meta: dict) -> None:
+    """``save_pretrained`` a plain checkpoint (LoRA adapters merged) plus ``tinyllm.json``."""
+    from .io import write_json
+
+    model = student_or_model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    write_json(out_dir / "tinyllm.json", meta)
