@@ -1,5 +1,5 @@
-"""The baselines/ablations grid (experiments/grid.yaml, scripts/grid.py) and its report
-(scripts/report.py).
+"""The baselines/ablations grid (experiments/grid.yaml; tinyllm.experiments.rows/grid, the
+command line scripts/grid.py) and its report (tinyllm.experiments.report, scripts/report.py).
 
 Fast: every row's overrides, applied by DVC's own override code to the real params.yaml, give
 exactly the parameters the row promises; the report on fabricated MLflow runs in a temp SQLite
@@ -25,13 +25,16 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "scripts"), str(Path(__file__).resolve().parent)]
-import grid  # noqa: E402
-import report  # noqa: E402
+import grid as grid_cli  # noqa: E402  (scripts/grid.py)
+import report as report_cli  # noqa: E402  (scripts/report.py)
 
 from tinyllm.config import DistillConfig, from_dict  # noqa: E402
+from tinyllm.experiments import grid as gridrun  # noqa: E402
+from tinyllm.experiments import report  # noqa: E402
+from tinyllm.experiments import rows as gridrows  # noqa: E402
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
-ROWS = grid.load_grid()
+ROWS = gridrows.load_grid()
 
 
 def apply_like_dvc(tmp_path: Path, overrides: list[str]) -> dict:
@@ -60,7 +63,7 @@ def test_grid_has_every_table1_row_and_the_papers_alpha_grid():
 def test_row_overrides_give_exactly_the_rows_parameters(row, tmp_path):
     # guards: Hydra (DVC's -S parser) MERGES a mapping into the default, so a plain
     # `-S distill.alphas={}` silently keeps both teachers and "full fine-tuning" would be TinyLLM
-    p = apply_like_dvc(tmp_path, grid.row_overrides(row, PARAMS))
+    p = apply_like_dvc(tmp_path, gridrows.row_overrides(row, PARAMS))
     assert p["tracking"]["row"] == row["row"]
     declared = [s for s in row["set"] if s.startswith("distill.alphas=")]
     if declared:
@@ -87,10 +90,10 @@ def test_load_grid_rejects_bad_rows(tmp_path):
         f = tmp_path / "g.yaml"
         f.write_text(yaml.safe_dump({"rows": [bad]}))
         with pytest.raises(ValueError, match=msg):
-            grid.load_grid(f)
+            gridrows.load_grid(f)
     f.write_text(yaml.safe_dump({"rows": [{"row": "a", "group": "baseline"}] * 2}))
     with pytest.raises(ValueError, match="twice"):
-        grid.load_grid(f)
+        gridrows.load_grid(f)
 
 
 def test_queue_skips_rows_whose_local_teacher_cache_is_missing(tmp_path, capsys):
@@ -99,7 +102,7 @@ def test_queue_skips_rows_whose_local_teacher_cache_is_missing(tmp_path, capsys)
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     for t in ("flan_t5_xl", "llama2_7b"):
         (tmp_path / "data" / "rationales" / t).mkdir(parents=True)
-    assert grid.main(["--root", str(tmp_path), "queue", "--dry-run"]) == 0
+    assert grid_cli.main(["--root", str(tmp_path), "queue", "--dry-run"]) == 0
     out = capsys.readouterr().out
     cmds = [ln for ln in out.splitlines() if ln.startswith("$ dvc exp run --queue")]
     needs = {r["row"] for r in ROWS if r["needs"]}
@@ -109,45 +112,77 @@ def test_queue_skips_rows_whose_local_teacher_cache_is_missing(tmp_path, capsys)
     assert "$ dvc exp run --queue -n full_ft -S tracking.row=full_ft -S '~distill.alphas.flan_t5_xl'" in out
 
 
-def test_workers_alive_reads_live_pids_only(tmp_path):
-    celery = tmp_path / ".dvc" / "tmp" / "exps" / "celery"
-    celery.mkdir(parents=True)
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    (celery / "dvc-exp-worker-1.pid").write_text(str(os.getpid()))
-    (celery / "dvc-exp-worker-2.pid").write_text(str(dead.pid))
-    (celery / "dvc-exp-worker-3.pid").write_text("not a pid")
-    assert grid.workers_alive(tmp_path) == [os.getpid()]
+def test_workers_alive_finds_this_repos_queue_worker_by_its_command_line(tmp_path):
+    # guards: a dead (or another repo's) worker counted as alive (the wait would hang), or a live
+    # one missed (the wait would restart a worker that is still running)
+    other = tmp_path / "other"
+    other.mkdir()
+    fake = [sys.executable, "-c", "import time; time.sleep(60)", "exp", "queue-worker", "dvc-exp-abc123-1@localhost"]
+    mine, theirs = subprocess.Popen(fake, cwd=tmp_path), subprocess.Popen(fake, cwd=other)
+    try:
+        assert gridrun.workers_alive(tmp_path) == [mine.pid]
+    finally:
+        for proc in (mine, theirs):
+            proc.kill()
+            proc.wait()
+    assert gridrun.workers_alive(tmp_path) == []
 
 
-def test_start_wait_restarts_a_worker_that_died_with_rows_left(tmp_path, monkeypatch, capsys):
+def test_parse_queue_status_reads_names_and_states():
+    # guards: a task without a name or a dated `Created` column read as the wrong experiment
+    out = ("Task     Name        Created    Status\n"
+           "3f2a1b4  full_ft     10:01 AM   Success\n"
+           "9c0ffee  alpha_0.1   Nov 23, 2026  Failed\n"
+           "1234567              10:02 AM   Queued\n"
+           "abcdef0  tinyllm-s1  10:03 PM   Running\n\nWorker status: 1 active, 0 idle\n")
+    assert gridrun.parse_queue_status(out) == [("full_ft", "Success"), ("alpha_0.1", "Failed"),
+                                               ("1234567", "Queued"), ("tinyllm-s1", "Running")]
+
+
+def test_start_wait_restarts_a_worker_that_died_with_rows_left(tmp_path, monkeypatch):
     # guards: the wait loop polling forever (or returning early) after the queue worker dies
-    # mid-grid, which DVC's filesystem broker does now and then (kombu JSONDecodeError)
-    calls, alive = [], iter([[1], [], [2], []])  # worker 1 runs, dies; worker 2 runs, exits
-    left = iter([["x  only_llama2_7b  Queued"], []])  # rows left after the first worker: one
-    monkeypatch.setattr(grid, "_dvc", lambda args, root, check=True: calls.append(args) or
-                        subprocess.CompletedProcess(args, 0, "Task Name Status\n", ""))
-    monkeypatch.setattr(grid, "workers_alive", lambda root: next(alive))
-    monkeypatch.setattr(grid, "queue_active", lambda root: next(left))
-    monkeypatch.setattr(grid.time, "sleep", lambda s: None)
-    args = argparse.Namespace(root=tmp_path, jobs=1, wait=True, poll=0, restarts=3)
-    assert grid.cmd_start(args) == 0
+    # mid-grid, which DVC's filesystem broker does now and then (kombu JSONDecodeError), and a
+    # failed experiment not turning the exit code non-zero
+    calls, said = [], []
+    alive = iter([[1], [], [2], []])  # worker 1 runs, dies; worker 2 runs, exits
+    status = iter([[("only_llama2_7b", "Queued")], [("only_llama2_7b", "Success")], [("only_llama2_7b", "Success")]])
+    monkeypatch.setattr(gridrun, "dvc", lambda args, root, check=True: calls.append(args) or
+                        subprocess.CompletedProcess(args, 0, "log line\n", ""))
+    monkeypatch.setattr(gridrun, "workers_alive", lambda root: next(alive))
+    monkeypatch.setattr(gridrun, "queue_status", lambda root: next(status))
+    monkeypatch.setattr(gridrun.time, "sleep", lambda s: None)
+    assert gridrun.start_and_wait(tmp_path, restarts=3, say=said.append) == 0
     starts = [c for c in calls if c[:3] == ["dvc", "queue", "start"]]
-    assert len(starts) == 2 and "restarting it (1/3)" in capsys.readouterr().out
-    # a worker that keeps dying: give up after --restarts, non-zero exit
-    alive = iter([[], [], []])
-    left = iter([["x Queued"]] * 3)
-    monkeypatch.setattr(grid, "workers_alive", lambda root: next(alive))
-    monkeypatch.setattr(grid, "queue_active", lambda root: next(left))
-    args.restarts = 1
-    assert grid.cmd_start(args) == 1
+    assert len(starts) == 2 and any("restarting it (1/3)" in s for s in said)
+    # a worker that keeps dying: give up after `restarts`, non-zero exit
+    alive, status = iter([[]] * 3), iter([[("x", "Queued")]] * 3)
+    assert gridrun.start_and_wait(tmp_path, restarts=1, say=said.append) == 1
+    # the queue ends with a failed experiment: its `dvc queue logs` are shown, exit non-zero
+    alive, status, calls[:] = iter([[]]), iter([[("x", "Failed")], [("x", "Failed")]]), []
+    assert gridrun.start_and_wait(tmp_path, say=said.append) == 1
+    assert ["dvc", "queue", "logs", "x"] in calls
+
+
+def test_seeds_make_one_experiment_per_seed_for_trained_rows_only(tmp_path):
+    # guards: seeds not reaching the experiment (three identical runs pooled as "3 seeds"), or
+    # the untrained student run three times for nothing
+    rows = {r["row"]: r for r in ROWS}
+    cmds = gridrun.commands([rows["inference"], rows["full_ft"]], PARAMS, [], "queue", seeds=[0, 1, 2])
+    names = [n for n, _ in cmds]
+    assert names == ["inference", "full_ft-s0", "full_ft-s1", "full_ft-s2"]
+    p = apply_like_dvc(tmp_path, [c for c in cmds[2][1][cmds[2][1].index("-S"):] if c != "-S"])
+    assert p["distill"]["seed"] == 1 and p["tracking"]["row"] == "full_ft" and p["distill"]["alphas"] == {}
+    assert gridrows.row_seeds({**rows["tinyllm"], "seeds": [3, 4]}) == [3, 4]
+    assert gridrows.row_seeds(rows["tinyllm"]) == [None]
+    with pytest.raises(SystemExit, match="twice"):
+        gridrows.parse_seeds("1,1")
 
 
 def test_profile_adds_the_papers_overrides_to_every_row(tmp_path):
     # guards: the paper profile not reaching a row (e.g. the student or full data missing)
-    prof = grid.load_profile(ROOT / "experiments" / "paper.yaml", "google/flan-t5-base")
+    prof = gridrows.load_profile(ROOT / "experiments" / "paper.yaml", "google/flan-t5-base")
     row = next(r for r in ROWS if r["row"] == "tinyllm")
-    p = apply_like_dvc(tmp_path, grid.row_overrides(row, PARAMS, prof))
+    p = apply_like_dvc(tmp_path, gridrows.row_overrides(row, PARAMS, prof))
     assert p["student"]["source"] == "google/flan-t5-base"
     assert p["data"]["source"].startswith("github:YikunHan42/TinyLLM@9f5bebec8b22037f80ffa8d17bfeb01a2a524a3b")
     assert p["distill"]["train_per_benchmark"] is None and p["evaluate"]["max_per_benchmark"] is None
@@ -155,7 +190,7 @@ def test_profile_adds_the_papers_overrides_to_every_row(tmp_path):
     assert p["evaluate"]["splits"] == ["valid", "test"] and p["distill"]["steps"] == 1699
     from_dict(DistillConfig, p["distill"], "distill")  # every value reads back with its type
     with pytest.raises(SystemExit, match="--student"):
-        grid.load_profile(ROOT / "experiments" / "paper.yaml", None)
+        gridrows.load_profile(ROOT / "experiments" / "paper.yaml", None)
 
 
 # ----------------------------------------------------------------------------- report (fabricated runs)
@@ -167,6 +202,8 @@ def _fake_store(root: Path, runs: list[tuple[dict, dict]]) -> dict[str, str]:
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    if mlflow.get_experiment_by_name("tinyllm") is None:  # artifacts in the test's dir, not ./mlruns
+        mlflow.create_experiment("tinyllm", artifact_location=(root / "mlartifacts").as_uri())
     mlflow.set_experiment("tinyllm")
     ids = {}
     for tags, metrics in runs:
@@ -178,8 +215,8 @@ def _fake_store(root: Path, runs: list[tuple[dict, dict]]) -> dict[str, str]:
     return ids
 
 
-def _metrics(accs: dict[str, float], split="valid") -> dict:
-    m = {f"{split}.{b}.accuracy": a for b, a in accs.items()}
+def _metrics(accs: dict[str, float], split="valid", n: int = 100) -> dict:
+    m = {f"{split}.{b}.accuracy": a for b, a in accs.items()} | {f"{split}.{b}.n": n for b in accs}
     m[f"{split}.average.accuracy"] = sum(accs.values()) / len(accs)
     return m
 
@@ -218,7 +255,7 @@ def test_report_takes_the_latest_run_per_row_and_equals_its_metrics(fake_repo):
         ({"row": "inference", **student}, _metrics({"arc": 0.25, "piqa": 0.45})),
         ({"kind": "other"}, _metrics({"arc": 0.99, "piqa": 0.99})),  # no row tag: ignored
     ])
-    assert report.main(["--root", str(root), "--grid", str(g)]) == 0
+    assert report_cli.main(["--root", str(root), "--grid", str(g)]) == 0
     rows = {(r["row"], r["source"]): r for r in _read_csv(root / "reports" / "table1.csv")}
     ours = rows[("full_ft", "ours")]
     assert ours["run_id"] == ids["full_ft"] and ours["split"] == "valid"
@@ -235,8 +272,10 @@ def test_report_takes_the_latest_run_per_row_and_equals_its_metrics(fake_repo):
     assert "smollm2_135m" in local["label"] and "remote" not in local["label"]
     md = (root / "reports" / "table1.md").read_text()
     assert "cannot be computed from the release" in md and "reference only" in md
-    assert "best average on `valid` at alpha = 0.1 (45.00)" in md  # the only alpha row: (35 + 55) / 2
-    assert "| full_ft | full_ft | – | 30.00 | 50.00 | – | – | – | 40.00 | +0.0% |" in md
+    # the only alpha row: (35 + 55) / 2; no test split, so it is said to be selected and reported on valid
+    assert "best alpha = 0.1 (row `alpha_0.1`, valid average 45.00); selected and reported on valid (no test split)" in md
+    # accuracy with its Wilson interval (30 of 100: [21.9, 39.6]); seeds 1
+    assert "| full_ft | full_ft | 1 | – | 30.0 [21.9, 39.6] | 50.0 [40.4, 59.6] | – | – | – | 40.0 [" in md
     # the compare URL lists exactly the grid's latest runs
     url = md.split("MLflow compare page for these runs: <")[1].split(">")[0]
     run_ids = json.loads(unquote(url.split("runs=")[1].split("&")[0]))
@@ -247,7 +286,8 @@ def test_report_takes_the_latest_run_per_row_and_equals_its_metrics(fake_repo):
     rep = mlflow.search_runs(experiment_names=["tinyllm"], filter_string="tags.kind = 'report'", output_format="list")
     assert len(rep) == 1
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(rep[0].info.run_id, "report")}
-    assert {"report/table1.md", "report/table1.csv", "report/accuracy.png", "report/alpha.png"} <= arts
+    assert {"report/table1.md", "report/table1.csv", "report/stats.csv", "report/accuracy.png", "report/alpha.png",
+            "report/accuracy_ci.png"} <= arts
     assert set(report.collect_mlflow(root)) == {"full_ft", "tinyllm", "alpha_0.1", "inference"}
 
 
@@ -257,7 +297,7 @@ def test_report_puts_the_papers_row_beside_ours_for_a_paper_student(fake_repo):
     tags = {"student": "google/flan-t5-base", "headline": "generate"}
     _fake_store(root, [({"row": r, **tags}, _metrics({b: 0.5 for b in report.BENCHMARKS}, "test"))
                        for r in ("full_ft", "tinyllm")])
-    report.main(["--root", str(root), "--grid", str(g), "--no-mlflow-run"])
+    report_cli.main(["--root", str(root), "--grid", str(g), "--no-mlflow-run"])
     rows = _read_csv(root / "reports" / "table1.csv")
     paper = {r["row"]: r for r in rows if r["source"] == "paper" and r["group"] != "teacher"}
     assert float(paper["tinyllm"]["average_acc_pct"]) == 64.94 and "250M" in paper["tinyllm"]["label"]
@@ -303,7 +343,7 @@ def test_mini_grid_report_equals_the_experiments_metrics_files(mini_grid):
             assert float(rows[name][f"{b}_acc_pct"]) == pytest.approx(100 * m[b]["accuracy"], abs=1e-9)
         assert rows[name]["run_id"]
     # the same numbers through the fallback (DVC's view of the metrics files)
-    report.main(["--root", str(d), "--source", "dvc", "--out", str(d / "reports_dvc"), "--no-mlflow-run"])
+    report_cli.main(["--root", str(d), "--source", "dvc", "--out", str(d / "reports_dvc"), "--no-mlflow-run"])
     via_dvc = {r["row"]: r for r in _read_csv(d / "reports_dvc" / "table1.csv") if r["source"] == "ours"}
     for name in ("inference", "full_ft"):
         assert via_dvc[name]["average_acc_pct"] == rows[name]["average_acc_pct"]
@@ -325,7 +365,7 @@ def test_mini_grid_runs_carry_their_row_parameters(mini_grid):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path(grid.CHROMIUM).exists(), reason=f"{grid.CHROMIUM} not installed "
+@pytest.mark.skipif(not Path(gridrun.CHROMIUM).exists(), reason=f"{gridrun.CHROMIUM} not installed "
                     "(apt-get install -y chromium) - the MLflow compare page cannot be rendered")
 def test_compare_url_opens_a_page_listing_the_grid_runs(mini_grid):
     # guards: a compare URL of the wrong shape (MLflow then shows an empty or error page)
@@ -334,9 +374,9 @@ def test_compare_url_opens_a_page_listing_the_grid_runs(mini_grid):
     found = {k: v for k, v in report.collect_mlflow(d).items() if k in {r["row"] for r in ROWS}}
     assert {"inference", "full_ft"} <= set(found)
     printed = next(ln for ln in out.splitlines() if ln.startswith("MLflow compare page:")).split(": ", 1)[1]
-    with grid.MlflowUI(d) as ui:
+    with gridrun.MlflowUI(d) as ui:
         url = report.compare_url(found, ui)
         assert url.split("#", 1)[1] == printed.split("#", 1)[1]  # the URL the report printed
-        dom = grid.chromium(url)
+        dom = gridrun.chromium(url)
     for r in found.values():
         assert r["run_id"] in dom

@@ -68,7 +68,8 @@ def rows_to_run(root: Path, grid: Path, names: str | None, profile_path: Path | 
         miss = gridrows.missing_caches(r, root)
         if miss:
             say(f"skip {r['row']}: rationale cache(s) {', '.join('data/rationales/' + m for m in miss)} not found "
-                "(add the teacher to params.yaml `teachers:` and dvc.yaml's generate_rationales matrix, then `dvc repro`)")
+                "(add the teacher to params.yaml `teachers:` and dvc.yaml's generate_rationales matrix, "
+                "then `dvc repro`)")
         else:
             runnable.append(r)
     return runnable, params, profile
@@ -133,7 +134,8 @@ def queue_active(root: Path) -> list[str]:
 
 
 def _ps() -> list[tuple[int, str]]:
-    res = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True)
+    # -ww: whole command lines (ps cuts them at $COLUMNS otherwise, and pytest sets COLUMNS)
+    res = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True)
     out = []
     for ln in res.stdout.splitlines():
         pid, _, args = ln.strip().partition(" ")

@@ -137,7 +137,8 @@ def row_overrides(row: dict, params: dict, profile: list[str] = (), seed: int | 
 
 def is_trained(row: dict, profile: list[str] = ()) -> bool:
     """False for rows that set `distill.steps=0` (the untrained student): seeds change nothing there."""
-    steps = [s.partition("=")[2].strip() for s in [*profile, *row["set"]] if s.partition("=")[0].strip() == "distill.steps"]
+    sets = [s.partition("=") for s in [*profile, *row["set"]]]
+    steps = [v.strip() for k, _, v in sets if k.strip() == "distill.steps"]
     return not steps or steps[-1] != "0"
 
 

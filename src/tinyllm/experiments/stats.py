@@ -75,7 +75,8 @@ def by_id(preds: list[dict], where: str = "predictions") -> dict[str, dict]:
     return out
 
 
-def seed_matrix(runs: list[list[dict]], rule: str = "score", where: str = "predictions") -> tuple[list[str], np.ndarray]:
+def seed_matrix(runs: list[list[dict]], rule: str = "score",
+                where: str = "predictions") -> tuple[list[str], np.ndarray]:
     """Question ids and a (seeds, questions) 0/1 correctness matrix over the questions every
     seed answered (sorted ids): the seeds of a row must be compared question by question."""
     keyed = [by_id(preds, f"{where} (seed {k})") for k, preds in enumerate(runs)]
