@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from tinyllm.experiments import grid as gridrun
@@ -35,17 +36,31 @@ def cmd_queue(args) -> int:
     return 0
 
 
+def _say(s: str) -> None:
+    print(s, flush=True)
+
+
 def cmd_run(args) -> int:
-    _, cmds = _commands(args, "temp")
-    gridrun.run_now(args.root, cmds, args.dry_run, say=lambda s: print(s, flush=True))
-    return 0
+    rows, cmds = _commands(args, "temp")
+    if args.dry_run:
+        gridrun.run_now(args.root, cmds, True, say=_say)
+        return 0
+
+    def work() -> int:
+        gridrun.run_now(args.root, cmds, say=_say)
+        return 0
+
+    tags = {"rows": ",".join(r["row"] for r in rows), "experiments": ",".join(n for n, _ in cmds)}
+    return gridrun.in_parent_run(args.root, f"grid {time.strftime('%Y-%m-%d %H:%M')}", work, tags, say=_say)
 
 
 def cmd_start(args) -> int:
-    if not args.wait:
+    if not args.wait:  # no parent run: nothing would end it
         print(gridrun.dvc(["dvc", "queue", "start", "-j", str(args.jobs)], args.root).stdout.strip())
         return 0
-    return gridrun.start_and_wait(args.root, args.jobs, args.poll, args.restarts, say=lambda s: print(s, flush=True))
+    return gridrun.in_parent_run(args.root, f"grid {time.strftime('%Y-%m-%d %H:%M')}",
+                                 lambda: gridrun.start_and_wait(args.root, args.jobs, args.poll, args.restarts, _say),
+                                 {"queue": "dvc queue"}, say=_say)
 
 
 def cmd_status(args) -> int:
@@ -94,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("start")
     p.add_argument("-j", "--jobs", type=int, default=1,
                    help="workers (default 1: each trains on all cores; DVC marks parallel workers experimental)")
-    p.add_argument("--wait", action="store_true", help="return when nothing is queued or running")
+    p.add_argument("--wait", action="store_true", help="return when nothing is queued or running; the queue's "
+                   "runs become children of one MLflow parent run (start no worker before this)")
     p.add_argument("--poll", type=float, default=30.0, help="seconds between worker liveness checks")
     p.add_argument("--restarts", type=int, default=3, help="restart a dead queue worker at most this often")
     p = sub.add_parser("status")

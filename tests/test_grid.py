@@ -178,6 +178,24 @@ def test_seeds_make_one_experiment_per_seed_for_trained_rows_only(tmp_path):
         gridrows.parse_seeds("1,1")
 
 
+def test_grid_runs_inside_one_mlflow_parent_run(tmp_path, monkeypatch):
+    # guards: grid experiments started outside the parent run (no child runs: the sweep is not one
+    # view in the UI), a failing grid reported as success, the alias step crashing the grid
+    import mlflow
+
+    from tinyllm import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    seen, said = [], []
+    code = gridrun.in_parent_run(tmp_path, "grid test", lambda: seen.append(os.environ.get(tracking.PARENT_ENV)) or 3,
+                                 experiment="tinyllm", say=said.append)
+    assert code == 3 and seen[0] and tracking.PARENT_ENV not in os.environ
+    parent = mlflow.MlflowClient().get_run(seen[0])
+    assert parent.info.run_name == "grid test" and parent.info.status == "FINISHED"
+    assert gridrun.in_parent_run(tmp_path, "grid 2", lambda: 0, experiment="tinyllm", say=said.append) == 0
+    assert any("no @best-valid alias set" in s for s in said)  # no child evaluated: said, not raised
+
+
 def test_profile_adds_the_papers_overrides_to_every_row(tmp_path):
     # guards: the paper profile not reaching a row (e.g. the student or full data missing)
     prof = gridrows.load_profile(ROOT / "experiments" / "paper.yaml", "google/flan-t5-base")

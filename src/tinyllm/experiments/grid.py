@@ -186,6 +186,29 @@ def start_and_wait(root: Path, jobs: int = 1, poll: float = 30.0, restarts: int 
     return 1 if failed else 0
 
 
+# ----------------------------------------------------------------------------- MLflow parent run
+
+
+def in_parent_run(root: Path, name: str, work, tags: dict | None = None, experiment: str | None = None,
+                  register: bool = True, say=print) -> int:
+    """`work()` (returns an exit code) inside one MLflow parent run: every experiment started
+    meanwhile (`dvc exp run --temp`, or a queue worker started inside) logs a child run, so the UI
+    compares the sweep in one view. Afterwards the best child *on valid* becomes the registered
+    student's `@best-valid` alias (tracking.register_best), when the rows logged their models."""
+    from tinyllm import tracking
+
+    with tracking.parent_run(root, name, tracking.experiment_name(root, experiment), tags) as pid:
+        say(f"MLflow parent run {pid} ({name}); each experiment logs a child run")
+        code = work()
+    if register and code == 0:
+        try:
+            run_id, version = tracking.register_best(root, pid)
+            say(f"registered student version {version} (run {run_id}) as @best-valid")
+        except ValueError as e:
+            say(f"no @best-valid alias set: {e}")
+    return code
+
+
 # ----------------------------------------------------------------------------- MLflow UI in Chromium
 
 CHROMIUM = "/usr/bin/chromium"
