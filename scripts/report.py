@@ -35,13 +35,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ui-url", default=os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000"))
     ap.add_argument("--vendor", type=Path, default=ROOT / "vendor")
     ap.add_argument("--no-mlflow-run", action="store_true", help="do not log the report run")
+    ap.add_argument("--from-csv", type=Path, default=None,
+                    help="re-render an earlier table1.csv (accuracy only; needs --n): intervals, no paired tests")
+    ap.add_argument("--n", type=int, default=None, help="questions per benchmark of the --from-csv runs")
     args = ap.parse_args(argv)
     if args.what == "html-template":
         print(report.build_offline_template(args.vendor))
         return 0
     root = args.root.resolve()
-    report.make_report(root, load_grid(args.grid), (args.out or root / "reports").resolve(), args.source, args.split,
-                       args.experiment, args.ui_url, args.vendor, not args.no_mlflow_run, args.predictions)
+    results, source = None, args.source
+    if args.from_csv:
+        if not args.n:
+            ap.error("--from-csv needs --n (questions per benchmark of those runs)")
+        results = report.collect_table_csv(args.from_csv, args.n)
+        source = f"{args.from_csv.name} (n = {args.n} per benchmark; no predictions, so no paired tests)"
+    report.make_report(root, load_grid(args.grid), (args.out or root / "reports").resolve(), source, args.split,
+                       args.experiment, args.ui_url, args.vendor, not args.no_mlflow_run and not args.from_csv,
+                       args.predictions, results=results)
     return 0
 
 

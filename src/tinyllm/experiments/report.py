@@ -151,6 +151,23 @@ def collect_dvc(root: Path) -> dict[str, dict]:
     return found
 
 
+def collect_table_csv(path: Path, n: int) -> dict[str, dict]:
+    """Rows of an earlier reports/table1.csv as results (accuracy only, `n` questions per
+    benchmark as that run evaluated): enough for Wilson intervals, not for paired tests. For
+    re-rendering a committed table whose runs are gone."""
+    found: dict[str, dict] = {}
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            if r["source"] != "ours" or r["group"] not in ("baseline", "ablation"):
+                continue
+            per = {b: {"accuracy": float(r[f"{b}_acc_pct"]) / 100, "n": n} for b in NAMES if r.get(f"{b}_acc_pct")}
+            run = {"row": r["row"], "run_id": r["run_id"], "experiment_id": "", "seed": None, "exp_name": "",
+                   "rev": "", "metrics": {r["split"]: per}}
+            _add_run(found, run, {"student": r["student"], "headline": "score", "teachers": "", "run_id": r["run_id"],
+                                  "experiment_id": "", "source": "csv"})
+    return found
+
+
 # ----------------------------------------------------------------------------- predictions
 
 
@@ -162,14 +179,16 @@ class Predictions:
     """Per-question predictions of a run: a local folder, the run's MLflow artifacts, or its DVC
     experiment revision (`dvc.api.open`), tried in that order; cached per (run, split)."""
 
-    def __init__(self, root: Path, pred_dir: Path | None = None):
-        self.root, self.pred_dir, self.cache, self._revs = root, pred_dir, {}, None
+    def __init__(self, root: Path, pred_dir: Path | None = None, stores: bool = True):
+        """`stores`: also look in MLflow and DVC (False: the local folder only)."""
+        self.root, self.pred_dir, self.cache, self._revs, self.stores = root, pred_dir, {}, None, stores
         self.tmp = tempfile.TemporaryDirectory(prefix="tinyllm-report-")
 
     def get(self, run: dict, split: str) -> dict[str, list[dict]]:
         key = (run["row"], run["seed"], run["run_id"], run["rev"], split)
         if key not in self.cache:
-            self.cache[key] = self._local(run, split) or self._mlflow(run, split) or self._dvc(run, split)
+            self.cache[key] = self._local(run, split) or (self.stores and (self._mlflow(run, split)
+                                                                            or self._dvc(run, split))) or {}
         return self.cache[key]
 
     def _local(self, run: dict, split: str) -> dict[str, list[dict]]:
@@ -181,8 +200,12 @@ class Predictions:
     def _mlflow(self, run: dict, split: str) -> dict[str, list[dict]]:
         if not run["run_id"]:
             return {}
-        got = tracking.download_artifacts(self.root, run["run_id"], f"predictions/{split}",
-                                          Path(self.tmp.name) / run["run_id"])
+        try:
+            got = tracking.download_artifacts(self.root, run["run_id"], f"predictions/{split}",
+                                              Path(self.tmp.name) / run["run_id"])
+        except Exception as e:  # noqa: BLE001 - a run of another store, or gone: no predictions from it
+            print(f"run {run['run_id']}: predictions not readable from MLflow ({type(e).__name__})")
+            return {}
         return {f.stem: _read_jsonl(f.read_text()) for f in sorted(got.glob("*.jsonl"))} if got else {}
 
     def _rev(self, run: dict) -> str:
@@ -282,6 +305,8 @@ def reference_rows(root: Path, results: dict, split: str, preds: Predictions) ->
             for b, m in run["metrics"].get(split, {}).items():
                 if b in BENCHMARKS and b not in rates and "chance" in m:
                     rates[b] = {k: m[k] for k in ("chance", "majority", "n") if k in m}
+    if not rates:
+        return []
     rows = []
     for key, label, note in (("majority", "Majority class (train's most frequent answer)",
                               "PubMedQA/BioASQ: most frequent answer text; others: most frequent gold option position"),
@@ -486,7 +511,7 @@ def write_markdown(path: Path, table: list[dict], size: str | None, split: str, 
     lines = [f"# Table 1: accuracy (%) on `{split}`", "",
              f"Student: {', '.join(students)}. Decision rule: {', '.join(headlines)} "
              f"(`evaluate.headline`). Source: {source}. Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
-             "by `python scripts/grid.py report`.", "", f"**Selection.** {selection}", "",
+             "by `scripts/report.py` (tinyllm.experiments.report).", "", f"**Selection.** {selection}", "",
              "Cells: accuracy [95% CI] (Wilson per benchmark; bootstrap over questions within each benchmark for "
              "the unweighted average); rows over several seeds: mean ± sd over seeds, CI of the seed-averaged "
              "per-question correctness.", "",
@@ -800,17 +825,19 @@ def compare_url(results: dict, ui: str) -> str | None:
 
 def make_report(root: Path, grid: list[dict], out: Path, source: str = "mlflow", split: str = "auto",
                 experiment: str | None = None, ui_url: str = "http://127.0.0.1:5000", vendor: Path | None = None,
-                log_run: bool = True, pred_dir: Path | None = None, say=print) -> dict:
-    """Everything `python scripts/grid.py report` writes; returns {split, files, results, run_id}."""
+                log_run: bool = True, pred_dir: Path | None = None, say=print, results: dict | None = None) -> dict:
+    """Everything `python scripts/grid.py report` writes; returns {split, files, results, run_id}.
+    `results` given: those (e.g. `collect_table_csv`) instead of collecting from `source`."""
     (out / "plots").mkdir(parents=True, exist_ok=True)
     experiment = tracking.experiment_name(root, experiment)
-    results = collect_mlflow(root, experiment) if source == "mlflow" else collect_dvc(root)
+    if results is None:
+        results = collect_mlflow(root, experiment) if source == "mlflow" else collect_dvc(root)
     if not results:
         say(f"no results in {source} (experiment {experiment!r}); table written with empty rows")
     results = {k: v for k, v in results.items() if k in {g["row"] for g in grid}}
     split = report_split(results, split)
-    preds = Predictions(root, pred_dir)
-    url = compare_url(results, ui_url)
+    preds = Predictions(root, pred_dir, stores=source in ("mlflow", "dvc"))
+    url = compare_url(results, ui_url) if source in ("mlflow", "dvc") else None
     table, size = build_table(grid, results, split, root, preds)
     comps = comparisons(table)
     opt = shares(table, results, split, preds)
