@@ -100,8 +100,8 @@ vendor-vega:  ## vega/vega-lite/vega-embed (BSD-3) from npm into vendor/ (git-ig
 	mkdir -p vendor/npm && cd vendor/npm && npm pack --silent $(VEGA_PKGS)
 	$(VENV)/bin/python scripts/report.py html-template --vendor vendor
 
-grid:  ## queue every baseline/ablation row of experiments/grid.yaml and run the queue (~2 h on 2 cores)
+grid:  ## queue every baseline/ablation row of experiments/grid.yaml, run the queue in one MLflow parent run (~2 h)
 	$(VENV)/bin/python scripts/grid.py queue && $(VENV)/bin/python scripts/grid.py start --wait
 
-report:  ## reports/table1.{md,csv}, plots, MLflow report run + compare URL
+report:  ## reports/table1.{md,csv} + stats.csv (CIs, paired tests vs full_ft/inference), plots, MLflow report run
 	$(VENV)/bin/python scripts/grid.py report
