@@ -255,6 +255,35 @@ def test_a_crashing_backend_stops_early_and_keeps_the_file_valid(tmp_path):
     assert summary["failed"] == 4 and summary["not_generated"] == 8 and err.value.summaries["train"]["last_run"]["stopped_early"]
 
 
+class BatchSensitive(Backend):
+    """A stand-in for batched bf16 decoding: each reply depends on which prompts share its batch."""
+
+    name = "batch_sensitive"
+    batch_invariant = False
+
+    def generate_batch(self, prompts):
+        mates = ",".join(sorted(p.qid for p in prompts))
+        return [Generation(text=f"Because {p.qid} (batch {mates}).", new_tokens=5) for p in prompts]
+
+
+def test_resume_writes_what_an_uninterrupted_run_wrote(tmp_path):
+    # guards: a9a0842 re-batched the questions left after a crash, so a batch-dependent model
+    # (bf16, padding) wrote other texts on resume than in one go (17 of 78 differed)
+    qs = toy_questions(n=11)
+    for i, q in enumerate(qs):
+        q["question"] += " and more" * (i % 4)  # varied lengths: the layout is not question order
+    cfg = cfg_for("unused", batch_size=3)
+    generate_split(cfg, "obqa", "train", qs, tmp_path / "ref", backend=BatchSensitive(cfg), progress=False)
+    ref_file = tmp_path / "ref" / "tiny" / "obqa" / "train.jsonl"
+    want = {r["id"]: r["rationale"] for r in read_jsonl(ref_file)}
+    crashed = tmp_path / "crashed" / "tiny" / "obqa" / "train.jsonl"
+    crashed.parent.mkdir(parents=True)
+    crashed.write_text("".join(line + "\n" for line in ref_file.read_text().splitlines()[:5]))  # 5 survived
+    s = generate_split(cfg, "obqa", "train", qs, tmp_path / "crashed", backend=BatchSensitive(cfg), progress=False)
+    got = {r["id"]: r["rationale"] for r in read_jsonl(crashed)}
+    assert s["last_run"]["generated"] == 6 and got == want
+
+
 def test_quality_filter_flags(tmp_path):
     qs = toy_questions(n=4)
     cfg = cfg_for("unused", filters=["empty", "truncated", "answer_mismatch", "non_english"])
@@ -294,7 +323,7 @@ sys.exit(generate_rationales.main())
 """
 
 
-def _stage_workspace(root: Path, model: Path, n: int) -> None:
+def _stage_workspace(root: Path, model: Path, n: int, precision: str = "fp32") -> None:
     qs = toy_questions(n=n)
     write_prepared(root / "data" / "prepared", "obqa", "train", qs)
     write_source_cache(root / "data" / "rationales", "flan_t5_xl", "obqa", qs)
@@ -303,7 +332,7 @@ def _stage_workspace(root: Path, model: Path, n: int) -> None:
           tiny:
             backend: transformers
             model: {model}
-            precision: fp32
+            precision: {precision}
             max_new_tokens: 6
             batch_size: 3
             icl: {{k: 2, strategy: random, source: flan_t5_xl}}
@@ -319,11 +348,11 @@ def _run_child(cwd: Path, delay: float) -> subprocess.Popen:
 
 
 def test_kill_9_mid_run_then_rerun_equals_an_uninterrupted_run(tiny_causal, tmp_path):
-    # guards against lost, duplicated or torn records after a crash (the issue's kill test)
+    # guards against lost, duplicated, torn or *different* records after a crash (the issue's kill test)
     n = 18
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    for ws in (ref, killed):
-        _stage_workspace(ws, tiny_causal, n)
+    for ws in (ref, killed):  # default precision: bf16 where the CPU has it, as the real teacher runs
+        _stage_workspace(ws, tiny_causal, n, precision="auto")
     p = _run_child(ref, 0.0)
     out, _ = p.communicate(timeout=120)
     assert p.returncode == 0, out
@@ -350,6 +379,10 @@ def test_kill_9_mid_run_then_rerun_equals_an_uninterrupted_run(tiny_causal, tmp_
     assert len(ids) == len(set(ids)) == n
     got = strip_timing(read_jsonl(cache))
     want = strip_timing(read_jsonl(ref / "data" / "rationales" / "tiny" / "obqa" / "train.jsonl"))
+    # the texts, not only the ids: a resumed run must write what an uninterrupted run wrote
+    # (a9a0842 re-batched the remaining questions; bf16 padding then changed 17 of 78 texts)
+    differ = [g["id"] for g, w in zip(got, want) if g["rationale"] != w["rationale"]]
+    assert not differ, f"{len(differ)} of {n} rationales differ after resume: {differ}"
     assert got == want
     assert all(len(r["prompt"]["icl_ids"]) == 2 and r["id"] not in r["prompt"]["icl_ids"] for r in got)
     metrics = json.loads((killed / "metrics.json").read_text())
@@ -367,3 +400,29 @@ def test_stage_names_unknown_teachers_and_benchmarks(tmp_path, monkeypatch, tiny
         generate_rationales.main(["--teacher", "tinny", "--benchmark", "obqa"])
     with pytest.raises(KeyError, match="known: obqa"):
         generate_rationales.main(["--teacher", "tiny", "--benchmark", "obqqa"])
+
+
+def _dir_md5(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_inputs_give_the_same_output_hash(tmp_path, monkeypatch, tiny_causal):
+    # guards: a9a0842 stored timings (tokens/s, seconds per record, last run) inside the DVC output,
+    # so every run gave a new md5 and re-ran distill/evaluate for nothing
+    sys.path.insert(0, str(REPO / "stages"))
+    import generate_rationales
+
+    hashes = []
+    for ws, runs in ((tmp_path / "a", 2), (tmp_path / "b", 1)):
+        _stage_workspace(ws, tiny_causal, 5)
+        monkeypatch.chdir(ws)
+        for _ in range(runs):
+            assert generate_rationales.main(["--teacher", "tiny", "--benchmark", "obqa", "--no-progress",
+                                             "--metrics", "metrics.json"]) == 0
+            hashes.append(_dir_md5(ws / "data" / "rationales" / "tiny"))
+    assert hashes[0] == hashes[1] == hashes[2]  # rerun in place, and a fresh workspace
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics["train"]["tokens_per_s"] > 0  # timings land in the (cache: false) metrics file

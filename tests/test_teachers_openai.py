@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +169,49 @@ def test_openai_backend_against_a_live_llama_cpp_server(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def _generate_only_repo(d: Path, url: str, n: int) -> dict:
+    """A DVC repo whose dvc.yaml is this repo's generate stage alone (its data deps as plain files)."""
+    import shutil
+
+    import yaml
+
+    from pipeline_copy import ROOT, base_env, run
+    from teachers_testlib import write_prepared
+
+    for name in ("stages", "src"):
+        shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["generate_rationales"]
+    (d / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"generate_rationales": stage}}, sort_keys=False))
+    (d / "params.yaml").write_text(yaml.safe_dump({
+        "data": {"benchmarks": ["obqa"]},
+        "teachers": {"api": {"backend": "openai", "model": "teacher-x", "base_url": url, "icl": {"k": 0},
+                             "max_retries": 0, "batch_size": 4, "concurrency": 1, "request_timeout_s": 10}}}))
+    write_prepared(d / "data" / "prepared", "obqa", "train", toy_questions(n=n))
+    for dep in ("models/base", "data/rationales/flan_t5_xl/obqa", "data/rationales/llama2_7b/obqa"):
+        (d / dep).mkdir(parents=True, exist_ok=True)
+        (d / dep / "placeholder").write_text("x")
+    env = base_env()
+    run(["git", "init", "-q"], d, env)
+    run(["dvc", "init", "-q"], d, env)
+    return env
+
+
+def test_failed_requests_are_retried_by_the_next_dvc_repro(tmp_path):
+    # guards: a9a0842 exited 0 below max_failed_fraction (1 of 12 failed = 8% < 10%), DVC committed
+    # the output and the next `dvc repro` skipped the stage: the failure was never retried
+    from pipeline_copy import run
+
+    with ScriptedServer(lambda n: 500 if n == 0 else 200) as srv:
+        env = _generate_only_repo(tmp_path, srv.url, 12)
+        out = run(["dvc", "repro"], tmp_path, env, timeout=120, check=False)
+        assert "1 failed and 0 not generated of 12" in out and "the 11 finished records are saved" in out, out[-3000:]
+        assert "dvc repro generate_rationales@api-obqa" in out
+        assert sum(r["status"] == "ok" for r in load_cache(tmp_path / "data" / "rationales", "api", "obqa", "train")) == 11
+        first = srv.requests
+        out = run(["dvc", "repro"], tmp_path, env, timeout=120)  # retries exactly the failed one, then succeeds
+        assert srv.requests == first + 1
+        recs = load_cache(tmp_path / "data" / "rationales", "api", "obqa", "train")
+        assert len(recs) == 12 and all(r["status"] == "ok" for r in recs)
+        assert "up to date" in run(["dvc", "status"], tmp_path, env, timeout=60).lower()

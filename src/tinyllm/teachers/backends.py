@@ -47,6 +47,9 @@ class Backend:
     """Interface. ``prompt_format`` resolves "auto"; the model itself loads on first use."""
 
     name = "base"
+    # True: a reply does not depend on the other prompts of its batch (one request each); False:
+    # batched decoding (padding, bf16 rounding) may change it, and a resumed run re-forms the batch.
+    batch_invariant = True
 
     def __init__(self, cfg: TeacherConfig):
         self.cfg = cfg
@@ -82,6 +85,7 @@ def resolve_model_file(model: str, gguf_file: str | None) -> tuple[str, str | No
 
 class TransformersBackend(Backend):
     name = "transformers"
+    batch_invariant = False
 
     def __init__(self, cfg: TeacherConfig):
         super().__init__(cfg)

@@ -80,7 +80,9 @@ class TeacherConfig:
     # distill drops records carrying any "filtered:*" flag). Descriptive flags ("truncated",
     # "non_english", "answer_mismatch") are always recorded.
     filters: list[Literal["empty", "truncated", "answer_mismatch", "non_english"]] = field(default_factory=lambda: ["empty", "non_english"])
-    max_failed_fraction: float = 0.1  # more failed records than this: exit non-zero (after saving)
+    # More failed records than this: exit non-zero after saving, so the next `dvc repro` retries them.
+    # 0 (default): any failure does; a larger value accepts failures that DVC then never retries.
+    max_failed_fraction: float = 0.0
 
     # Ranges (see tinyllm.config.check_range); every field is also checked against its annotation.
     RANGES: ClassVar[dict] = {

@@ -15,8 +15,13 @@ Next to it, ``<split>.summary.json`` holds counts, empty/failed, flags, mean len
 agreement (teacher forcing off): a function of the records only, so the same inputs give the same
 DVC hash. Timings (tokens/s, seconds) go to the stage's metrics file (``cache: false``). Every
 record stores ``prompt.settings`` (``TeacherConfig.settings_hash``), which ``tinyllm.trainset``
-compares to drop records written under other settings. More failed records than
-``max_failed_fraction`` raises ``TooManyFailures`` *after* the cache and summary are saved.
+compares to drop records written under other settings.
+
+Failed requests are retried by the next ``dvc repro``: with the default ``max_failed_fraction: 0``
+any failed (or, after an early stop, not generated) record raises ``TooManyFailures`` *after* the
+cache and summary are saved, the stage exits non-zero, DVC does not commit it, and the next run
+regenerates exactly those records. A fraction above 0 accepts that many failures: the stage then
+succeeds, DVC commits, and they stay failed until ``dvc repro -f`` (a warning says so).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 from ..benchmarks import DataError
 from ..io import JsonlAppender, iter_jsonl, write_json, write_jsonl
 from ..rationales import cache_path, is_truncated, looks_non_english, summarize
+from ..redact import redact
 from .backends import Backend, Generation, make_backend
 from .config import TeacherConfig
 from .icl import ExampleSelector
@@ -80,7 +86,7 @@ def make_record(cfg: TeacherConfig, benchmark: str, split: str, q: dict, p: Teac
            # no timing here: the cache is a DVC output, and its bytes must depend on its inputs only
            "gen": {"new_tokens": g.new_tokens, "finish_reason": g.finish_reason}}
     if g.error is not None:
-        rec["error"] = g.error
+        rec["error"] = redact(g.error)  # servers echo requests (keys included) in their error bodies
         return rec
     text, flags = clean_output(g.text)
     rec["rationale"] = text
@@ -196,14 +202,14 @@ def generate_split(cfg: TeacherConfig, benchmark: str, split: str, questions: li
         prompts = build_prompts(cfg, selected, fmt, selector)
         current = {q["id"]: p.hash for q, p in zip(selected, prompts)}
         newest, _ = _read_newest(path, cfg.name, benchmark, split)
-        todo = [(q, p) for q, p in zip(selected, prompts)
-                if not (q["id"] in newest and newest[q["id"]]["prompt"].get("hash") == p.hash
-                        and newest[q["id"]]["status"] != "failed")]
-        run["skipped"] = len(selected) - len(todo)
+        done = {q["id"] for q, p in zip(selected, prompts)
+                if q["id"] in newest and newest[q["id"]]["prompt"].get("hash") == p.hash
+                and newest[q["id"]]["status"] != "failed"}
+        run["skipped"] = len(done)
         log.info("%s/%s/%s: %d questions, %d cached, %d to generate (%s, %s prompts)", cfg.name, benchmark,
-                 split, len(selected), run["skipped"], len(todo), cfg.source, fmt)
-        if todo:
-            _generate(cfg, benchmark, split, todo, backend, path, run, progress)
+                 split, len(selected), len(done), len(selected) - len(done), cfg.source, fmt)
+        if len(done) < len(selected):
+            _generate(cfg, benchmark, split, list(zip(selected, prompts)), done, backend, path, run, progress)
     finally:
         if own_backend:
             backend.close()
@@ -214,53 +220,76 @@ def generate_split(cfg: TeacherConfig, benchmark: str, split: str, questions: li
         summary = _summary(cfg, records, [q["id"] for q in selected])
         write_json(summary_path(root, cfg.name, benchmark, split), summary)
         summary = {**summary, "tokens_per_s": run["tokens_per_s"], "last_run": run}
-    if summary["failed_fraction"] > cfg.max_failed_fraction:
+    missing = summary["failed"] + summary["not_generated"]
+    rerun = f"dvc repro generate_rationales@{cfg.name}-{benchmark}"
+    if missing and summary["failed_fraction"] > cfg.max_failed_fraction:
         last = next((r.get("error") for r in reversed(records) if r["status"] == "failed"), None)
         raise TooManyFailures(
             f"{path}: {summary['failed']} failed and {summary['not_generated']} not generated of "
-            f"{summary['selected']} questions ({summary['failed_fraction']:.0%} > max_failed_fraction "
-            f"{cfg.max_failed_fraction:.0%}); finished records are saved, rerun to retry the rest. "
-            f"Last error: {last}", {split: summary})
+            f"{summary['selected']} questions ({summary['failed_fraction']:.0%} > teachers.{cfg.name}."
+            f"max_failed_fraction {cfg.max_failed_fraction:.0%}); the {summary['selected'] - missing} finished "
+            f"records are saved. Run `{rerun}` (or `dvc repro`) to retry the {missing} missing ones. "
+            f"Last error: {redact(last)}", {split: summary})
+    if missing:
+        log.warning("%s: %d failed/not generated records accepted (max_failed_fraction %.0f%%): DVC will commit "
+                    "this output and NOT retry them; `%s -f` retries them", path, missing,
+                    100 * cfg.max_failed_fraction, rerun)
     return summary
 
 
-def _generate(cfg, benchmark, split, todo, backend, path, run, progress) -> None:
+def batch_layout(backend: Backend, pairs: list[tuple[dict, TeacherPrompt]], batch_size: int) -> list[list[int]]:
+    """Indices of ``pairs`` in batches: sorted by prompt length (less padding), ties in question order.
+
+    Computed over *all* selected questions, done or not, so a resumed run meets every question in
+    the same batch as an uninterrupted run: a batched model (padding, bf16) then writes the same text.
+    """
+    lengths = [backend.prompt_length(p) for _, p in pairs]
+    order = sorted(range(len(pairs)), key=lambda i: (lengths[i], i))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _generate(cfg, benchmark, split, pairs, done, backend, path, run, progress) -> None:
+    """Generate every batch holding a question not in ``done``; append the records of those questions.
+
+    A backend whose replies depend on the batch (``batch_invariant = False``: transformers) is given
+    the whole batch again, so each reply is exactly what an uninterrupted run wrote; others get only
+    the missing prompts.
+    """
     from tqdm import tqdm
 
-    # Similar lengths in one batch waste less compute on padding; ties keep question order so a
-    # resumed run forms the same batches as an uninterrupted one.
-    lengths = [backend.prompt_length(p) for _, p in todo]
-    order = sorted(range(len(todo)), key=lambda i: (lengths[i], i))
-    todo = [todo[i] for i in order]
+    batches = [[i for i in b if backend.batch_invariant is False or pairs[i][0]["id"] not in done]
+               for b in batch_layout(backend, pairs, cfg.batch_size)
+               if any(pairs[i][0]["id"] not in done for i in b)]
     dead = 0
-    bar = tqdm(total=len(todo), desc=f"{cfg.name}/{benchmark}/{split}", unit="q", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=len(pairs) - len(done), desc=f"{cfg.name}/{benchmark}/{split}", unit="q",
+               disable=not progress, dynamic_ncols=True)
     gen_s = 0.0
     with JsonlAppender(path) as out, bar:
-        for start in range(0, len(todo), cfg.batch_size):
-            batch = todo[start:start + cfg.batch_size]
+        for n, idx in enumerate(batches):
+            batch = [pairs[i] for i in idx]
             t0 = time.perf_counter()
             try:
                 gens = backend.generate_batch([p for _, p in batch])
                 if len(gens) != len(batch):
                     raise RuntimeError(f"backend returned {len(gens)} replies for {len(batch)} prompts")
             except Exception as e:  # a crash inside generate (e.g. out of memory): fail this batch only
-                log.exception("%s: batch of %d failed", path, len(batch))
+                log.error("%s: batch of %d failed: %s", path, len(batch), redact(f"{type(e).__name__}: {e}"))
                 gens = [Generation(finish_reason="error", error=f"{type(e).__name__}: {e}") for _ in batch]
             gen_s += time.perf_counter() - t0
-            records = [make_record(cfg, benchmark, split, q, p, g) for (q, p), g in zip(batch, gens)]
+            records = [make_record(cfg, benchmark, split, q, p, g) for (q, p), g in zip(batch, gens)
+                       if q["id"] not in done]
             out.append_many(records)  # flushed + fsynced: this batch survives kill -9 from here on
             n_failed = sum(r["status"] == "failed" for r in records)
             run["generated"] += len(records) - n_failed
             run["failed"] += n_failed
             run["new_tokens"] += sum(g.new_tokens for g in gens)
-            bar.update(len(batch))
+            bar.update(len(records))
             bar.set_postfix(tok_s=f"{run['new_tokens'] / max(gen_s, 1e-9):.1f}", failed=run["failed"])
             for r in records:
                 if r["status"] == "failed":
                     log.warning("%s: id %s failed: %s", path, r["id"], r["error"])
             dead = dead + 1 if n_failed == len(records) else 0
-            if dead >= MAX_DEAD_BATCHES and start + cfg.batch_size < len(todo):
+            if dead >= MAX_DEAD_BATCHES and n + 1 < len(batches):
                 log.error("%s: %d batches in a row failed completely; stopping early", path, dead)
                 run["stopped_early"] = True
                 break
