@@ -83,3 +83,68 @@ def test_real_mirror_loads_with_paper_split_sizes(mirror):
         assert (len(data["train"]), len(data["valid"])) == (n_train, n_valid)
         r = data["valid"][0]
         assert r["choices"][r["label"]] == r["answer"]
+
+
+# ----------------------------------------------------------------- issue 12 item 10
+
+
+def test_non_utf8_byte_names_file_and_offset(tmp_path):
+    # guards: a9a0842 raised a bare UnicodeDecodeError naming neither file nor position
+    p = write_split(tmp_path, "obqa", "train", [GOOD])
+    data = p.read_bytes()
+    at = data.index(b"Q?")
+    p.write_bytes(data[:at] + b"\xff" + data[at + 1:])
+    with pytest.raises(DataError, match=rf"obqa_train\.json: byte offset {at} \(line 1\): not UTF-8"):
+        load_split(tmp_path, "obqa", "train")
+
+
+def test_empty_split_fails_in_prepare(tmp_path):
+    # guards: `[]` gave a 0-record split that failed only later, in evaluate
+    write_split(tmp_path, "obqa", "train", [])
+    with pytest.raises(DataError, match=r"obqa_train\.json: holds no records"):
+        load_split(tmp_path, "obqa", "train")
+
+
+def test_whitespace_is_stripped_before_the_answer_checks(tmp_path):
+    # guards: checks ran before stripping: "y " was not found among ["x", "y"], and ["y ", "y"]
+    # (the same option twice once stripped) passed as an unambiguous gold
+    write_split(tmp_path, "obqa", "train", [{**GOOD, "answer": "y "}])
+    rec = load_split(tmp_path, "obqa", "train")[0]
+    assert rec["answer"] == "y" and rec["label"] == 1
+    write_split(tmp_path, "obqa", "train", [{**GOOD, "choices": ["y ", "y"], "answer": "y"}])
+    with pytest.raises(DataError, match="appears more than once"):
+        load_split(tmp_path, "obqa", "train")
+
+
+def test_prepare_swaps_atomically_on_failure(tmp_path):
+    # guards: a9a0842 wrote benchmarks one at a time, so a bad record in the second left
+    # data/prepared with the first one new and the rest old
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("stages", "src"):
+        shutil.copytree(root / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    p["data"]["benchmarks"] = ["obqa", "arc"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    raw = tmp_path / "data" / "raw"
+    write_split(raw, "obqa", "train", [{**GOOD, "question": "New question?"}])
+    write_split(raw, "arc", "train", [{**GOOD, "answer": "not an option"}])
+    old = tmp_path / "data" / "prepared" / "obqa" / "train.jsonl"
+    old.parent.mkdir(parents=True)
+    old.write_text('{"old": true}\n')
+    res = subprocess.run([sys.executable, "stages/prepare.py"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode != 0 and "arc_train.json: record 0" in res.stderr
+    assert old.read_text() == '{"old": true}\n'  # untouched: nothing of the failed run was swapped in
+    assert sorted(q.name for q in (tmp_path / "data").iterdir()) == ["prepared", "raw"]  # no temp folder left
+    write_split(raw, "arc", "train", [GOOD])
+    res = subprocess.run([sys.executable, "stages/prepare.py"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "New question?" in old.read_text() and (tmp_path / "data" / "prepared" / "arc" / "train.jsonl").exists()

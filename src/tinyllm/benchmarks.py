@@ -69,9 +69,20 @@ def rationale_files(root: Path, benchmark: str, split: str) -> list[Path]:
     return sorted((p for p in files if re.search(r"_CoT_\d+\.json$", p.name)), key=key)
 
 
+def read_text_utf8(path: Path) -> str:
+    """The file's text; a byte that is not UTF-8 is a ``DataError`` naming the file, line and byte offset."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}: byte offset {e.start} (line {line}): not UTF-8 ({e.reason}: "
+                        f"{data[e.start:e.end]!r}); re-encode the file as UTF-8") from None
+
+
 def read_json_records(path: Path) -> list:
     """A JSON array or JSON Lines file, decided by content (obqa's ``.json`` files are JSONL)."""
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_text_utf8(path)
     stripped = text.lstrip()
     if not stripped:
         raise DataError(f"{path}: file is empty")
@@ -108,18 +119,20 @@ def validate_record(raw: object, path: Path, index: int) -> dict:
         raise DataError(f"{where}: field 'id' is empty")
     if not raw["question"].strip():
         raise DataError(f"{where}: field 'question' is empty")
-    choices = raw["choices"]
-    if len(choices) < 2:
-        raise DataError(f"{where}: field 'choices' needs at least 2 options, has {len(choices)}")
-    for j, c in enumerate(choices):
+    if len(raw["choices"]) < 2:
+        raise DataError(f"{where}: field 'choices' needs at least 2 options, has {len(raw['choices'])}")
+    for j, c in enumerate(raw["choices"]):
         if not isinstance(c, str) or not c.strip():
             raise DataError(f"{where}: field 'choices'[{j}] is empty or not a string")
-    if raw["answer"] not in choices:
+    # strip first, check after: "Paris " must match "Paris", and "a " / "a" are the same option
+    choices, answer = [c.strip() for c in raw["choices"]], raw["answer"].strip()
+    if answer not in choices:
         raise DataError(f"{where}: field 'answer' {raw['answer']!r} is not among 'choices'")
-    if choices.count(raw["answer"]) > 1:
+    if choices.count(answer) > 1:
         # a repeated distractor is harmless (3 OBQA train items have one); a repeated gold is not
         raise DataError(f"{where}: field 'answer' {raw['answer']!r} appears more than once in 'choices'")
-    return {**raw, "label": choices.index(raw["answer"])}
+    return {**raw, "question": raw["question"].strip(), "choices": choices, "answer": answer,
+            "label": choices.index(answer)}
 
 
 def load_split(root: Path, benchmark: str, split: str) -> list[dict] | None:
@@ -131,6 +144,8 @@ def load_split(root: Path, benchmark: str, split: str) -> list[dict] | None:
     raw = read_json_records(path)
     if not isinstance(raw, list):
         raise DataError(f"{path}: expected a list of records, got {type(raw).__name__}")
+    if not raw:
+        raise DataError(f"{path}: holds no records (an empty split fails here, not later in evaluate)")
     out, seen = [], {}
     for i, rec in enumerate(raw):
         rec = validate_record(rec, path, i)

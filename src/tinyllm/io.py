@@ -36,6 +36,27 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         raise
 
 
+def replace_dir(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Put the finished folder ``tmp`` at ``dest`` (same filesystem), replacing what was there.
+
+    ``dest`` is moved aside and ``tmp`` renamed into place (two renames), so a failure while
+    ``tmp`` was being written never leaves a mix of old and new files at ``dest``.
+    """
+    tmp, dest = Path(tmp), Path(dest)
+    old = dest.with_name(f".{dest.name}.old")
+    if old.exists():
+        import shutil
+
+        shutil.rmtree(old)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old.exists():
+        import shutil
+
+        shutil.rmtree(old)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_write(path) as f:
         json.dump(obj, f, indent=2, ensure_ascii=False, sort_keys=False)
@@ -62,8 +83,13 @@ def read_jsonl(path: str | os.PathLike, tolerate_torn_tail: bool = False) -> lis
 
 def iter_jsonl(path: str | os.PathLike, tolerate_torn_tail: bool = False) -> Iterator[dict]:
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}: byte offset {e.start} (line {line}): not UTF-8 ({e.reason})") from None
+    lines = text.splitlines(keepends=True)
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
