@@ -1,0 +1,44 @@
+"""The study (experiments/study.yaml): does TinyLLM beat label-only fine-tuning? Arms x seeds,
+trained and evaluated in one resumable job; partial results in reports/study/<name>/ as it goes.
+
+    nohup python scripts/study.py run [--profile experiments/study.yaml] > study.log 2>&1 &   # resumable
+    python scripts/study.py report [--profile ...]      # report.md / report.json from finished runs
+    python scripts/study.py status [--profile ...]      # progress.json
+
+A thin command line over tinyllm.experiments.study (see its docstring).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from tinyllm.experiments.study import StudyConfig, run_study, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["run", "report", "status"])
+    ap.add_argument("--profile", type=Path, default=ROOT / "experiments" / "study.yaml")
+    ap.add_argument("--out", type=Path, help="default: reports/study/<name>")
+    ap.add_argument("--progress", action="store_true", help="tqdm bars (off by default: the log is a file)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = StudyConfig.load(args.profile)
+    out = args.out or ROOT / "reports" / "study" / cfg.name
+    if args.command == "run":
+        run_study(ROOT, cfg, out, progress=args.progress)
+    elif args.command == "report":
+        print(write_report(ROOT, cfg, out))
+    else:
+        p = out / "progress.json"
+        print(json.loads(p.read_text()) if p.exists() else f"{out}: not started")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
