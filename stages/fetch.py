@@ -7,6 +7,7 @@ import logging
 import _stage
 
 from tinyllm.io import write_json
+from tinyllm.redact import redact_uri
 from tinyllm.sources import fetch
 
 
@@ -17,7 +18,8 @@ def main() -> None:
     args = ap.parse_args()
     cfg = _stage.config().data
     found = fetch(cfg.source, cfg.benchmarks, _stage.ROOT / args.out, base=_stage.ROOT)
-    write_json(_stage.ROOT / args.summary, {"source": cfg.source, "splits": found})
+    # the source may be a URL with a token in it: never store it in a DVC output
+    write_json(_stage.ROOT / args.summary, {"source": redact_uri(cfg.source), "splits": found})
     for b, splits in found.items():
         logging.info("%s: splits %s", b, ", ".join(splits))
 

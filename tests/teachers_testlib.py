@@ -148,3 +148,68 @@ class ScriptedServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class RawServer:
+    """A server on 127.0.0.1 whose handler is ``respond(handler, body: dict)``: for faults that
+    ScriptedServer cannot script (a body dripped byte by byte, an error echoing the request headers)."""
+
+    def __init__(self, respond):
+        outer = self
+        self.requests = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                outer.requests += 1
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                try:
+                    respond(self, body)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up: fine
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def drip(handler, body, seconds: float = 30.0, every: float = 0.2) -> None:
+    """200 headers at once, then a JSON body one byte every ``every`` s: no single read ever times out."""
+    import time
+
+    data = b" " * int(seconds / every) + b"{}"
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    for i in range(len(data)):
+        handler.wfile.write(data[i:i + 1])
+        handler.wfile.flush()
+        time.sleep(every)
+
+
+def echo_headers(status: int):
+    """An error reply whose body repeats every request header (as some proxies and servers do)."""
+
+    def respond(handler, body):
+        headers = dict(handler.headers)  # the credential first, so no truncation of the body can hide it
+        headers = {k: v for k, v in sorted(headers.items(), key=lambda kv: kv[0].lower() != "authorization")}
+        data = json.dumps({"error": {"message": "bad request", "request_headers": headers}}).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    return respond

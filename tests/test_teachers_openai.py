@@ -215,3 +215,40 @@ def test_failed_requests_are_retried_by_the_next_dvc_repro(tmp_path):
         recs = load_cache(tmp_path / "data" / "rationales", "api", "obqa", "train")
         assert len(recs) == 12 and all(r["status"] == "ok" for r in recs)
         assert "up to date" in run(["dvc", "status"], tmp_path, env, timeout=60).lower()
+
+
+def test_request_deadline_is_total_not_per_read(tmp_path):
+    # guards: a9a0842's 2 s timeout applied per read; a server dripping one byte every 0.2 s held
+    # each request for 25.7 s
+    from teachers_testlib import RawServer, drip
+
+    prompt = build_prompt(toy_questions(n=1)[0], [], teacher_forcing=True, fmt="chat")
+    with RawServer(drip) as srv:
+        for retries, bound in ((0, 4.0), (1, 8.0)):
+            be = make_backend(api_cfg(srv.url, request_timeout_s=2, max_retries=retries))
+            t0 = time.perf_counter()
+            (g,) = be.generate_batch([prompt])
+            elapsed = time.perf_counter() - t0
+            be.close()
+            assert g.error is not None and "Timeout" in g.error, g.error
+            assert elapsed < bound, f"{retries} retries of a 2 s deadline took {elapsed:.1f} s"
+            assert f"{retries + 1} attempts" in g.error
+
+
+@pytest.mark.parametrize("status", [401, 500])
+def test_keys_echoed_by_the_server_are_never_stored_or_printed(tmp_path, monkeypatch, caplog, status):
+    # guards: a9a0842 stored raw error bodies (and logged them); a server echoing the request
+    # headers put the API key into the cache, the summary and the log
+    from teachers_testlib import RawServer, echo_headers
+
+    secret = "sk-live-VERYSECRET0123456789"
+    monkeypatch.setenv("TEACHER_KEY", secret)
+    caplog.set_level("DEBUG")
+    with RawServer(echo_headers(status)) as srv:
+        cfg = api_cfg(srv.url, api_key_env="TEACHER_KEY", max_retries=0)
+        with pytest.raises(TooManyFailures) as err:
+            generate_split(cfg, "obqa", "train", toy_questions(n=2), tmp_path, progress=False)
+    stored = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
+    assert f"HTTP {status}" in stored and "uthorization" in stored  # the error is kept, useful...
+    for where, text in (("cache/summary", stored), ("error", str(err.value)), ("log", caplog.text)):
+        assert secret not in text and "VERYSECRET" not in text, f"the API key leaked into the {where}"

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from .benchmarks import DataError, question_file
+from .redact import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,14 @@ def download_release(url: str, dest: Path, timeout: float = 60.0) -> Path:
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     tar_path = dest / "release.tar.gz"
-    log.info("downloading %s", url)
+    log.info("downloading %s", redact_uri(url))
     with urllib.request.urlopen(url, timeout=timeout) as r, open(tar_path, "wb") as f:
         shutil.copyfileobj(r, f)
     with tarfile.open(tar_path) as tar:
         tar.extractall(dest / "unpacked", filter="data")
     hits = sorted(p.parent for p in (dest / "unpacked").rglob("datasets") if p.is_dir())
     if not hits:
-        raise DataError(f"{url}: the archive has no datasets/ folder")
+        raise DataError(f"{redact_uri(url)}: the archive has no datasets/ folder")
     return hits[0]
 
 

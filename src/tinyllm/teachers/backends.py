@@ -3,8 +3,8 @@
 - ``transformers``: a local folder, a hub id or a GGUF file (``gguf_file=``), causal or seq2seq;
   batched ``generate`` with left padding (the caller sorts prompts by ``prompt_length``).
 - ``llama_cpp``: llama-cpp-python on a GGUF file (CPU); imported lazily, so it stays optional.
-- ``openai``: any OpenAI-compatible server (vLLM, Ollama, llama.cpp server, a hosted API) over
-  HTTP with ``requests``; concurrent requests, timeouts, retries with exponential backoff.
+- ``openai``: any OpenAI-compatible server (vLLM, Ollama, llama.cpp server, a hosted API) through
+  the official ``openai`` client: its retries and backoff, a total deadline per attempt, concurrency.
 
 A backend never raises for one bad request: it returns a ``Generation`` with ``error`` set, and
 the caller writes a ``failed`` record. Loading errors (missing model, bad URL) do raise.
@@ -12,16 +12,15 @@ the caller writes a ``failed`` record. Loading errors (missing model, bad URL) d
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..redact import redact
 from .config import TeacherConfig
 from .prompts import TeacherPrompt
 
@@ -265,93 +264,139 @@ class ClientError(RuntimeError):
     """A 4xx answer other than 408/409/429: retrying cannot help (bad key, unknown model, bad request)."""
 
 
-RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}  # what the openai client retries (and any other 5xx)
+
+
+def _deadline_transport(total_s: float):
+    """An httpx2 transport that fails a request still unfinished ``total_s`` seconds after it began.
+
+    httpx's timeouts are per operation (connect, each read): a server that drips one byte per
+    second never trips a 2 s read timeout and held a request for 25.7 s. Here the body is read
+    chunk by chunk against one deadline; the client sees ``httpx2.ReadTimeout``, which it retries
+    like any timeout.
+    """
+    import httpx2
+
+    class DeadlineStream(httpx2.SyncByteStream):
+        def __init__(self, inner, deadline: float, request):
+            self.inner, self.deadline, self.request = inner, deadline, request
+
+        def __iter__(self):
+            for chunk in self.inner:
+                if time.monotonic() > self.deadline:
+                    raise httpx2.ReadTimeout(f"no complete response within the {total_s:g} s request deadline",
+                                             request=self.request)
+                yield chunk
+
+        def close(self):
+            self.inner.close()
+
+    class DeadlineTransport(httpx2.HTTPTransport):
+        def handle_request(self, request):
+            deadline = time.monotonic() + total_s
+            resp = super().handle_request(request)
+            return httpx2.Response(resp.status_code, headers=resp.headers, extensions=resp.extensions,
+                                   stream=DeadlineStream(resp.stream, deadline, request), request=request)
+
+    return DeadlineTransport()
 
 
 class OpenAIBackend(Backend):
+    """Any OpenAI-compatible server through the official ``openai`` client.
+
+    The client retries 408/409/429/5xx, connection errors and timeouts (``max_retries``, its own
+    exponential backoff with jitter, honouring ``Retry-After``); ``request_timeout_s`` is a total
+    deadline per attempt (``_deadline_transport``), and the whole request, retries included, is
+    bounded too. Errors are stored and printed through ``tinyllm.redact`` (servers echo keys).
+    """
+
     name = "openai"
 
     def __init__(self, cfg: TeacherConfig):
         super().__init__(cfg)
-        import requests  # noqa: F401  (fail early when missing)
+        import httpx2
+        from openai import OpenAI
 
         self.base_url = cfg.base_url.rstrip("/")
-        self.headers = {"Content-Type": "application/json"}
+        self._secrets: tuple[str, ...] = ()
+        key = None
         if cfg.api_key_env:
             key = os.environ.get(cfg.api_key_env)
             if not key:
                 raise RuntimeError(f"teachers.{cfg.name}.api_key_env names {cfg.api_key_env!r}, "
                                    "which is not set in the environment")
-            self.headers["Authorization"] = f"Bearer {key}"
-        self._local = threading.local()  # one requests.Session per worker thread
+            self._secrets = (key,)
+        t = float(cfg.request_timeout_s)
+        self.client = OpenAI(base_url=self.base_url, api_key=key or "not-needed", max_retries=cfg.max_retries,
+                             timeout=httpx2.Timeout(t, connect=min(t, 10.0)),
+                             http_client=httpx2.Client(transport=_deadline_transport(t)))
+        # the client's backoff is at most 8 s per retry: beyond this the request is abandoned
+        self._overall_s = (cfg.max_retries + 1) * (t + 1.0) + 8.0 * cfg.max_retries
         self._pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="teacher")
 
-    def _session(self):
-        import requests
+    def _describe(self, e: Exception) -> str:
+        """One line naming the failure, with credentials masked."""
+        import openai
 
-        s = getattr(self._local, "session", None)
-        if s is None:
-            s = self._local.session = requests.Session()
-        return s
-
-    def _post(self, path: str, body: dict) -> dict:
-        """POST with retries on 429/5xx/connection errors; ``ClientError`` on other 4xx."""
-        import requests
-
-        url = f"{self.base_url}{path}"
-        delay, last = self.cfg.backoff_s, None
-        for attempt in range(self.cfg.max_retries + 1):
-            try:
-                r = self._session().post(url, data=json.dumps(body), headers=self.headers,
-                                         timeout=self.cfg.request_timeout_s)
-            except (requests.ConnectionError, requests.Timeout) as e:
-                last = f"{type(e).__name__}: {e}"
+        n = self.cfg.max_retries + 1
+        if isinstance(e, openai.APIStatusError):
+            body = e.response.text[:300] if e.response is not None else ""
+            code = e.status_code
+            if code in RETRY_STATUS or code >= 500:
+                msg = f"gave up after {n} attempts; last: HTTP {code} from {self.base_url}: {body}"
             else:
-                if r.status_code == 200:
-                    try:
-                        return r.json()
-                    except ValueError:
-                        last = f"HTTP 200 from POST {url} with a body that is not JSON: {r.text[:200]!r}"
-                elif r.status_code in RETRY_STATUS or r.status_code >= 500:
-                    last = f"HTTP {r.status_code} from POST {url}: {r.text[:300]}"
-                    retry_after = r.headers.get("Retry-After")
-                    if retry_after and retry_after.replace(".", "", 1).isdigit():
-                        delay = max(delay, min(float(retry_after), 60.0))
-                else:
-                    raise ClientError(f"HTTP {r.status_code} from POST {url} (not retried: a client error; "
-                                      f"check base_url, model and the API key): {r.text[:300]}")
-            if attempt < self.cfg.max_retries:
-                # full jitter keeps concurrent workers from retrying in lock-step
-                time.sleep(delay * (0.5 + random.random() / 2))
-                delay *= 2
-        raise RuntimeError(f"gave up after {self.cfg.max_retries + 1} attempts; last: {last}")
+                msg = (f"HTTP {code} from {self.base_url} (not retried: a client error; check base_url, model and "
+                       f"the API key): {body}")
+        elif isinstance(e, (openai.APIConnectionError, openai.APITimeoutError)):
+            msg = f"gave up after {n} attempts; last: {type(e).__name__}: {e} ({e.__cause__ or ''})"
+        else:
+            msg = f"{type(e).__name__}: {e}"
+        return redact(msg, self._secrets)
 
-    def _one(self, p: TeacherPrompt) -> Generation:
+    def _request(self, p: TeacherPrompt) -> Generation:
         t0 = time.perf_counter()
-        body = {"model": self.cfg.model, "max_tokens": self.cfg.max_new_tokens,
-                "temperature": float(self.cfg.temperature)}
+        kw = {"model": self.cfg.model, "max_tokens": self.cfg.max_new_tokens, "temperature": float(self.cfg.temperature)}
         if self.cfg.temperature > 0:
-            body.update(top_p=float(self.cfg.top_p), seed=self.cfg.seed)
+            kw.update(top_p=float(self.cfg.top_p), seed=self.cfg.seed)
         try:
             if p.format == "chat":
-                r = self._post("/chat/completions", {**body, "messages": p.messages})
-                choice = r["choices"][0]
-                text = (choice.get("message") or {}).get("content") or ""
+                r = self.client.chat.completions.create(messages=p.messages, **kw)
+                choice = r.choices[0]
+                text = (choice.message.content if choice.message is not None else None) or ""
             else:
-                r = self._post("/completions", {**body, "prompt": p.text, "stop": PLAIN_STOP})
-                choice = r["choices"][0]
-                text = choice.get("text") or ""
-            usage = r.get("usage") or {}
-            n = usage.get("completion_tokens")
+                r = self.client.completions.create(prompt=p.text, stop=PLAIN_STOP, **kw)
+                choice = r.choices[0]
+                text = choice.text or ""
+        except Exception as e:  # noqa: BLE001  (one bad request must not lose the batch)
+            return Generation(finish_reason="error", error=self._describe(e), seconds=time.perf_counter() - t0)
+        try:
+            n = r.usage.completion_tokens if r.usage is not None else None
             return Generation(text=text, new_tokens=int(n) if n is not None else len(text.split()),
-                              finish_reason=choice.get("finish_reason") or "stop",
-                              seconds=time.perf_counter() - t0,
+                              finish_reason=choice.finish_reason or "stop", seconds=time.perf_counter() - t0,
                               prompt_text=p.text if p.format == "plain" else None)
-        except (KeyError, IndexError, TypeError) as e:
+        except (AttributeError, IndexError, TypeError, ValueError) as e:
             return Generation(finish_reason="error", seconds=time.perf_counter() - t0,
-                              error=f"malformed response from {self.base_url}: {type(e).__name__}: {e}")
-        except Exception as e:
-            return Generation(finish_reason="error", error=str(e), seconds=time.perf_counter() - t0)
+                              error=redact(f"malformed response from {self.base_url}: {type(e).__name__}: {e}",
+                                           self._secrets))
+
+    def _one(self, p: TeacherPrompt) -> Generation:
+        """``_request`` bounded in wall time, whatever the server does (the safety net of the deadline)."""
+        t0 = time.perf_counter()
+        box: list[Generation] = []
+
+        def work():
+            try:
+                box.append(self._request(p))
+            except Exception as e:  # noqa: BLE001  (a bug here must fail this record, not hang the run)
+                box.append(Generation(finish_reason="error", error=redact(f"{type(e).__name__}: {e}", self._secrets)))
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        worker.join(self._overall_s)
+        if box:
+            return box[0]
+        return Generation(finish_reason="error", seconds=time.perf_counter() - t0,
+                          error=f"no answer from {self.base_url} within {self._overall_s:g} s (all attempts)")
 
     def generate_batch(self, prompts: list[TeacherPrompt]) -> list[Generation]:
         t0 = time.perf_counter()
@@ -365,6 +410,7 @@ class OpenAIBackend(Backend):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self.client.close()
 
 
 BACKENDS: dict[str, type[Backend]] = {
