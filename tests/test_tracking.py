@@ -251,5 +251,32 @@ def test_system_metrics_logged_per_run(repo, monkeypatch):
 
 def test_tracking_uri_redacted_in_logs():
     # guards: user:password of a tracking URI printed in the stage log (issue 12 item 13)
-    assert tracking._redact("postgresql://alice:s3cret@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
+    shown = tracking._redact("postgresql://alice:s3cret@db:5432/mlflow")
+    assert "s3cret" not in shown and shown.endswith("@db:5432/mlflow")
     assert tracking._redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_train_callback_logs_every_step_live(repo, tiny_tokenizer):
+    # guards: stages/distill.py's wiring — train()'s on_log rows reaching the run step by step
+    from conftest import RATIONALES, records, tiny_causal
+
+    from tinyllm.config import DistillConfig
+    from tinyllm.distill import train
+    from tinyllm.student import CausalStudent
+
+    root, params = repo
+    examples = [{"record": r, "rationales": {"flan_t5_xl": RATIONALES[r["id"]]}} for r in records()]
+    cfg = DistillConfig(alphas={"flan_t5_xl": 1.0}, steps=4, batch_size=2, lr=1e-2, max_input_tokens=64,
+                        max_rationale_tokens=24, precision="fp32", log_every=100, valid_loss_per_benchmark=0)
+    run = tracking.start_distill_run(root, params)
+    train(CausalStudent(tiny_causal(tiny_tokenizer), tiny_tokenizer), examples, cfg, progress=False,
+          on_log=run.log_row)
+    tracking.finish_distill_run(run, root, {})
+    for key in ("train.loss", "train.loss_answer", "train.loss_flan_t5_xl", "train.lr"):
+        assert [m.step for m in client().get_metric_history(run.run_id, key)] == [1, 2, 3, 4], key
+
+
+def test_ui_links_open_on_the_runs_table():
+    # guards: printed links landing on the GenAI overview (MLflow 3.17 follows the workflowType toggle)
+    url = tracking.runs_url("http://127.0.0.1:5000/", "7")
+    assert url == "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"

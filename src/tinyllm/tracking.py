@@ -122,6 +122,17 @@ def ensure_experiment(root: Path, name: str) -> str:
     return exp_id
 
 
+def runs_url(ui: str, experiment_id: str, run_id: str | None = None) -> str:
+    """A UI link that opens on the runs table (or one run) in the "Model training" view.
+
+    MLflow 3.17's UI picks an experiment's first page from its GenAI / Model training toggle
+    (stored per browser, GenAI by default), not from ``mlflow.experimentKind``; the URL parameter
+    ``workflowType=machine_learning`` sets that toggle, so links printed for users carry it.
+    """
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
+
+
 def run_name(params: dict) -> str:
     """What the run is: ``<DVC experiment or grid row> a=<alphas> s<seed>``, e.g. ``no_icl a=1,1,0.5 s0``.
 
