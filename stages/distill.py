@@ -42,11 +42,14 @@ def main() -> None:
     # written by the trainset stage: current rationales of these teachers only (counts: metrics/trainset.json)
     examples, coverage = load_trainset(root / args.trainset, teachers)
     logging.info("%d training questions; teachers %s; coverage %s", len(examples), teachers, coverage)
+    from tinyllm import tracking
+
+    run = tracking.start_distill_run(root, _stage.params(), enabled=not args.no_mlflow)  # rank 0 only
     torch.manual_seed(cfg.seed)
     model = load_student(root / args.base, student.kind)
     if cfg.lora:
         apply_lora(model, cfg.lora)
-    result = train(model, examples, cfg, log_path=root / args.log,
+    result = train(model, examples, cfg, log_path=root / args.log, on_log=run.log_row,
                    valid_examples=_valid_examples(root, args, data, teachers, cfg))
     is_main, cut = result.pop("_is_main"), result.pop("cut_targets")
     if not is_main:
