@@ -7,7 +7,6 @@ import contextlib
 import csv
 import json
 import logging
-import os
 import resource
 import time
 
@@ -25,6 +24,7 @@ def main() -> None:
     ap.add_argument("--predictions", default="eval/predictions")
     ap.add_argument("--train-metrics", default="metrics/train.json")
     ap.add_argument("--train-log", default="metrics/train_log.tsv")
+    ap.add_argument("--run-file", default="metrics/mlflow_run.json", help="the MLflow run distill started")
     ap.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
     args = ap.parse_args()
     root = _stage.ROOT
@@ -37,13 +37,14 @@ def main() -> None:
     from tinyllm.benchmarks import load_prepared
     from tinyllm.evaluate import average, evaluate_records
     from tinyllm.io import write_json, write_jsonl
-    from tinyllm.modeling import default_device, load_student, resolve_precision
+    from tinyllm.student import default_device, load_student, resolve_precision
 
     t0 = time.perf_counter()
+    run = open_mlflow_run(root, all_params, args)  # before the work: system metrics cover it
     device = default_device()
-    precision = resolve_precision(cfg.precision, device)
-    model, tok, seq2seq = load_student(root / args.model)
-    model.to(device).eval()
+    precision = resolve_precision(cfg.precision, device, training=False)
+    student = load_student(root / args.model)
+    student.model.to(device).eval()
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
                 else contextlib.nullcontext())
     results, rows = {}, []
@@ -61,7 +62,7 @@ def main() -> None:
                 records = records[: cfg.max_per_benchmark]
             logging.info("evaluating %s/%s (%d questions)", b, split, len(records))
             with autocast:
-                m, preds = evaluate_records(model, tok, records, seq2seq, max_input_tokens=cfg.max_input_tokens,
+                m, preds = evaluate_records(student, records, max_input_tokens=cfg.max_input_tokens,
                                             max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                                             device=device, headline=cfg.headline)
             write_jsonl(root / args.predictions / split / f"{b}.jsonl", preds)
@@ -86,38 +87,28 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    if not args.no_mlflow:
-        log_to_mlflow(root, all_params, results, args)
+    log_to_mlflow(run, root, all_params, results, args, student)
 
 
-def log_to_mlflow(root, all_params, results, args) -> None:
+def open_mlflow_run(root, all_params, args):
+    """The run distill started, resumed (or a fresh one linked to the checkpoint: tinyllm.tracking)."""
+    from tinyllm import tracking
+
+    train = json.loads((root / args.train_metrics).read_text()) if (root / args.train_metrics).exists() else {}
+    return tracking.open_evaluate_run(root, all_params, args.run_file, train_metrics=train.get("train"),
+                                      train_log=root / args.train_log, student=args.model,
+                                      enabled=not args.no_mlflow)
+
+
+def log_to_mlflow(run, root, all_params, results, args, student) -> None:
     from tinyllm import tracking
 
     track = all_params.get("tracking", {}) or {}
-    train = {}
-    if (root / args.train_metrics).exists():
-        train = json.loads((root / args.train_metrics).read_text())
-    steps = []
-    if (root / args.train_log).exists():
-        with open(root / args.train_log) as f:
-            steps = list(csv.DictReader(f, delimiter="\t"))
     distill = all_params.get("distill", {}) or {}
     teachers = sorted(t for t, a in (distill.get("alphas") or {}).items() if a)
-    tags = {
-        "row": track.get("row", "tinyllm"),
-        "student": (all_params.get("student") or {}).get("source", ""),
-        "teachers": ",".join(teachers) or "none",
-        "alphas": json.dumps(distill.get("alphas") or {}, sort_keys=True),
-        "headline": (all_params.get("evaluate") or {}).get("headline", "score"),
-        "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
-        **tracking.git_info(root),
-        **tracking.dvc_hashes(root, ["data/raw", "data/prepared", "data/rationales", "models/base",
-                                     "models/student"]),
-    }
-    params = {k: all_params.get(k) for k in ("data", "student", "teachers", "distill", "evaluate") if k in all_params}
-    metrics = {k: v for k, v in results.items()}
-    if train:
-        metrics["train"] = {k: v for k, v in train.get("train", {}).items() if isinstance(v, (int, float))}
+    run.set_tags(tracking.dvc_hashes(root, ["data/raw", "data/prepared", "data/rationales", "models/base",
+                                            "models/student"]))
+    metrics = {}
     # rationale-cache quality (counts of ok/empty/missing/failed/filtered/truncated per teacher)
     released = root / "metrics" / "rationales_released.json"
     caches = json.loads(released.read_text()) if released.exists() else {}
@@ -126,9 +117,12 @@ def log_to_mlflow(root, all_params, results, args) -> None:
         caches.setdefault(teacher, {})[bench] = json.loads(f.read_text())
     used = set(teachers)
     metrics["rationales"] = {t: v for t, v in caches.items() if t in used}
-    run_name = os.environ.get("DVC_EXP_NAME") or track.get("run_name") or tags["row"]
-    tracking.log_run(root, track.get("experiment", "tinyllm"), run_name, params, metrics, tags, steps,
-                     artifacts=[root / args.metrics, root / args.plot, root / args.train_metrics])
+    tracking.finish_evaluate_run(run, results, metrics, artifacts=[root / args.metrics, root / args.plot,
+                                                                   root / args.train_metrics],
+                                 eval_splits=[s for s in results if isinstance(results[s], dict)],
+                                 model=student.model, tokenizer=student.tok, log_model=track.get("log_model", True),
+                                 registered_model=track.get("registered_model", "tinyllm-student"),
+                                 seq2seq=student.kind == "seq2seq")
 
 
 if __name__ == "__main__":
