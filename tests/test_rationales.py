@@ -67,3 +67,15 @@ def test_real_release_files_split_cleanly(mirror):
         assert all(r["status"] == "ok" for r in out["flan_t5_xl"])
         assert not any("answer_mismatch" in r["flags"] for r in out["flan_t5_xl"])
     assert all(r["status"] == "missing" for r in out["llama2_7b"])
+
+
+def test_jsonl_reader_splits_on_newlines_only(tmp_path):
+    # guards: str.splitlines() cutting a record at a U+2028 / U+0085 inside a rationale (released
+    # LLaMA-2 text has them), which read as a torn line
+    from tinyllm.io import read_jsonl, write_jsonl
+
+    recs = [{"id": "a", "rationale": "line\u2028separator and \x85 next-line"}, {"id": "b", "rationale": "ok"}]
+    write_jsonl(tmp_path / "c.jsonl", recs)
+    assert read_jsonl(tmp_path / "c.jsonl") == recs
+    (tmp_path / "torn.jsonl").write_text('{"id": "a"}\n{"id": "b", "ratio')
+    assert read_jsonl(tmp_path / "torn.jsonl", tolerate_torn_tail=True) == [{"id": "a"}]

@@ -89,7 +89,12 @@ def iter_jsonl(path: str | os.PathLike, tolerate_torn_tail: bool = False) -> Ite
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise ValueError(f"{path}: byte offset {e.start} (line {line}): not UTF-8 ({e.reason})") from None
-    lines = text.splitlines(keepends=True)
+    # split on "\n" only: str.splitlines also splits on U+2028, U+0085, ... inside JSON strings
+    lines = [line + "\n" for line in text.split("\n")]
+    if lines and lines[-1] == "\n":
+        lines.pop()  # after the final newline
+    elif lines:
+        lines[-1] = lines[-1][:-1]  # a last line without its newline (a torn tail)
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
