@@ -62,6 +62,66 @@ for changes in data.values():
 print("\n".join(sorted(bad)))'
 }
 
+remote_url() {
+  $DVC remote list 2>/dev/null | awk -v n="$1" '$1 == n {print $2}'
+}
+
+# An S3 remote needs credentials from somewhere boto3 looks (never .dvc/config, which is committed).
+# Checked before push and pull so a missing key fails in a second with the fix, not after a scan.
+# SHARE_SKIP_CREDENTIAL_CHECK=1 skips it (e.g. an EC2 instance role, which this check cannot see).
+check_s3_credentials() {
+  local name=$1 url
+  url=$(remote_url "$name")
+  case "$url" in s3://*) ;; *) return 0 ;; esac
+  if grep -qiE 'access_key_id|secret_access_key|session_token' .dvc/config 2>/dev/null; then
+    die ".dvc/config holds S3 credentials: move them to .dvc/config.local (dvc remote modify --local)"
+  fi
+  [ "${SHARE_SKIP_CREDENTIAL_CHECK:-0}" = 1 ] && return 0
+  [ -n "${AWS_ACCESS_KEY_ID:-}" ] && [ -n "${AWS_SECRET_ACCESS_KEY:-}" ] && return 0
+  [ -n "${AWS_PROFILE:-}${AWS_WEB_IDENTITY_TOKEN_FILE:-}${AWS_CONTAINER_CREDENTIALS_FULL_URI:-}" ] && return 0
+  [ -n "${AWS_CONTAINER_CREDENTIALS_RELATIVE_URI:-}" ] && return 0
+  [ -s "${AWS_SHARED_CREDENTIALS_FILE:-$HOME/.aws/credentials}" ] && return 0
+  for key in access_key_id profile credentialpath; do  # (dvc config prints nothing for an unset key)
+    [ -n "$($DVC config "remote.$name.$key" 2>/dev/null)" ] && return 0
+  done
+  die "remote '$name' is $url but no S3 credentials were found (nothing was transferred). Set
+  AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or store them outside git with
+    dvc remote modify --local $name access_key_id ...
+    dvc remote modify --local $name secret_access_key ...
+  (an instance role: SHARE_SKIP_CREDENTIAL_CHECK=1)"
+}
+
+# What to do about outputs a pull could not get: which stage makes each (dvc.lock), and how to
+# put a good copy back in the remote or rebuild it here.
+recovery_steps() {
+  local remote=$1
+  shift
+  $PYTHON - "$remote" "$@" <<'PY'
+import sys
+from pathlib import Path
+
+import yaml
+
+remote, outs = sys.argv[1], sys.argv[2:]
+lock = yaml.safe_load(Path("dvc.lock").read_text()) if Path("dvc.lock").exists() else {}
+owner = {}
+for stage, st in (lock.get("stages") or {}).items():
+    for o in st.get("outs") or []:
+        owner[o["path"]] = (stage, o.get("md5", "?"))
+print("share.sh: how to recover (the remote lacks a good copy of these objects):", file=sys.stderr)
+for out in outs:
+    stage, md5 = next(((s, m) for p, (s, m) in owner.items() if out == p or out.startswith(p + "/")), ("?", "?"))
+    print(f"  {out}  (object md5 {md5}, made by stage '{stage}')", file=sys.stderr)
+    print(f"    1. on a machine whose {out} is intact (`scripts/share.sh verify {out}` passes):", file=sys.stderr)
+    print(f"       dvc push -r {remote} {out}      # re-uploads the missing/corrupt object", file=sys.stderr)
+    print(f"       then here: make pull               # or scripts/share.sh pull -r {remote} {out}", file=sys.stderr)
+    if stage != "?":
+        print(f"    2. or rebuild it here: dvc repro {stage}   (re-runs that stage and what depends on it),",
+              file=sys.stderr)
+        print(f"       then make push to repair the remote for everyone", file=sys.stderr)
+PY
+}
+
 cmd=${1:-}
 [ -n "$cmd" ] || { sed -n '2,18p' "$0"; exit 2; }
 shift
@@ -96,6 +156,7 @@ case "$cmd" in
 
   push)
     parse_remote "$@"
+    check_s3_credentials "$REMOTE"
     start=$(date +%s)
     $DVC push --run-cache -r "$REMOTE" ${ARGS[@]+"${ARGS[@]}"}
     # Every cached output must now be in the remote: `status --cloud` lists what is not.
@@ -108,6 +169,7 @@ case "$cmd" in
 
   pull)
     parse_remote "$@"
+    check_s3_credentials "$REMOTE"
     # Re-hash every downloaded object (a corrupted object then fails the pull, naming the output).
     $DVC remote modify --local "$REMOTE" verify true
     start=$(date +%s)
@@ -119,10 +181,14 @@ case "$cmd" in
         $DVC pull -q -r "$REMOTE" "$out" >/dev/null 2>&1 || bad="$bad $out"
       done
       [ -n "$bad" ] || die "pull from '$REMOTE' FAILED (see the DVC error above); every output pulled on retry, run it again"
-      die "pull from '$REMOTE' FAILED: missing or corrupt in the remote (not checked out):$bad"
+      echo "share.sh: pull from '$REMOTE' FAILED: missing or corrupt in the remote (not checked out):$bad" >&2
+      # shellcheck disable=SC2086
+      recovery_steps "$REMOTE" $bad
+      exit 1
     fi
     if ! $PYTHON "$HERE/verify_outputs.py" ${ARGS[@]+"${ARGS[@]}"}; then
-      die "pull from '$REMOTE' gave outputs that do not match dvc.lock (see above)"
+      die "pull from '$REMOTE' gave outputs that do not match dvc.lock (see above): re-run the pull; if it
+  repeats, the remote holds a bad copy: push a verified one (scripts/share.sh verify, then dvc push -r $REMOTE)"
     fi
     echo "share.sh: pulled from '$REMOTE' and verified in $(( $(date +%s) - start )) s"
     ;;

@@ -1,0 +1,93 @@
+"""scripts/share.sh on a one-stage DVC repo (fast; the full sharing suite is test_sharing.py, slow).
+
+Issue 12 item 14: S3 credentials are checked before a push (not only by `remote-s3`), and a
+failed pull says how to recover: which output, its object, the stage that makes it, how to
+re-push a good copy or rebuild it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline_copy import ROOT, base_env, git_commit, run
+
+DVC_YAML = """stages:
+  make:
+    cmd: python -c "open('data.txt', 'w').write('hello\\\\n')"
+    outs:
+      - data.txt
+"""
+
+
+def share(args, cwd, env):
+    res = subprocess.run(["bash", "scripts/share.sh", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                         timeout=120)
+    return res.returncode, res.stdout + res.stderr
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """Repo `a` with one stage run and pushed to a local remote; no AWS settings in the env."""
+    env = {k: v for k, v in base_env(HOME=str(tmp_path)).items() if not k.startswith("AWS_")}
+    env["DVC"] = str(Path(env["PATH"].split(":")[0]) / "dvc")
+    a = tmp_path / "a"
+    (a / "scripts").mkdir(parents=True)
+    for f in ("share.sh", "verify_outputs.py"):
+        shutil.copy2(ROOT / "scripts" / f, a / "scripts" / f)
+    (a / "dvc.yaml").write_text(DVC_YAML)
+    run(["git", "init", "-q"], a, env)
+    run(["dvc", "init", "-q"], a, env)
+    run(["dvc", "repro", "-q"], a, env)
+    remote = tmp_path / "remote"
+    rc, out = share(["remote-local", str(remote)], a, env)
+    assert rc == 0, out
+    git_commit(a, env, "one stage")
+    rc, out = share(["push"], a, env)
+    assert rc == 0, out
+    return a, remote, env
+
+
+def test_failed_pull_prints_the_recovery_steps(repo, tmp_path):
+    # guards: a9a0842 named the output only; the teammate was left to guess how to repair it
+    a, remote, env = repo
+    for obj in (remote / "files").rglob("*"):
+        if obj.is_file():
+            obj.chmod(0o644)
+            obj.unlink()  # the object of data.txt is gone from the remote
+    b = tmp_path / "b"
+    run(["git", "clone", "-q", str(a), str(b)], tmp_path, env)
+    rc, out = share(["pull"], b, env)
+    assert rc != 0
+    assert "FAILED: missing or corrupt in the remote (not checked out): data.txt" in out, out
+    assert "made by stage 'make'" in out and "dvc push -r local data.txt" in out and "dvc repro make" in out, out
+    assert "make pull" in out
+
+
+def test_push_to_s3_without_credentials_fails_before_transferring(repo):
+    # guards: a9a0842 checked S3 credentials only in `remote-s3`; `push` then failed deep inside
+    # boto (or hung on retries) after scanning the cache
+    a, _, env = repo
+    run(["dvc", "remote", "add", "teams3", "s3://tinyllm-dvc/cache"], a, env)
+    run(["dvc", "remote", "modify", "teams3", "endpointurl", "http://127.0.0.1:9"], a, env)
+    rc, out = share(["push", "-r", "teams3"], a, env)
+    assert rc != 0 and "no S3 credentials were found (nothing was transferred)" in out, out
+    assert "dvc remote modify --local teams3 access_key_id" in out
+    rc, out = share(["pull", "-r", "teams3"], a, env)
+    assert rc != 0 and "no S3 credentials" in out
+    # credentials in .dvc/config.local satisfy the check (the push itself then fails: no server)
+    run(["dvc", "remote", "modify", "--local", "teams3", "access_key_id", "AKIATEST"], a, env)
+    rc, out = share(["push", "-r", "teams3"], a, {**env, "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard"})
+    assert rc != 0 and "no S3 credentials" not in out
+
+
+def test_s3_credentials_in_the_committed_config_are_refused_on_push(repo):
+    # guards: a key committed in .dvc/config would be pushed to git for every teammate to read
+    a, _, env = repo
+    run(["dvc", "remote", "add", "teams3", "s3://tinyllm-dvc/cache"], a, env)
+    run(["dvc", "remote", "modify", "teams3", "secret_access_key", "oops"], a, env)
+    rc, out = share(["push", "-r", "teams3"], a, {**env, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"})
+    assert rc != 0 and ".dvc/config holds S3 credentials" in out
