@@ -228,10 +228,15 @@ def _content_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _ref(root: Path, name: str, path: str, context: str) -> DatasetRef:
+def _ref(root: Path, name: str, path: str, context: str) -> DatasetRef | None:
+    """None for a path that is neither in dvc.lock nor on disk (nothing to name; the stage that
+    needs it reports that, not the tracking)."""
     md5 = dvc_md5(root, path)
     if md5:
         return DatasetRef(name, path, context, md5, "dvc.lock")
+    if not (Path(root) / path).exists():
+        log.warning("dataset %s: %s is neither in dvc.lock nor on disk; not logged", name, path)
+        return None
     return DatasetRef(name, path, context, _content_digest(Path(root) / path), "content")
 
 
@@ -256,13 +261,13 @@ def training_datasets(root: Path, params: dict, prepared: str = "data/prepared",
         else:
             refs += [_ref(root, f"rationales/{teacher}/{b}", f"{path}/{b}", "training") for b in benchmarks
                      if (Path(root) / path / b).exists()]
-    return refs
+    return [r for r in refs if r is not None]
 
 
 def evaluation_datasets(root: Path, splits: list[str], prepared: str = "data/prepared") -> list[DatasetRef]:
     """The prepared evaluation splits (one dataset per split; a dataset is logged once per run, so
     the train and valid views of data/prepared need distinct names)."""
-    return [_ref(root, f"prepared/{s}", prepared, "evaluation") for s in splits]
+    return [r for r in (_ref(root, f"prepared/{s}", prepared, "evaluation") for s in splits) if r is not None]
 
 
 def _log_datasets(mlflow, refs: list[DatasetRef]) -> None:
