@@ -79,3 +79,33 @@ def test_jsonl_reader_splits_on_newlines_only(tmp_path):
     assert read_jsonl(tmp_path / "c.jsonl") == recs
     (tmp_path / "torn.jsonl").write_text('{"id": "a"}\n{"id": "b", "ratio')
     assert read_jsonl(tmp_path / "torn.jsonl", tolerate_torn_tail=True) == [{"id": "a"}]
+
+
+def test_import_stage_writes_only_the_splits_something_reads(tmp_path):
+    # guards: a9a0842 imported the released test rationales too, which nothing uses (item 8)
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("stages", "src"):
+        shutil.copytree(root / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    p["data"]["benchmarks"] = ["piqa"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    d = tmp_path / "data" / "raw" / "datasets" / "piqa"
+    (d / "llm").mkdir(parents=True)
+    q = {"question": "When boiling butter, when it's ready, you can",
+         "choices": ["Pour it onto a plate", "Pour it into a jar"], "answer": "Pour it into a jar"}
+    for split in ("train", "valid", "test"):
+        (d / f"piqa_{split}.json").write_text(json.dumps([{**q, "id": 0}]))
+        (d / "llm" / f"{split}_CoT_0.json").write_text(json.dumps([PIQA]))
+    for stage in ("prepare", "import_rationales"):
+        res = subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=60)
+        assert res.returncode == 0, res.stderr[-2000:]
+    written = sorted(f.name for f in (tmp_path / "data" / "rationales" / "flan_t5_xl" / "piqa").iterdir())
+    assert written == ["train.jsonl", "valid.jsonl"]
