@@ -166,7 +166,7 @@ def main() -> int:
         rows.append(("llama.cpp (Q4_1 GGUF, 1 at a time)", *lc))
 
     base = rows[0][1] / rows[0][2] if rows and rows[0][2] else None
-    print(f"\n| path | new tokens | seconds | tokens/s | vs first row |\n|---|---|---|---|---|")
+    print("\n| path | new tokens | seconds | tokens/s | vs first row |\n|---|---|---|---|---|")
     for name, t, s in rows:
         tps = t / s if s else 0.0
         ratio = f"{tps / base:.2f}x" if base and s else "-"

@@ -2,6 +2,7 @@
 every stage script exists and is a dependency of its stage, and every params section parses
 into its typed config (unknown keys fail loudly)."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,14 @@ def test_params_sections_parse_and_unknown_keys_fail():
         from_dict(DistillConfig, {**PARAMS["distill"], "lr_typo": 1}, "distill")
     with pytest.raises(ValueError, match="alphas.flan_t5_xl"):
         from_dict(DistillConfig, {**PARAMS["distill"], "alphas": {"flan_t5_xl": -1}}, "distill")
+
+
+def test_pre_commit_ruff_matches_the_pinned_ruff():
+    # guards: the pre-commit hook and CI (`make lint`, requirements.txt) drifting to different ruff versions,
+    # which disagree on formatting and rules, so a commit that passes the hook fails CI
+    pin = re.search(r"^ruff==(\S+)", (ROOT / "requirements.txt").read_text(), re.M)
+    assert pin, "requirements.txt pins no ruff"
+    hooks = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    revs = [r["rev"] for r in hooks["repos"] if r["repo"].endswith("/ruff-pre-commit")]
+    want = f"v{pin.group(1)}"
+    assert revs == [want], f".pre-commit-config.yaml: ruff rev {revs}, but requirements.txt pins ruff {want}"

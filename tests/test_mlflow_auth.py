@@ -20,7 +20,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from teachers_testlib import free_port
 
 pytestmark = pytest.mark.slow
@@ -92,7 +91,8 @@ def test_a_user_logs_a_run_with_credentials_from_the_environment(auth_server, tm
     assert call(f"{auth_server}/api/2.0/mlflow/users/create", "admin", ADMIN_PASSWORD,
                 {"username": "alice", "password": "alice-pass-123"}) == 200
     script = ("import mlflow\nmlflow.set_experiment('team')\n"
-              "with mlflow.start_run() as r:\n    mlflow.log_metric('valid.average.accuracy', 0.44)\nprint(r.info.run_id)")
+              "with mlflow.start_run() as r:\n    mlflow.log_metric('valid.average.accuracy', 0.44)\n"
+              "print(r.info.run_id)")
     env = {**os.environ, "MLFLOW_TRACKING_URI": auth_server, "MLFLOW_TRACKING_USERNAME": "alice",
            "MLFLOW_TRACKING_PASSWORD": "alice-pass-123", "MLFLOW_DISABLE_TELEMETRY": "true"}
     res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)

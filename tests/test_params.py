@@ -137,7 +137,8 @@ def test_teacher_entries_are_typed_and_cross_checked():
     # guards: a teacher's string temperature raised a bare ValueError from float(); an ICL source
     # naming no cache failed only inside the generate stage
     rejects("teachers.smollm2_135m.temperature", "hot", r"teachers\.smollm2_135m\.temperature = 'hot' is not a number")
-    rejects("teachers.smollm2_135m.max_new_tokens", "48", r"teachers\.smollm2_135m\.max_new_tokens = '48' is not an int")
+    rejects("teachers.smollm2_135m.max_new_tokens", "48",
+            r"teachers\.smollm2_135m\.max_new_tokens = '48' is not an int")
     rejects("teachers.smollm2_135m.limit_per_benchmark", -1, r"teachers\.smollm2_135m\.limit_per_benchmark = -1")
     rejects("teachers.smollm2_135m.icl", {"k": 2, "source": "nobody"}, r"teachers\.smollm2_135m\.icl\.source")
 
@@ -166,10 +167,14 @@ def bad_evaluate_repo(tmp_path_factory) -> Path:
 def test_every_stage_validates_the_whole_file_before_work(script, bad_evaluate_repo):
     # guards: an unknown key under `evaluate` surfaced only after distill had trained (a9a0842):
     # every stage script must stop on it, before writing anything
-    before = sorted(p.relative_to(bad_evaluate_repo) for p in bad_evaluate_repo.rglob("*") if "__pycache__" not in p.parts)
+    def files():
+        return sorted(p.relative_to(bad_evaluate_repo) for p in bad_evaluate_repo.rglob("*")
+                      if "__pycache__" not in p.parts)
+
+    before = files()
     res = subprocess.run([sys.executable, f"stages/{script}", *STAGE_ARGS.get(script, [])], cwd=bad_evaluate_repo,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode != 0
     assert "unknown key(s) ['max_per_benchmarks']" in res.stderr, res.stderr[-2000:]
-    after = sorted(p.relative_to(bad_evaluate_repo) for p in bad_evaluate_repo.rglob("*") if "__pycache__" not in p.parts)
+    after = files()
     assert after == before, f"{script} wrote {set(after) - set(before)} before validating"

@@ -35,7 +35,8 @@ def test_split_piqa_string_has_no_llama_part():
 
 
 def test_truncated_and_non_english_are_flagged():
-    s = "Reason one. Thus, the answer is (a) x\n\nQ: q\nAnswer Choices:\n(a) x llama rationale: 这是一个非常好的答案因为它很好"
+    s = ("Reason one. Thus, the answer is (a) x\n\nQ: q\nAnswer Choices:\n(a) x llama rationale: "
+         "这是一个非常好的答案因为它很好")
     p = split_released(s)
     assert "non_english" in p.flags["llama2_7b"] and "truncated" in p.flags["llama2_7b"]
 

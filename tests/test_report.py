@@ -87,7 +87,7 @@ N = 40
 
 def make_preds(correct: list[int], k: int, labels: list[int]) -> list[dict]:
     return [{"id": f"q{i}", "label": lab, "pred_score": lab if c else (lab + 1) % k, "pred_generate": None,
-             "generated": "", "scores": [0.0] * k} for i, (c, lab) in enumerate(zip(correct, labels))]
+             "generated": "", "scores": [0.0] * k} for i, (c, lab) in enumerate(zip(correct, labels, strict=True))]
 
 
 # obqa (4 options): full_ft right on 12, tinyllm on 30 (b = 20 right only in tinyllm, c = 2)
@@ -184,7 +184,7 @@ def test_report_has_paired_tests_seeds_reference_rates_and_option_shares(store):
     shares = [r for r in _csv(root / "reports" / "stats.csv") if r["kind"] == "share" and r["row"] == "full_ft"
               and r["benchmark"] == "obqa"]
     assert [float(r["value"]) for r in shares] == pytest.approx(
-        [np.mean([(lab if c else (lab + 1) % 4) == j for c, lab in zip(FULL, LABELS)]) for j in range(4)])
+        [np.mean([(lab if c else (lab + 1) % 4) == j for c, lab in zip(FULL, LABELS, strict=True)]) for j in range(4)])
     assert (root / "reports" / "plots" / "accuracy_ci.png").stat().st_size > 10_000
     run = mlflow.MlflowClient().get_run(out["run_id"])
     assert run.data.metrics["tinyllm.vs_full_ft.obqa.p_mcnemar"] == pytest.approx(c["p_mcnemar"])

@@ -61,7 +61,6 @@ def test_fetch_never_stores_or_prints_a_token_of_the_source_url(tmp_path):
     from pathlib import Path
 
     import yaml
-
     from test_sources import make_release
 
     root = Path(__file__).resolve().parents[1]

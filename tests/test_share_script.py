@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from pipeline_copy import ROOT, base_env, git_commit, run
 
 DVC_YAML = """stages:

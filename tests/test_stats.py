@@ -17,7 +17,7 @@ def preds(correct: list[int], k: int = 4, label: int = 0, ids=None, rule_none: b
     else the next option; ids q0, q1, ... unless given."""
     ids = ids or [f"q{i}" for i in range(len(correct))]
     out = []
-    for i, c in zip(ids, correct):
+    for i, c in zip(ids, correct, strict=True):
         wrong = None if rule_none else (label + 1) % k
         p = label if c else wrong
         out.append({"id": i, "label": label, "pred_score": p, "pred_generate": p, "generated": "",

@@ -22,7 +22,8 @@ def _setup(tmp_path, tok):
                                                        "status": "ok", "flags": []}) + "\n"
                                           for i, t in RATIONALES.items()))
     return StudyConfig(name="tiny", benchmarks=["obqa"], seeds=[0, 1],
-                       arms={"untrained": {"steps": 0}, "ft": {"alphas": {}}, "tinyllm": {"alphas": {"teacher_a": 1.0}}},
+                       arms={"untrained": {"steps": 0}, "ft": {"alphas": {}},
+                             "tinyllm": {"alphas": {"teacher_a": 1.0}}},
                        distill={"steps": 3, "batch_size": 2, "lr": 1e-2, "max_input_tokens": 64, "precision": "fp32",
                                 "train_per_benchmark": 4, "valid_loss_per_benchmark": 0},
                        base=str(base), prepared=str(tmp_path / "prepared"), rationales=str(tmp_path / "rationales"),

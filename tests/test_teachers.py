@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+from teachers_testlib import build_tiny_causal, build_tiny_seq2seq, toy_questions, write_prepared, write_source_cache
 
-from teachers_testlib import (build_tiny_causal, build_tiny_seq2seq, toy_questions, write_prepared,
-                              write_source_cache)
 from tinyllm.io import read_jsonl
 from tinyllm.rationales import load_cache
 from tinyllm.teachers.backends import Backend, Generation, make_backend
@@ -121,9 +120,13 @@ def test_icl_never_picks_the_question_and_random_is_seeded():
         ids = [e["id"] for e, _ in sel.select(q)]
         assert q["id"] not in ids and len(ids) == len(set(ids)) == 3
     again = ExampleSelector(list(pool), k=3, strategy="random", seed=0, benchmark="obqa")
-    assert [[e["id"] for e, _ in sel.select(q)] for q in train] == [[e["id"] for e, _ in again.select(q)] for q in train]
+
+    def chosen(selector):
+        return [[e["id"] for e, _ in selector.select(q)] for q in train]
+
+    assert chosen(sel) == chosen(again)
     other = ExampleSelector(pool, k=3, strategy="random", seed=1, benchmark="obqa")
-    assert [[e["id"] for e, _ in sel.select(q)] for q in train] != [[e["id"] for e, _ in other.select(q)] for q in train]
+    assert chosen(sel) != chosen(other)
     # a duplicate question under another id would leak the answer: excluded too
     dup = {**train[0], "id": "dup-0"}
     sel2 = ExampleSelector(pool + [(dup, "r")], k=9, strategy="random", seed=0)
@@ -231,8 +234,8 @@ def test_failed_requests_become_records_and_too_many_fail_after_saving(tmp_path)
     qs = toy_questions(n=10)
     cfg = cfg_for("unused", batch_size=3, max_failed_fraction=0.2)
     with pytest.raises(TooManyFailures, match="3 failed") as e:
-        generate_split(cfg, "obqa", "train", qs, tmp_path, backend=FlakyBackend(cfg, bad={"train-1", "train-4", "train-7"}),
-                       progress=False)
+        generate_split(cfg, "obqa", "train", qs, tmp_path,
+                       backend=FlakyBackend(cfg, bad={"train-1", "train-4", "train-7"}), progress=False)
     assert e.value.summaries["train"]["failed"] == 3
     recs = load_cache(tmp_path, "tiny", "obqa", "train")
     assert len(recs) == 10 and sum(r["status"] == "ok" for r in recs) == 7
@@ -252,7 +255,8 @@ def test_a_crashing_backend_stops_early_and_keeps_the_file_valid(tmp_path):
         generate_split(cfg, "obqa", "train", qs, tmp_path, backend=be, progress=False)
     assert len(be.asked) == 4  # two dead batches, then it stopped instead of trying all 12
     summary = json.loads(summary_path(tmp_path, "tiny", "obqa", "train").read_text())
-    assert summary["failed"] == 4 and summary["not_generated"] == 8 and err.value.summaries["train"]["last_run"]["stopped_early"]
+    assert summary["failed"] == 4 and summary["not_generated"] == 8
+    assert err.value.summaries["train"]["last_run"]["stopped_early"]
 
 
 class BatchSensitive(Backend):
@@ -381,7 +385,7 @@ def test_kill_9_mid_run_then_rerun_equals_an_uninterrupted_run(tiny_causal, tmp_
     want = strip_timing(read_jsonl(ref / "data" / "rationales" / "tiny" / "obqa" / "train.jsonl"))
     # the texts, not only the ids: a resumed run must write what an uninterrupted run wrote
     # (a9a0842 re-batched the remaining questions; bf16 padding then changed 17 of 78 texts)
-    differ = [g["id"] for g, w in zip(got, want) if g["rationale"] != w["rationale"]]
+    differ = [g["id"] for g, w in zip(got, want, strict=True) if g["rationale"] != w["rationale"]]
     assert not differ, f"{len(differ)} of {n} rationales differ after resume: {differ}"
     assert got == want
     assert all(len(r["prompt"]["icl_ids"]) == 2 and r["id"] not in r["prompt"]["icl_ids"] for r in got)

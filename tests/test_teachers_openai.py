@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from teachers_testlib import ScriptedServer, free_port, toy_questions
+
 from tinyllm.rationales import load_cache
 from tinyllm.teachers.backends import make_backend
 from tinyllm.teachers.config import teacher_config
@@ -176,7 +176,6 @@ def _generate_only_repo(d: Path, url: str, n: int) -> dict:
     import shutil
 
     import yaml
-
     from pipeline_copy import ROOT, base_env, run
     from teachers_testlib import write_prepared
 
@@ -208,7 +207,8 @@ def test_failed_requests_are_retried_by_the_next_dvc_repro(tmp_path):
         out = run(["dvc", "repro"], tmp_path, env, timeout=120, check=False)
         assert "1 failed and 0 not generated of 12" in out and "the 11 finished records are saved" in out, out[-3000:]
         assert "dvc repro generate_rationales@api-obqa" in out
-        assert sum(r["status"] == "ok" for r in load_cache(tmp_path / "data" / "rationales", "api", "obqa", "train")) == 11
+        cache = load_cache(tmp_path / "data" / "rationales", "api", "obqa", "train")
+        assert sum(r["status"] == "ok" for r in cache) == 11
         first = srv.requests
         out = run(["dvc", "repro"], tmp_path, env, timeout=120)  # retries exactly the failed one, then succeeds
         assert srv.requests == first + 1

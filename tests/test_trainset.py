@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from teachers_testlib import toy_questions, write_prepared
+
 from tinyllm.config import DistillConfig
 from tinyllm.teachers.config import teacher_config
 from tinyllm.trainset import build_trainset, load_trainset, write_trainset
@@ -58,7 +58,8 @@ def test_records_from_an_old_setting_or_limit_are_not_trained_on(data):
     cfg = local_cfg()
     old = local_cfg(teacher_forcing=False, limit_per_benchmark=32)
     assert cfg.settings_hash() != old.settings_hash()
-    rows = cache_rows("local", qs[:8], cfg.settings_hash(), "new") + cache_rows("local", qs[8:32], old.settings_hash(), "old")
+    rows = (cache_rows("local", qs[:8], cfg.settings_hash(), "new")
+            + cache_rows("local", qs[8:32], old.settings_hash(), "old"))
     rows[3] = cache_rows("local", [qs[3]], old.settings_hash(), "old")[0]  # within the limit, old setting
     write_cache(tmp / "rat", "local", "obqa", rows)
     examples, counts = build_trainset(tmp / "prepared", tmp / "rat", ["obqa"], {"local": cfg}, 32)

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .benchmarks import DataError, read_json_records, rationale_files
+from .benchmarks import DataError, rationale_files, read_json_records
 from .io import iter_jsonl
 
 STATUSES = ("ok", "empty", "missing", "failed")
@@ -143,7 +143,7 @@ def import_released(raw_root: Path, benchmark: str, split: str, records: list[di
         )
     settings = {"teacher_forcing": True, "icl_ids": None}
     out: dict[str, list[dict]] = {t: [] for t in RELEASED_TEACHERS}
-    for (f, i, s), rec in zip(strings, records):
+    for (f, i, s), rec in zip(strings, records, strict=True):
         if not isinstance(s, str):
             raise DataError(f"{f}: entry {i} (question id {rec['id']!r}): expected a string")
         parts = split_released(s)

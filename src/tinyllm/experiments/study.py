@@ -187,7 +187,8 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
     summary, comps = tables["summary"], tables["comparisons"]
     cols = cfg.benchmarks + ["average"]
     lines = [f"# Study `{cfg.name}`", "",
-             f"Split: **{cfg.eval_split}** (every question{'' if not cfg.eval_per_benchmark else f', first {cfg.eval_per_benchmark}'}"
+             f"Split: **{cfg.eval_split}** (every question"
+             f"{'' if not cfg.eval_per_benchmark else f', first {cfg.eval_per_benchmark}'}"
              f" per benchmark); decision rule: **option likelihood** (mean token log-likelihood of each option). "
              "Nothing was selected on this split inside the study (fixed steps, final checkpoint); the profile's "
              "settings were chosen on this split by the pilot runs described in the README, so read it as a "
@@ -228,7 +229,8 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
         c, ref = comps[key]["average"], summary[cfg.reference]["average"]["accuracy"]
         rel = c["diff"] / ref if ref else float("nan")
         lines += ["", f"**{key}** on the average: {100 * c['diff']:+.2f} points "
-                      f"(95% CI [{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}], McNemar p = {c['p_mcnemar']:.3g}), "
+                      f"(95% CI [{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}], "
+                      f"McNemar p = {c['p_mcnemar']:.3g}), "
                       f"{100 * rel:+.1f}% relative to {cfg.reference}; CI half-width "
                       f"{50 * (c['ci_high'] - c['ci_low']):.2f} points."]
     text = "\n".join(lines) + "\n"

@@ -168,7 +168,7 @@ class TransformersBackend(Backend):
         dt = time.perf_counter() - t0
         new = out if self.seq2seq else out[:, enc["input_ids"].shape[1]:]
         results = []
-        for row, text in zip(new.tolist(), texts):
+        for row, text in zip(new.tolist(), texts, strict=True):
             if self.seq2seq and row and row[0] == self.model.config.decoder_start_token_id:
                 row = row[1:]
             n, stopped = len(row), False
@@ -355,7 +355,8 @@ class OpenAIBackend(Backend):
 
     def _request(self, p: TeacherPrompt) -> Generation:
         t0 = time.perf_counter()
-        kw = {"model": self.cfg.model, "max_tokens": self.cfg.max_new_tokens, "temperature": float(self.cfg.temperature)}
+        kw = {"model": self.cfg.model, "max_tokens": self.cfg.max_new_tokens,
+              "temperature": float(self.cfg.temperature)}
         if self.cfg.temperature > 0:
             kw.update(top_p=float(self.cfg.top_p), seed=self.cfg.seed)
         try:

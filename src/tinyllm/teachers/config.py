@@ -30,7 +30,8 @@ class ICLConfig:
     """In-context examples shown before each question (the paper: two, random, same benchmark)."""
 
     k: int = 2  # examples per prompt; 0 turns in-context examples off (the ablation)
-    strategy: Literal["random", "similar"] = "random"  # random (seeded per question id) | similar (TF-IDF nearest neighbours)
+    # random (seeded per question id) | similar (TF-IDF nearest neighbours)
+    strategy: Literal["random", "similar"] = "random"
     # Where the examples' rationales come from: a teacher cache under data/rationales
     # (e.g. flan_t5_xl, the imported released rationales); only status "ok" records are used.
     source: str | None = "flan_t5_xl"
@@ -57,7 +58,8 @@ class TeacherConfig:
     gguf_file: str | None = None  # transformers: load this GGUF file inside ``model`` (a folder)
     base_url: str | None = None  # openai: e.g. http://127.0.0.1:8000/v1
     api_key_env: str | None = None  # openai: name of the env var holding the API key (never the key)
-    prompt_format: Literal["auto", "chat", "plain"] = "auto"  # auto (chat when the model has a chat template) | chat | plain
+    # auto (chat when the model has a chat template) | chat | plain
+    prompt_format: Literal["auto", "chat", "plain"] = "auto"
     system_prompt: str | None = None  # chat only; None: a default that matches teacher_forcing
     teacher_forcing: bool = True  # show the gold answer and ask for its explanation (the paper)
     icl: ICLConfig = field(default_factory=ICLConfig)
@@ -68,10 +70,11 @@ class TeacherConfig:
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     seed: int = 0
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # transformers: auto (bf16 where the CPU/GPU runs it natively) | bf16 | fp32
+    # transformers: auto (bf16 where the CPU/GPU runs it natively) | bf16 | fp32
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     n_threads: int | None = None  # llama_cpp: CPU threads (None: llama.cpp's default)
     concurrency: int = 4  # openai: parallel requests
-    request_timeout_s: float = 120.0  # openai: per request
+    request_timeout_s: float = 120.0  # openai: a total deadline per attempt (not per read)
     max_retries: int = 4  # openai: retries on 429/5xx/connection errors (exponential backoff)
     backoff_s: float = 1.0  # openai: first retry delay; doubles each retry
     limit_per_benchmark: int | None = None  # first N questions of each split (None: all)
@@ -79,7 +82,8 @@ class TeacherConfig:
     # Quality filter: reasons in this list add the flag "filtered:<reason>" (status unchanged;
     # distill drops records carrying any "filtered:*" flag). Descriptive flags ("truncated",
     # "non_english", "answer_mismatch") are always recorded.
-    filters: list[Literal["empty", "truncated", "answer_mismatch", "non_english"]] = field(default_factory=lambda: ["empty", "non_english"])
+    filters: list[Literal["empty", "truncated", "answer_mismatch", "non_english"]] = field(
+        default_factory=lambda: ["empty", "non_english"])
     # More failed records than this: exit non-zero after saving, so the next `dvc repro` retries them.
     # 0 (default): any failure does; a larger value accepts failures that DVC then never retries.
     max_failed_fraction: float = 0.0

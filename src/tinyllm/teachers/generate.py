@@ -200,16 +200,17 @@ def generate_split(cfg: TeacherConfig, benchmark: str, split: str, questions: li
     try:
         fmt = backend.resolve_format()
         prompts = build_prompts(cfg, selected, fmt, selector)
-        current = {q["id"]: p.hash for q, p in zip(selected, prompts)}
+        current = {q["id"]: p.hash for q, p in zip(selected, prompts, strict=True)}
         newest, _ = _read_newest(path, cfg.name, benchmark, split)
-        done = {q["id"] for q, p in zip(selected, prompts)
+        done = {q["id"] for q, p in zip(selected, prompts, strict=True)
                 if q["id"] in newest and newest[q["id"]]["prompt"].get("hash") == p.hash
                 and newest[q["id"]]["status"] != "failed"}
         run["skipped"] = len(done)
         log.info("%s/%s/%s: %d questions, %d cached, %d to generate (%s, %s prompts)", cfg.name, benchmark,
                  split, len(selected), len(done), len(selected) - len(done), cfg.source, fmt)
         if len(done) < len(selected):
-            _generate(cfg, benchmark, split, list(zip(selected, prompts)), done, backend, path, run, progress)
+            todo = list(zip(selected, prompts, strict=True))
+            _generate(cfg, benchmark, split, todo, done, backend, path, run, progress)
     finally:
         if own_backend:
             backend.close()
@@ -276,7 +277,7 @@ def _generate(cfg, benchmark, split, pairs, done, backend, path, run, progress) 
                 log.error("%s: batch of %d failed: %s", path, len(batch), redact(f"{type(e).__name__}: {e}"))
                 gens = [Generation(finish_reason="error", error=f"{type(e).__name__}: {e}") for _ in batch]
             gen_s += time.perf_counter() - t0
-            records = [make_record(cfg, benchmark, split, q, p, g) for (q, p), g in zip(batch, gens)
+            records = [make_record(cfg, benchmark, split, q, p, g) for (q, p), g in zip(batch, gens, strict=True)
                        if q["id"] not in done]
             out.append_many(records)  # flushed + fsynced: this batch survives kill -9 from here on
             n_failed = sum(r["status"] == "failed" for r in records)
