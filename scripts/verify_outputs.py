@@ -63,6 +63,9 @@ def check_output(out, cache) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
     from dvc.repo import Repo
 
     repo = Repo(".")

@@ -65,6 +65,15 @@ def test_config_rejects_unknown_keys_bad_ranges_and_backends():
         teacher_config("t", {"backend": "openai", "model": "m", "base_url": "http://x", "api_key_env": "sk-123"})
 
 
+def test_params_validation_knows_exactly_the_implemented_backends():
+    # guards: config.BACKEND_NAMES (validation, kept free of torch imports) drifting from backends.BACKENDS:
+    # a new backend rejected by params validation, or a removed one accepted and failing only mid-stage
+    from tinyllm.teachers.backends import BACKENDS
+    from tinyllm.teachers.config import BACKEND_NAMES
+
+    assert sorted(BACKEND_NAMES) == sorted(BACKENDS)
+
+
 # ----------------------------------------------------------------- prompts
 
 

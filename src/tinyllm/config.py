@@ -19,27 +19,15 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
 
 from .benchmarks import BENCHMARKS
 
-PRECISIONS = ("auto", "bf16", "fp32")
-SPLIT_NAMES = ("train", "valid", "test")
 # the exponent form YAML 1.1 leaves as a string (`5e-05`); a quoted '0.5' stays an error
 _EXP_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 _TYPE_NAMES = {int: "an int", float: "a number", bool: "true or false", str: "a string"}
-
-
-def repo_root(start: str | os.PathLike | None = None) -> Path:
-    """The DVC repo this code runs in (the folder holding ``.dvc``), else the cwd."""
-    here = Path(start or os.getcwd()).resolve()
-    for p in (here, *here.parents):
-        if (p / ".dvc").is_dir() or (p / "dvc.yaml").is_file():
-            return p
-    return here
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> dict:
@@ -277,12 +265,16 @@ class EvaluateConfig:
     headline: Literal["score", "generate"] = "score"
     # Generation stops at the longest option's length (+ EOS) of each batch; a number caps it lower.
     max_new_tokens: int | None = None
+    # Generate-and-match on the first N questions per benchmark and split only (null: all); every
+    # question is always scored by option likelihood. The metrics carry n_generate.
+    generate_per_benchmark: int | None = None
     batch_size: int = 16
     max_input_tokens: int = 256
     precision: Literal["auto", "bf16", "fp32"] = "auto"
 
     RANGES: ClassVar[dict] = {
         "splits": "nonempty", "max_per_benchmark": ">=1", "max_new_tokens": ">=1", "batch_size": ">=1",
+        "generate_per_benchmark": ">=1",
         "max_input_tokens": ">=8",
     }
 

@@ -544,13 +544,6 @@ def finish_evaluate_run(run: Run, results: dict, extra_metrics: dict | None = No
 # ----------------------------------------------------------------------------- grids and studies
 
 
-def child_env(parent_run_id: str) -> dict[str, str]:
-    """The environment entry that makes every run started below it a child of ``parent_run_id``:
-    merge it into the env of ``dvc queue start`` (the worker passes it to each queued experiment's
-    stage commands) or of ``dvc exp run``."""
-    return {PARENT_ENV: parent_run_id}
-
-
 def start_parent(root: Path, name: str, experiment: str = "tinyllm", tags: dict | None = None) -> str:
     """A parent run (RUNNING) for a grid or study; returns its id. End it with :func:`end_parent`."""
     mlflow = _mlflow(root)

@@ -260,10 +260,6 @@ class LlamaCppBackend(Backend):
 # --------------------------------------------------------------------------- OpenAI-compatible
 
 
-class ClientError(RuntimeError):
-    """A 4xx answer other than 408/409/429: retrying cannot help (bad key, unknown model, bad request)."""
-
-
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}  # what the openai client retries (and any other 5xx)
 
 

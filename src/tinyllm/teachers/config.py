@@ -15,10 +15,6 @@ from typing import ClassVar, Literal
 
 from ..config import ParamsError, from_dict, validate_fields
 
-PROMPT_FORMATS = ("auto", "chat", "plain")
-ICL_STRATEGIES = ("random", "similar")
-FILTER_REASONS = ("empty", "truncated", "answer_mismatch", "non_english")
-PRECISIONS = ("auto", "bf16", "fp32")
 # The keys of backends.BACKENDS (a test checks they agree); named here so that validating
 # params.yaml does not import the backends (torch, transformers) into every stage.
 BACKEND_NAMES = ("transformers", "llama_cpp", "openai")
