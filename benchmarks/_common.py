@@ -51,7 +51,7 @@ def timeit(fn, repeats: int = 3, warmup: int = 1) -> tuple[float, list[float]]:
 
 
 def table(rows: list[dict], cols: list[str]) -> str:
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in cols}
     line = lambda vals: "| " + " | ".join(str(v).ljust(widths[c]) for c, v in zip(cols, vals)) + " |"  # noqa: E731
     out = [line(cols), "|" + "|".join("-" * (widths[c] + 2) for c in cols) + "|"]
     out += [line([r.get(c, "") for c in cols]) for r in rows]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from pathlib import Path
 
 from _common import ROOT, machine, table, timeit
 
@@ -25,6 +26,7 @@ from _common import ROOT, machine, table, timeit
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default=str(ROOT / "models" / "base"))
+    ap.add_argument("--data", type=Path, default=ROOT / "data", help="holding prepared/")
     ap.add_argument("--benchmark", default="arc")
     ap.add_argument("--questions", type=int, default=24)
     ap.add_argument("--repeats", type=int, default=2)
@@ -49,7 +51,7 @@ def main() -> None:
     if args.full:
         per, t0 = {}, time.perf_counter()
         for b in args.benchmarks:
-            recs = load_prepared(ROOT / "data/prepared", b, "valid")
+            recs = load_prepared(args.data / "prepared", b, "valid")
             t = time.perf_counter()
             with amp():
                 m, _ = evaluate_records(student, recs, max_input_tokens=mi, max_new_tokens=None, batch_size=bs,
@@ -63,7 +65,7 @@ def main() -> None:
               f"({avg['n'] / wall:.1f} questions/s)")
         return
 
-    recs = load_prepared(ROOT / "data/prepared", args.benchmark, "valid")[: args.questions]
+    recs = load_prepared(args.data / "prepared", args.benchmark, "valid")[: args.questions]
     n = len(recs)
     results = {}
 

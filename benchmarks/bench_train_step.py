@@ -17,6 +17,7 @@ import random
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 from _common import ROOT, machine, table, timeit
 
@@ -46,7 +47,7 @@ def run_variant(args, spec: dict) -> dict:
     cfg = DistillConfig(alphas={t: 1.0 for t in teachers}, max_input_tokens=args.max_input_tokens,
                         max_answer_tokens=args.max_answer_tokens, max_rationale_tokens=args.max_rationale_tokens,
                         drop_flags=params["distill"]["drop_flags"])
-    examples, _ = build_examples(ROOT / "data/prepared", ROOT / "data/rationales", args.benchmarks, args.teachers,
+    examples, _ = build_examples(args.data / "prepared", args.data / "rationales", args.benchmarks, args.teachers,
                                  args.batch_size * args.batches, 0, cfg.drop_flags)
     random.Random(0).shuffle(examples)
     student = load_student(args.model)
@@ -82,6 +83,7 @@ def run_variant(args, spec: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default=str(ROOT / "models" / "base"))
+    ap.add_argument("--data", type=Path, default=ROOT / "data", help="holding prepared/ and rationales/")
     ap.add_argument("--batches", type=int, default=2, help="distinct batches timed per variant")
     ap.add_argument("--batch-size", type=int, default=4, help="questions per batch")
     ap.add_argument("--repeats", type=int, default=2)

@@ -64,7 +64,8 @@ def main() -> None:
             with autocast:
                 m, preds = evaluate_records(student, records, max_input_tokens=cfg.max_input_tokens,
                                             max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                                            device=device, headline=cfg.headline)
+                                            device=device, headline=cfg.headline,
+                                            generate_limit=cfg.generate_per_benchmark)
             write_jsonl(root / args.predictions / split / f"{b}.jsonl", preds)
             per[b], preds_by[b] = m, preds
             rows.append({"split": split, "benchmark": b, "accuracy": m["accuracy"],

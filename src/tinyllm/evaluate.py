@@ -52,8 +52,11 @@ def argmax(scores: list[float]) -> int:
 
 def evaluate_records(student, records: list[dict], *, max_input_tokens: int, max_new_tokens: int | None,
                      batch_size: int, device, headline: str = "score", progress: bool = True,
-                     generate: bool = True) -> tuple[dict, list[dict]]:
-    """Metrics (both decision rules) and per-question predictions for one benchmark split."""
+                     generate: bool = True, generate_limit: int | None = None) -> tuple[dict, list[dict]]:
+    """Metrics (both decision rules) and per-question predictions for one benchmark split.
+
+    Every question is scored; generate-and-match runs on all of them, or on the first
+    ``generate_limit`` (``n_generate`` in the metrics says how many: a cheaper fixed subset)."""
     from tqdm.auto import tqdm
 
     if not records:
@@ -61,9 +64,12 @@ def evaluate_records(student, records: list[dict], *, max_input_tokens: int, max
     with tqdm(total=len(records), desc="  score options", disable=not progress, leave=False) as bar:
         scores = student.score_options(records, max_input_tokens, batch_size, device, bar)
     texts = [None] * len(records)
+    n_gen = 0
     if generate:
-        with tqdm(total=len(records), desc="  generate", disable=not progress, leave=False) as bar:
-            texts = student.generate(records, max_input_tokens, max_new_tokens, batch_size, device, bar)
+        n_gen = len(records) if generate_limit is None else min(generate_limit, len(records))
+        with tqdm(total=n_gen, desc="  generate", disable=not progress, leave=False) as bar:
+            texts[:n_gen] = student.generate(records[:n_gen], max_input_tokens, max_new_tokens, batch_size, device,
+                                             bar)
     preds = []
     for rec, sc, text in zip(records, scores, texts):
         preds.append({"id": rec["id"], "label": rec["label"], "pred_score": argmax(sc),
@@ -72,9 +78,11 @@ def evaluate_records(student, records: list[dict], *, max_input_tokens: int, max
     n = len(preds)
     acc_score = sum(p["pred_score"] == p["label"] for p in preds) / n
     metrics = {"acc_score": acc_score, "n": n}
-    if generate:
-        metrics["acc_generate"] = sum(p["pred_generate"] == p["label"] for p in preds) / n
-        metrics["unmatched_generate"] = sum(p["pred_generate"] is None for p in preds) / n
+    if n_gen:
+        gen = preds[:n_gen]
+        metrics["acc_generate"] = sum(p["pred_generate"] == p["label"] for p in gen) / n_gen
+        metrics["unmatched_generate"] = sum(p["pred_generate"] is None for p in gen) / n_gen
+        metrics["n_generate"] = n_gen
     metrics["accuracy"] = metrics["acc_score"] if headline == "score" else metrics["acc_generate"]
     return metrics, preds
 
@@ -85,5 +93,7 @@ def average(per_benchmark: dict[str, dict]) -> dict:
             if all(k in m for m in per_benchmark.values())]
     k = len(per_benchmark)
     out = {key: sum(m[key] for m in per_benchmark.values()) / k for key in keys}
-    out["n"] = sum(m["n"] for m in per_benchmark.values())
+    for key in ("n", "n_generate"):
+        if all(key in m for m in per_benchmark.values()):
+            out[key] = sum(m[key] for m in per_benchmark.values())
     return out

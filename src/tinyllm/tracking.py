@@ -617,7 +617,8 @@ def log_run(root: Path, experiment: str, run_name: str, params: dict, metrics: d
     """One self-contained run (e.g. the grid report's); returns its id."""
     mlflow = _mlflow(root)
     exp_id = ensure_experiment(root, experiment)
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as active:
+    parent = os.environ.get(PARENT_ENV) or None  # a study's or grid's run: this one is its child
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, parent_run_id=parent) as active:
         run = Run(mlflow, active.info.run_id)
         run.log_params({k: ("null" if v is None else str(v))[:6000] for k, v in flatten(params).items()})
         run.set_tags(tags)

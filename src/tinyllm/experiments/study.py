@@ -17,6 +17,7 @@ split the profile was designed on, and is labelled so (``report``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -46,6 +47,8 @@ class StudyConfig:
     deterministic_arms: list[str] = field(default_factory=lambda: ["untrained"])  # run with the first seed only
     reference: str = "ft"  # the arm every other arm is compared with
     headline_arm: str = "tinyllm"
+    mlflow: bool = True  # one parent run per study, a child run per (arm, seed)
+    experiment: str = "tinyllm"
 
     @classmethod
     def load(cls, path: Path) -> StudyConfig:
@@ -111,6 +114,16 @@ def run_one(root: Path, cfg: StudyConfig, arm: str, seed: int, out: Path, progre
     metrics = {"arm": arm, "seed": seed, "teachers": teachers, "train": res, "coverage": coverage,
                cfg.eval_split: per, "train_s": train_s, "eval_s": time.perf_counter() - t1}
     _write_json(run_dir / "metrics.json", metrics)
+    if cfg.mlflow:
+        from .. import tracking
+
+        flat_eval = {f"{cfg.eval_split}.{b}.{k}": v for b, m in per.items() for k, v in m.items()
+                     if isinstance(v, (int, float))}
+        tracking.log_run(root, cfg.experiment, f"{cfg.name} {arm} s{seed}",
+                         {"study": cfg.name, "arm": arm, "distill": {**cfg.distill, **cfg.arms[arm], "seed": seed},
+                          "benchmarks": cfg.benchmarks},
+                         {**flat_eval, "train_s": train_s}, {"row": f"study:{arm}", "study": cfg.name, "arm": arm},
+                         step_rows=rows, artifacts=[run_dir / "metrics.json"])
     _write_json(run_dir / "done.json", {"finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     return metrics
 
@@ -121,6 +134,19 @@ def run_study(root: Path, cfg: StudyConfig, out: Path, progress: bool = False) -
     (out / "profile.yaml").write_text(yaml.safe_dump(cfg.__dict__, sort_keys=False))
     todo = cfg.runs()
     t0 = time.perf_counter()
+    parent = contextlib.nullcontext()
+    if cfg.mlflow:
+        from .. import tracking
+
+        parent = tracking.parent_run(root, f"study {cfg.name}", cfg.experiment, {"study": cfg.name})
+    with parent:
+        _run_all(root, cfg, out, todo, t0, progress)
+    _write_json(out / "progress.json", {"running": None, "done": len(todo), "of": len(todo),
+                                        "elapsed_s": time.perf_counter() - t0})
+    write_report(root, cfg, out)
+
+
+def _run_all(root, cfg, out, todo, t0, progress) -> None:
     for i, (arm, seed) in enumerate(todo, 1):
         run_dir = out / "runs" / f"{arm}-s{seed}"
         if (run_dir / "done.json").exists():
@@ -133,9 +159,6 @@ def run_study(root: Path, cfg: StudyConfig, out: Path, progress: bool = False) -
         log.info("[%d/%d] %s-s%d: average %.3f (train %.0f s, eval %.0f s)", i, len(todo), arm, seed,
                  m[cfg.eval_split]["average"]["acc_score"], m["train_s"], m["eval_s"])
         write_report(root, cfg, out)  # partial results as they come
-    _write_json(out / "progress.json", {"running": None, "done": len(todo), "of": len(todo),
-                                        "elapsed_s": time.perf_counter() - t0})
-    write_report(root, cfg, out)
 
 
 # ----------------------------------------------------------------------------- report
