@@ -10,7 +10,6 @@ headless Chromium.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -291,7 +290,8 @@ def test_report_takes_the_latest_run_per_row_and_equals_its_metrics(fake_repo):
     md = (root / "reports" / "table1.md").read_text()
     assert "cannot be computed from the release" in md and "reference only" in md
     # the only alpha row: (35 + 55) / 2; no test split, so it is said to be selected and reported on valid
-    assert "best alpha = 0.1 (row `alpha_0.1`, valid average 45.00); selected and reported on valid (no test split)" in md
+    assert ("best alpha = 0.1 (row `alpha_0.1`, valid average 45.00); selected and reported on valid "
+            "(no test split)") in md
     # accuracy with its Wilson interval (30 of 100: [21.9, 39.6]); seeds 1
     assert "| full_ft | full_ft | 1 | – | 30.0 [21.9, 39.6] | 50.0 [40.4, 59.6] | – | – | – | 40.0 [" in md
     # the compare URL lists exactly the grid's latest runs
@@ -365,6 +365,15 @@ def test_mini_grid_report_equals_the_experiments_metrics_files(mini_grid):
     via_dvc = {r["row"]: r for r in _read_csv(d / "reports_dvc" / "table1.csv") if r["source"] == "ours"}
     for name in ("inference", "full_ft"):
         assert via_dvc[name]["average_acc_pct"] == rows[name]["average_acc_pct"]
+    # per-question predictions reached the report (from the DVC experiments through dvc.api):
+    # full_ft is compared with inference question by question, on every evaluated question
+    paired = [r for r in _read_csv(d / "reports" / "stats.csv") if r["kind"] == "paired"]
+    pair = {(r["row"], r["reference"], r["benchmark"]): r for r in paired}
+    for b in ("arc", "piqa"):
+        assert int(pair[("full_ft", "inference", b)]["n"]) == int(_exp_metrics(d, "full_ft")["valid"][b]["n"])
+    assert ("full_ft", "inference", "average") in pair
+    assert "vs `inference`:" in (d / "reports" / "table1.md").read_text()
+    assert float(rows["full_ft"]["arc_ci_low_pct"]) <= float(rows["full_ft"]["arc_acc_pct"])
 
 
 @pytest.mark.slow
