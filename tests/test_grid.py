@@ -279,7 +279,8 @@ def test_report_takes_the_latest_run_per_row_and_equals_its_metrics(fake_repo):
     assert float(ours["arc_acc_pct"]) == pytest.approx(30.0) and float(ours["average_acc_pct"]) == pytest.approx(40.0)
     assert ours["obqa_acc_pct"] == ""  # a benchmark not evaluated stays empty, not 0
     assert float(rows[("tinyllm", "ours")]["rel_gain_vs_full_ft_pct"]) == pytest.approx(100 * (50 - 40) / 40)
-    assert rows[("no_icl", "ours")]["average_acc_pct"] == "" and "smollm2_135m_noicl not generated" in rows[("no_icl", "ours")]["note"]
+    no_icl = rows[("no_icl", "ours")]
+    assert no_icl["average_acc_pct"] == "" and "smollm2_135m_noicl not generated" in no_icl["note"]
     # teachers: the paper's numbers, never ours; SmolLM2 is not a paper student -> no paper row beside ours
     assert rows[("teacher_flan_t5_xl", "paper")]["average_acc_pct"] == "64.49"
     assert ("full_ft", "paper") not in rows

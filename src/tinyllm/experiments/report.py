@@ -249,7 +249,7 @@ def row_matrices(res: dict, split: str, preds: Predictions) -> tuple[dict, dict,
             ids, mat = stats.seed_matrix(per_run, rule, f"{res['row']}/{split}/{b}")
             paired[b], mats[b] = (ids, mat), mat
             logged = [r["metrics"].get(split, {}).get(b, {}).get("accuracy") for r in runs]
-            if any(x is not None and abs(x - m) > 1e-6 for x, m in zip(logged, mat.mean(axis=1))):
+            if any(x is not None and abs(x - m) > 1e-6 for x, m in zip(logged, mat.mean(axis=1), strict=True)):
                 notes.append(f"{b}: predictions disagree with the logged accuracy")
             continue
         ms = [r["metrics"].get(split, {}).get(b, {}) for r in runs]
@@ -403,7 +403,8 @@ def build_table(grid: list[dict], results: dict, split: str, root: Path | None =
         note = "; ".join(num["notes"]) if res else _why_empty(g, root)
         if best and g["row"] == best[1]:
             note = "selected on valid (best alpha)" + (f"; {note}" if note else "")
-        table.append({"row": g["row"], "group": g["group"], "label": g["label"], "source": "ours", "alpha": g.get("alpha"),
+        table.append({"row": g["row"], "group": g["group"], "label": g["label"], "source": "ours",
+                      "alpha": g.get("alpha"),
                       "student": (res or {}).get("student", ""), "run_id": (res or {}).get("run_id", ""),
                       **{k: num[k] for k in ("values", "ci", "sd", "n", "seeds", "paired")},
                       "rel_gain": rel_gain(num["values"][6], ref), "note": note})
@@ -422,7 +423,8 @@ def _local_teacher_rows(root: Path | None, results: dict, inference: dict | None
     if root is None or not (root / "params.yaml").exists():
         return []
     teachers = _params(root).get("teachers") or {}
-    shared = [n for n, t in teachers.items() if isinstance(t, dict) and str(t.get("model", "")).rstrip("/") == "models/base"]
+    shared = [n for n, t in teachers.items()
+              if isinstance(t, dict) and str(t.get("model", "")).rstrip("/") == "models/base"]
     if not shared:
         return []
     res = results.get("inference")
@@ -532,7 +534,8 @@ def write_markdown(path: Path, table: list[dict], size: str | None, split: str, 
         lines.append(f"↳ rows: the paper's FLAN-T5 {size} student in the same setting (paper v1, Table 1).")
     lines += _paired_section(comps, split) + _shares_section(option_shares, split)
     if not size:
-        lines += ["", f"## Paper's Table 1 (reference only: students FLAN-T5 small/base/large, not {', '.join(students)})",
+        lines += ["", "## Paper's Table 1 (reference only: students FLAN-T5 small/base/large, "
+                  f"not {', '.join(students)})",
                   "", "| Student | Row | " + " | ".join(HEADER) + " | Δ Avg vs full FT |",
                   "|---|---|" + "---:|" * (len(HEADER) + 1)]
         for sz, rows in PAPER.items():
@@ -622,7 +625,7 @@ def write_stats_csv(path: Path, comps: list[dict], option_shares: list[dict], sp
             w.writerow(["paired", split, c["row"], c["reference"], c["benchmark"], "", c["diff"], c["ci_low"],
                         c["ci_high"], c["p_mcnemar"], c["n"], c["b"], c["c"], ""])
         for s in option_shares:
-            for j, (p, g) in enumerate(zip(s["pred"], s["gold"])):
+            for j, (p, g) in enumerate(zip(s["pred"], s["gold"], strict=True)):
                 w.writerow(["share", split, s["row"], "", s["benchmark"], j, p, "", "", "", "", "", "", g])
 
 
@@ -744,13 +747,14 @@ def _ci_panels(plt, out: Path, table: list[dict], split: str) -> list[Path]:
     cols = [i for i in range(len(NAMES)) if any(t["values"][i] is not None for t in rows)]
     fig, axes = plt.subplots(1, len(cols), figsize=(3 * len(cols), 0.32 * len(rows) + 1.6), sharey=True,
                              squeeze=False)
-    for ax, i in zip(axes[0], cols):
+    for ax, i in zip(axes[0], cols, strict=True):
         b = HEADER[i]
         ys = list(range(len(rows)))[::-1]
-        vals = [t["values"][i] for t in rows]
-        pts = [{"accuracy": v if v is not None else np.nan,
-                "ci_low": ((t.get("ci") or [None] * 7)[i] or (None, None))[0],
-                "ci_high": ((t.get("ci") or [None] * 7)[i] or (None, None))[1]} for t, v in zip(rows, vals)]
+        pts = []
+        for t in rows:
+            ci = (t.get("ci") or [None] * 7)[i] or (None, None)
+            v = t["values"][i]
+            pts.append({"accuracy": np.nan if v is None else v, "ci_low": ci[0], "ci_high": ci[1]})
         ax.errorbar([p["accuracy"] for p in pts], ys, xerr=_yerr(pts), fmt="o", ms=3, capsize=2, lw=0.8)
         for name, style in (("majority", "--"), ("chance", ":")):
             if ref.get(name) and ref[name][i] is not None:
@@ -798,7 +802,8 @@ def build_offline_template(vendor: Path) -> Path:
     the npm packs in vendor/npm (`make vendor-vega`). It has no `{scripts}` placeholder, so the CDN
     <script> tags dvc-render would insert there never reach the page."""
     libs = []
-    for pkg, member in (("vega", "vega.min.js"), ("vega-lite", "vega-lite.min.js"), ("vega-embed", "vega-embed.min.js")):
+    packages = (("vega", "vega.min.js"), ("vega-lite", "vega-lite.min.js"), ("vega-embed", "vega-embed.min.js"))
+    for pkg, member in packages:
         packs = sorted((vendor / "npm").glob(f"{pkg}-[0-9]*.tgz"))
         if not packs:
             raise SystemExit(f"{vendor / 'npm'}/{pkg}-*.tgz missing: run `make vendor-vega`")
