@@ -33,9 +33,11 @@ def machine() -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"CPU {cpu} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {flags}); "
-            f"GPU {gpu}; bf16 native: {bf16_supported(torch.device('cpu'))}; torch {torch.__version__}; "
-            f"python {platform.python_version()}")
+    return (
+        f"CPU {cpu} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {flags}); "
+        f"GPU {gpu}; bf16 native: {bf16_supported(torch.device('cpu'))}; torch {torch.__version__}; "
+        f"python {platform.python_version()}"
+    )
 
 
 def timeit(fn, repeats: int = 3, warmup: int = 1) -> tuple[float, list[float]]:
@@ -52,7 +54,7 @@ def timeit(fn, repeats: int = 3, warmup: int = 1) -> tuple[float, list[float]]:
 
 def table(rows: list[dict], cols: list[str]) -> str:
     widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in cols}
-    line = lambda vals: "| " + " | ".join(str(v).ljust(widths[c]) for c, v in zip(cols, vals)) + " |"  # noqa: E731
+    line = lambda vals: "| " + " | ".join(str(v).ljust(widths[c]) for c, v in zip(cols, vals, strict=True)) + " |"  # noqa: E731
     out = [line(cols), "|" + "|".join("-" * (widths[c] + 2) for c in cols) + "|"]
     out += [line([r.get(c, "") for c in cols]) for r in rows]
     return "\n".join(out)

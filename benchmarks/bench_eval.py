@@ -54,15 +54,21 @@ def main() -> None:
             recs = load_prepared(args.data / "prepared", b, "valid")
             t = time.perf_counter()
             with amp():
-                m, _ = evaluate_records(student, recs, max_input_tokens=mi, max_new_tokens=None, batch_size=bs,
-                                        device="cpu", progress=False)
+                m, _ = evaluate_records(
+                    student, recs, max_input_tokens=mi, max_new_tokens=None, batch_size=bs, device="cpu", progress=False
+                )
             per[b] = m
-            print(f"{b}: {m['n']} questions, {time.perf_counter() - t:.1f} s, score {m['acc_score']:.3f}, "
-                  f"generate {m['acc_generate']:.3f}, unmatched {m['unmatched_generate']:.3f}", flush=True)
+            print(
+                f"{b}: {m['n']} questions, {time.perf_counter() - t:.1f} s, score {m['acc_score']:.3f}, "
+                f"generate {m['acc_generate']:.3f}, unmatched {m['unmatched_generate']:.3f}",
+                flush=True,
+            )
         wall = time.perf_counter() - t0
         avg = average(per)
-        print(f"all: {avg['n']} valid questions, both rules, {args.precision}, batch {bs}: {wall:.0f} s "
-              f"({avg['n'] / wall:.1f} questions/s)")
+        print(
+            f"all: {avg['n']} valid questions, both rules, {args.precision}, batch {bs}: {wall:.0f} s "
+            f"({avg['n'] / wall:.1f} questions/s)"
+        )
         return
 
     recs = load_prepared(args.data / "prepared", args.benchmark, "valid")[: args.questions]
@@ -84,22 +90,44 @@ def main() -> None:
     def argmaxes(key):
         return [max(range(len(s)), key=s.__getitem__) for s in results[key]]
 
-    for name, key, t in (("score: one pair at a time", "pairs b1", t1),
-                         (f"score: pairs batched ({bs})", "pairs b16", t2),
-                         ("score: KV-cached prompt, one question at a time", "kv b1", t4),
-                         (f"score: KV-cached prompt, batched ({bs}) [default]", "kv b16", t3)):
-        diff = max(abs(a - b) for x, y in zip(results[key], ref) for a, b in zip(x, y))
-        same = sum(a == b for a, b in zip(argmaxes(key), argmaxes("pairs b1")))
-        rows.append({"path": name, "s": f"{t:.2f}", "questions/s": f"{n / t:.1f}", "speed-up": f"{t1 / t:.2f}x",
-                     "exactness vs one at a time": f"max |score diff| {diff:.1e}; {same}/{n} predictions identical"})
+    for name, key, t in (
+        ("score: one pair at a time", "pairs b1", t1),
+        (f"score: pairs batched ({bs})", "pairs b16", t2),
+        ("score: KV-cached prompt, one question at a time", "kv b1", t4),
+        (f"score: KV-cached prompt, batched ({bs}) [default]", "kv b16", t3),
+    ):
+        diff = max(abs(a - b) for x, y in zip(results[key], ref, strict=True) for a, b in zip(x, y, strict=True))
+        same = sum(a == b for a, b in zip(argmaxes(key), argmaxes("pairs b1"), strict=True))
+        rows.append(
+            {
+                "path": name,
+                "s": f"{t:.2f}",
+                "questions/s": f"{n / t:.1f}",
+                "speed-up": f"{t1 / t:.2f}x",
+                "exactness vs one at a time": f"max |score diff| {diff:.1e}; {same}/{n} predictions identical",
+            }
+        )
     g1 = bench("gen b1", lambda: student.generate(recs, mi, None, 1, "cpu"))
     g2 = bench("gen b16", lambda: student.generate(recs, mi, None, bs, "cpu"))
-    same = sum(a == b for a, b in zip(results["gen b1"], results["gen b16"]))
-    rows.append({"path": "generate: one question at a time", "s": f"{g1:.2f}", "questions/s": f"{n / g1:.1f}",
-                 "speed-up": "1.00x", "exactness vs one at a time": ""})
-    rows.append({"path": f"generate: batched ({bs}), left-padded [default]", "s": f"{g2:.2f}",
-                 "questions/s": f"{n / g2:.1f}", "speed-up": f"{g1 / g2:.2f}x",
-                 "exactness vs one at a time": f"{same}/{n} texts identical"})
+    same = sum(a == b for a, b in zip(results["gen b1"], results["gen b16"], strict=True))
+    rows.append(
+        {
+            "path": "generate: one question at a time",
+            "s": f"{g1:.2f}",
+            "questions/s": f"{n / g1:.1f}",
+            "speed-up": "1.00x",
+            "exactness vs one at a time": "",
+        }
+    )
+    rows.append(
+        {
+            "path": f"generate: batched ({bs}), left-padded [default]",
+            "s": f"{g2:.2f}",
+            "questions/s": f"{n / g2:.1f}",
+            "speed-up": f"{g1 / g2:.2f}x",
+            "exactness vs one at a time": f"{same}/{n} texts identical",
+        }
+    )
     print(f"student: {args.model}; {n} {args.benchmark} valid questions, {args.precision}, median of {args.repeats}")
     print(table(rows, ["path", "s", "questions/s", "speed-up", "exactness vs one at a time"]))
 

@@ -34,8 +34,10 @@ def main() -> None:
     for script in sorted((ROOT / "stages").glob("[!_]*.py")):
         med, _ = timeit(sh([sys.executable, str(script), "--help"]), args.repeats)
         rows.append({"what": f"start-up: stages/{script.name}", "median s": f"{med:.2f}", "goal": ""})
-    for name, path, key in (("distill", "metrics/train.json", ("train", "peak_rss_gb")),
-                            ("evaluate", "metrics/eval.json", ("peak_rss_gb",))):
+    for name, path, key in (
+        ("distill", "metrics/train.json", ("train", "peak_rss_gb")),
+        ("evaluate", "metrics/eval.json", ("peak_rss_gb",)),
+    ):
         p = ROOT / path
         if p.exists():
             v = json.loads(p.read_text())

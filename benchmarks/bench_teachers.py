@@ -78,16 +78,24 @@ def batched(model_dir: str, prompts, qs, max_new: int, batch_size: int, precisio
     from tinyllm.teachers.backends import make_backend
     from tinyllm.teachers.config import teacher_config
 
-    cfg = teacher_config("bench", {"backend": "transformers", "model": model_dir, "max_new_tokens": max_new,
-                                   "batch_size": batch_size, "precision": precision,
-                                   "icl": {"k": 0, "source": None}})
+    cfg = teacher_config(
+        "bench",
+        {
+            "backend": "transformers",
+            "model": model_dir,
+            "max_new_tokens": max_new,
+            "batch_size": batch_size,
+            "precision": precision,
+            "icl": {"k": 0, "source": None},
+        },
+    )
     be = make_backend(cfg)
     be.resolve_format()
     be._load_model()  # load outside the timed region, as for the other paths
     order = sorted(range(len(prompts)), key=lambda i: be.prompt_length(prompts[i]))
     toks, secs = 0, 0.0
     for s in range(0, len(order), batch_size):
-        batch = [prompts[i] for i in order[s:s + batch_size]]
+        batch = [prompts[i] for i in order[s : s + batch_size]]
         t = time.perf_counter()
         gens = be.generate_batch(batch)
         secs += time.perf_counter() - t
@@ -102,16 +110,32 @@ def llama_cpp(gguf: Path, prompts, max_new: int) -> tuple[int, float] | str:
 
     if importlib.util.find_spec("llama_cpp") is None:
         return "llama-cpp-python not installed"
-    probe = subprocess.run([sys.executable, "-c", "import sys;from llama_cpp import Llama;"
-                            "Llama(model_path=sys.argv[1],n_ctx=64,verbose=False).create_completion('Hi',max_tokens=2)",
-                            str(gguf)], capture_output=True, timeout=120)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys;from llama_cpp import Llama;"
+            "Llama(model_path=sys.argv[1],n_ctx=64,verbose=False).create_completion('Hi',max_tokens=2)",
+            str(gguf),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     if probe.returncode != 0:
         return f"llama_cpp crashes on this CPU (exit {probe.returncode}); rebuild with the README flags"
     from tinyllm.teachers.backends import make_backend
     from tinyllm.teachers.config import teacher_config
 
-    cfg = teacher_config("bench", {"backend": "llama_cpp", "model": str(gguf), "max_new_tokens": max_new,
-                                   "n_threads": os.cpu_count(), "icl": {"k": 0, "source": None}})
+    cfg = teacher_config(
+        "bench",
+        {
+            "backend": "llama_cpp",
+            "model": str(gguf),
+            "max_new_tokens": max_new,
+            "n_threads": os.cpu_count(),
+            "icl": {"k": 0, "source": None},
+        },
+    )
     be = make_backend(cfg)
     be.resolve_format()
     toks, secs = 0, 0.0
@@ -128,8 +152,11 @@ def llama_cpp(gguf: Path, prompts, max_new: int) -> tuple[int, float] | str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=os.environ.get("TEACHER_MODEL_DIR", "/tmp/smol"),
-                    help="converted SmolLM2 folder (made from the GGUF when missing)")
+    ap.add_argument(
+        "--model",
+        default=os.environ.get("TEACHER_MODEL_DIR", "/tmp/smol"),
+        help="converted SmolLM2 folder (made from the GGUF when missing)",
+    )
     ap.add_argument("--release", default=str(ROOT.parent / "shared/benchmarks/tinyllm-release"))
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--k", type=int, default=2, help="in-context examples per prompt")
@@ -149,8 +176,11 @@ def main() -> int:
         print(f"converting {gguf.name} to {model_dir} (about a minute) ...", flush=True)
         materialize_student("gguf-pypi:smollm2-135m-instruct", Path(model_dir))
     qs, prompts = prompts_for(args.n, Path(args.release), args.k)
-    print(f"{len(prompts)} prompts, {args.k} in-context examples, greedy, max_new_tokens={args.max_new_tokens}, "
-          f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"{len(prompts)} prompts, {args.k} in-context examples, greedy, max_new_tokens={args.max_new_tokens}, "
+        f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs",
+        flush=True,
+    )
 
     rows = []
     if not args.skip_naive:
@@ -174,8 +204,10 @@ def main() -> int:
 
     bw = bandwidth_gbs()
     weights = {"fp32": nparams * 4, "bf16": nparams * 2, "q4_1": gguf.stat().st_size}
-    print(f"\nDecode roofline (memory bandwidth, numpy copy: {bw:.1f} GB/s). Each decode step reads every weight "
-          f"once ({nparams / 1e6:.0f}M parameters; tied embeddings counted once); a batch of B shares that read.")
+    print(
+        f"\nDecode roofline (memory bandwidth, numpy copy: {bw:.1f} GB/s). Each decode step reads every weight "
+        f"once ({nparams / 1e6:.0f}M parameters; tied embeddings counted once); a batch of B shares that read."
+    )
     print("| weights | bytes per step | roofline tokens/s at B=1 | at B=16 |\n|---|---|---|---|")
     for name, b in weights.items():
         print(f"| {name} | {b / 1e6:.0f} MB | {bw * 1e9 / b:.0f} | {16 * bw * 1e9 / b:.0f} |")

@@ -44,18 +44,29 @@ def run_variant(args, spec: dict) -> dict:
 
     params = load_params(ROOT / "params.yaml")
     teachers = [] if spec.get("label_only") else args.teachers
-    cfg = DistillConfig(alphas={t: 1.0 for t in teachers}, max_input_tokens=args.max_input_tokens,
-                        max_answer_tokens=args.max_answer_tokens, max_rationale_tokens=args.max_rationale_tokens,
-                        drop_flags=params["distill"]["drop_flags"])
-    examples, _ = build_examples(args.data / "prepared", args.data / "rationales", args.benchmarks, args.teachers,
-                                 args.batch_size * args.batches, 0, cfg.drop_flags)
+    cfg = DistillConfig(
+        alphas={t: 1.0 for t in teachers},
+        max_input_tokens=args.max_input_tokens,
+        max_answer_tokens=args.max_answer_tokens,
+        max_rationale_tokens=args.max_rationale_tokens,
+        drop_flags=params["distill"]["drop_flags"],
+    )
+    examples, _ = build_examples(
+        args.data / "prepared",
+        args.data / "rationales",
+        args.benchmarks,
+        args.teachers,
+        args.batch_size * args.batches,
+        0,
+        cfg.drop_flags,
+    )
     random.Random(0).shuffle(examples)
     student = load_student(args.model)
     student.model.train()
     if args.gradient_checkpointing:
         student.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     enc = encode_examples(student, examples, teachers, cfg)
-    batches = [enc[i * args.batch_size:(i + 1) * args.batch_size] for i in range(args.batches)]
+    batches = [enc[i * args.batch_size : (i + 1) * args.batch_size] for i in range(args.batches)]
     k = 1 + len(teachers)
     w = torch.ones(k)
     losses: list[float] = []
@@ -73,11 +84,16 @@ def run_variant(args, spec: dict) -> dict:
 
     med, _ = timeit(go, args.repeats)
     # tokens of the per-task layout (question repeated per task): the same work unit for every variant
-    tokens = sum(len(e.prefix_ids) + len(br.tag_ids) + len(br.target_ids) for b in batches for e in b
-                 for br in e.branches)
-    return {"s_per_step": med / len(batches), "tokens_per_step": tokens / len(batches), "losses": losses,
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-            "sequences": sum(len(e.branches) for b in batches for e in b)}
+    tokens = sum(
+        len(e.prefix_ids) + len(br.tag_ids) + len(br.target_ids) for b in batches for e in b for br in e.branches
+    )
+    return {
+        "s_per_step": med / len(batches),
+        "tokens_per_step": tokens / len(batches),
+        "losses": losses,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "sequences": sum(len(e.branches) for b in batches for e in b),
+    }
 
 
 def main() -> None:
@@ -103,9 +119,11 @@ def main() -> None:
         print(json.dumps(run_variant(args, VARIANTS[args.only])))
         return
     print(f"machine: {machine()}")
-    print(f"student: {args.model}; {args.batches} batches x {args.batch_size} questions from {args.benchmarks}; "
-          f"teachers {args.teachers}; caps input {args.max_input_tokens} / answer {args.max_answer_tokens} / "
-          f"rationale {args.max_rationale_tokens}; pack {args.pack_tokens}; median of {args.repeats}")
+    print(
+        f"student: {args.model}; {args.batches} batches x {args.batch_size} questions from {args.benchmarks}; "
+        f"teachers {args.teachers}; caps input {args.max_input_tokens} / answer {args.max_answer_tokens} / "
+        f"rationale {args.max_rationale_tokens}; pack {args.pack_tokens}; median of {args.repeats}"
+    )
     rows, res = [], {}
     for name in args.variants:
         cmd = [sys.executable, __file__, *sys.argv[1:], "--only", name]
@@ -117,14 +135,21 @@ def main() -> None:
     ref = res.get(args.variants[0])
     for name, r in res.items():
         same_tasks = len(r["losses"]) == len(ref["losses"]) and r["sequences"] == ref["sequences"]
-        diff = max(abs(a - b) for a, b in zip(r["losses"], ref["losses"])) if same_tasks else float("nan")
-        rows.append({"variant": name, "s/step": f"{r['s_per_step']:.2f}",
-                     "tokens/s": f"{r['tokens_per_step'] / r['s_per_step']:.0f}",
-                     "speed-up": f"{ref['s_per_step'] / r['s_per_step']:.2f}x", "peak RSS GB": f"{r['peak_rss_gb']:.2f}",
-                     "max |loss - ref|": "other tasks" if not same_tasks else f"{diff:.1e}"})
+        diff = max(abs(a - b) for a, b in zip(r["losses"], ref["losses"], strict=True)) if same_tasks else float("nan")
+        rows.append(
+            {
+                "variant": name,
+                "s/step": f"{r['s_per_step']:.2f}",
+                "tokens/s": f"{r['tokens_per_step'] / r['s_per_step']:.0f}",
+                "speed-up": f"{ref['s_per_step'] / r['s_per_step']:.2f}x",
+                "peak RSS GB": f"{r['peak_rss_gb']:.2f}",
+                "max |loss - ref|": "other tasks" if not same_tasks else f"{diff:.1e}",
+            }
+        )
     print(table(rows, ["variant", "s/step", "tokens/s", "speed-up", "peak RSS GB", "max |loss - ref|"]))
     if "shared bf16" in res and "fused bf16 (before)" in res:
-        print(f"shared bf16 vs fused bf16: {res['fused bf16 (before)']['s_per_step'] / res['shared bf16']['s_per_step']:.2f}x")
+        ratio = res["fused bf16 (before)"]["s_per_step"] / res["shared bf16"]["s_per_step"]
+        print(f"shared bf16 vs fused bf16: {ratio:.2f}x")
     for arm in ("fp32", "bf16"):
         a, b = res.get(f"shared {arm}"), res.get(f"label-only shared {arm}")
         if a and b:

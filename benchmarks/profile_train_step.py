@@ -31,8 +31,9 @@ def main() -> None:
     params = load_params(ROOT / "params.yaml")
     cfg = from_dict(DistillConfig, params["distill"], "distill")
     teachers = active_teachers(cfg.alphas)
-    examples, _ = build_examples(ROOT / "data/prepared", ROOT / "data/rationales", params["data"]["benchmarks"],
-                                 teachers, 8, 0, cfg.drop_flags)
+    examples, _ = build_examples(
+        ROOT / "data/prepared", ROOT / "data/rationales", params["data"]["benchmarks"], teachers, 8, 0, cfg.drop_flags
+    )
     student = load_student(args.model)
     enc = encode_examples(student, examples, teachers, cfg)
     random.Random(0).shuffle(enc)
@@ -52,8 +53,10 @@ def main() -> None:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
     print(f"machine: {machine()}")
-    print(f"batch: {len(batch)} questions in {len(b['input_ids'])} packed rows, {padded} positions, "
-          f"real {real} ({real / padded:.0%}); {cfg.forward} forward, {'bf16' if args.bf16 else 'fp32'}")
+    print(
+        f"batch: {len(batch)} questions in {len(b['input_ids'])} packed rows, {padded} positions, "
+        f"real {real} ({real / padded:.0%}); {cfg.forward} forward, {'bf16' if args.bf16 else 'fp32'}"
+    )
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
 

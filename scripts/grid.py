@@ -58,9 +58,13 @@ def cmd_start(args) -> int:
     if not args.wait:  # no parent run: nothing would end it
         print(gridrun.dvc(["dvc", "queue", "start", "-j", str(args.jobs)], args.root).stdout.strip())
         return 0
-    return gridrun.in_parent_run(args.root, f"grid {time.strftime('%Y-%m-%d %H:%M')}",
-                                 lambda: gridrun.start_and_wait(args.root, args.jobs, args.poll, args.restarts, _say),
-                                 {"queue": "dvc queue"}, say=_say)
+    return gridrun.in_parent_run(
+        args.root,
+        f"grid {time.strftime('%Y-%m-%d %H:%M')}",
+        lambda: gridrun.start_and_wait(args.root, args.jobs, args.poll, args.restarts, _say),
+        {"queue": "dvc queue"},
+        say=_say,
+    )
 
 
 def cmd_status(args) -> int:
@@ -70,8 +74,10 @@ def cmd_status(args) -> int:
     found = report.collect_mlflow(args.root, args.experiment)
     for r in gridrows.load_grid(args.grid):
         res = found.get(r["row"])
-        runs = ", ".join(f"seed {s}: {run['run_id']}" if s is not None else run["run_id"]
-                         for s, run in (res or {}).get("runs", {}).items())
+        runs = ", ".join(
+            f"seed {s}: {run['run_id']}" if s is not None else run["run_id"]
+            for s, run in (res or {}).get("runs", {}).items()
+        )
         print(f"{r['row']:<18} {'run ' + runs if res else '-- no MLflow run yet'}")
     return 0
 
@@ -100,17 +106,29 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("queue", "run"):
         p = sub.add_parser(name)
         p.add_argument("--rows", help="comma-separated row names (default: all)")
-        p.add_argument("--seeds", help="comma-separated seeds for every trained row (experiments <row>-s<seed>); "
-                                       "default: the row's `seeds`, else params.yaml's distill.seed")
+        p.add_argument(
+            "--seeds",
+            help="comma-separated seeds for every trained row (experiments <row>-s<seed>); "
+            "default: the row's `seeds`, else params.yaml's distill.seed",
+        )
         p.add_argument("--profile", type=Path, help="a profile of overrides for every row (experiments/paper.yaml)")
         p.add_argument("--student", help="student.source for every row (a profile's students: pick one)")
         p.add_argument("--suffix", default="", help="appended to experiment names (re-queue a row)")
         p.add_argument("--dry-run", action="store_true", help="print the dvc commands only")
     p = sub.add_parser("start")
-    p.add_argument("-j", "--jobs", type=int, default=1,
-                   help="workers (default 1: each trains on all cores; DVC marks parallel workers experimental)")
-    p.add_argument("--wait", action="store_true", help="return when nothing is queued or running; the queue's "
-                   "runs become children of one MLflow parent run (start no worker before this)")
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=1,
+        help="workers (default 1: each trains on all cores; DVC marks parallel workers experimental)",
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="return when nothing is queued or running; the queue's "
+        "runs become children of one MLflow parent run (start no worker before this)",
+    )
     p.add_argument("--poll", type=float, default=30.0, help="seconds between worker liveness checks")
     p.add_argument("--restarts", type=int, default=3, help="restart a dead queue worker at most this often")
     p = sub.add_parser("status")
@@ -129,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         return report_cli.main(["--grid", str(args.grid), "--root", str(args.root), *extra])
     if extra:
         ap.error(f"unrecognized arguments: {' '.join(extra)}")
-    return {"queue": cmd_queue, "run": cmd_run, "start": cmd_start, "status": cmd_status,
-            "screenshot": cmd_screenshot}[args.cmd](args)
+    return {"queue": cmd_queue, "run": cmd_run, "start": cmd_start, "status": cmd_status, "screenshot": cmd_screenshot}[
+        args.cmd
+    ](args)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ def main() -> int:
     ap.add_argument("--profile", type=Path, default=ROOT / "experiments" / "study.yaml")
     ap.add_argument("--out", type=Path, help="default: reports/study/<name>")
     ap.add_argument("--progress", action="store_true", help="tqdm bars (off by default: the log is a file)")
-    ap.add_argument("--data", type=Path, help="read prepared/ and rationales/ from this folder (a frozen copy of data/)")
+    ap.add_argument(
+        "--data", type=Path, help="read prepared/ and rationales/ from this folder (a frozen copy of data/)"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = StudyConfig.load(args.profile)

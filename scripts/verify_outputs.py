@@ -72,8 +72,14 @@ def main(argv: list[str]) -> int:
     targets = [t.rstrip("/") for t in argv]
     outs = [o for o in repo.index.outs if o.use_cache]
     if targets:
-        outs = [o for o in outs if any(str(o.def_path) == t or str(o.def_path).startswith(t + "/")
-                                       or t.startswith(str(o.def_path) + "/") for t in targets)]
+        outs = [
+            o
+            for o in outs
+            if any(
+                str(o.def_path) == t or str(o.def_path).startswith(t + "/") or t.startswith(str(o.def_path) + "/")
+                for t in targets
+            )
+        ]
         if not outs:
             print(f"verify: no cached DVC output matches {targets}", file=sys.stderr)
             return 1

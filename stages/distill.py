@@ -49,13 +49,20 @@ def main() -> None:
     model = load_student(root / args.base, student.kind)
     if cfg.lora:
         apply_lora(model, cfg.lora)
-    result = train(model, examples, cfg, log_path=root / args.log, on_log=run.log_row,
-                   valid_examples=_valid_examples(root, args, data, teachers, cfg))
+    result = train(
+        model,
+        examples,
+        cfg,
+        log_path=root / args.log,
+        on_log=run.log_row,
+        valid_examples=_valid_examples(root, args, data, teachers, cfg),
+    )
     is_main, cut = result.pop("_is_main"), result.pop("cut_targets")
     if not is_main:
         return
-    save_student(model.model, model.tok, root / args.out, {"teachers": teachers, "kind": model.kind,
-                                                            "distill": config_dict(cfg)})
+    save_student(
+        model.model, model.tok, root / args.out, {"teachers": teachers, "kind": model.kind, "distill": config_dict(cfg)}
+    )
     result["stage_wall_s"] = time.perf_counter() - t0
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     write_json(root / args.metrics, {"train": result, "coverage": coverage, "cut_targets": cut})
@@ -70,6 +77,7 @@ def _valid_examples(root, args, data, teachers, cfg):
 
     # written by the trainset stage (first valid_loss_per_benchmark valid questions, current rationales)
     return load_trainset(root / args.trainset, teachers, "valid")[0]
+
 
 if __name__ == "__main__":
     main()

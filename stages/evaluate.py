@@ -45,8 +45,7 @@ def main() -> None:
     precision = resolve_precision(cfg.precision, device, training=False)
     student = load_student(root / args.model)
     student.model.to(device).eval()
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
-                else contextlib.nullcontext())
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     results, rows = {}, []
     from tinyllm.experiments.stats import majority_classes, summarize_split
 
@@ -62,16 +61,36 @@ def main() -> None:
                 records = records[: cfg.max_per_benchmark]
             logging.info("evaluating %s/%s (%d questions)", b, split, len(records))
             with autocast:
-                m, preds = evaluate_records(student, records, max_input_tokens=cfg.max_input_tokens,
-                                            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                                            device=device, headline=cfg.headline,
-                                            generate_limit=cfg.generate_per_benchmark)
+                m, preds = evaluate_records(
+                    student,
+                    records,
+                    max_input_tokens=cfg.max_input_tokens,
+                    max_new_tokens=cfg.max_new_tokens,
+                    batch_size=cfg.batch_size,
+                    device=device,
+                    headline=cfg.headline,
+                    generate_limit=cfg.generate_per_benchmark,
+                )
             write_jsonl(root / args.predictions / split / f"{b}.jsonl", preds)
             per[b], preds_by[b] = m, preds
-            rows.append({"split": split, "benchmark": b, "accuracy": m["accuracy"],
-                         "acc_score": m["acc_score"], "acc_generate": m["acc_generate"]})
-            logging.info("%s/%s: accuracy %.3f (score %.3f, generate %.3f, unmatched %.2f)", b, split,
-                         m["accuracy"], m["acc_score"], m["acc_generate"], m["unmatched_generate"])
+            rows.append(
+                {
+                    "split": split,
+                    "benchmark": b,
+                    "accuracy": m["accuracy"],
+                    "acc_score": m["acc_score"],
+                    "acc_generate": m["acc_generate"],
+                }
+            )
+            logging.info(
+                "%s/%s: accuracy %.3f (score %.3f, generate %.3f, unmatched %.2f)",
+                b,
+                split,
+                m["accuracy"],
+                m["acc_score"],
+                m["acc_generate"],
+                m["unmatched_generate"],
+            )
         if per:
             per["average"] = average(per)
             for key, extra in summarize_split(preds_by, majority, cfg.headline).items():
@@ -96,9 +115,15 @@ def open_mlflow_run(root, all_params, args):
     from tinyllm import tracking
 
     train = json.loads((root / args.train_metrics).read_text()) if (root / args.train_metrics).exists() else {}
-    return tracking.open_evaluate_run(root, all_params, args.run_file, train_metrics=train.get("train"),
-                                      train_log=root / args.train_log, student=args.model,
-                                      enabled=not args.no_mlflow)
+    return tracking.open_evaluate_run(
+        root,
+        all_params,
+        args.run_file,
+        train_metrics=train.get("train"),
+        train_log=root / args.train_log,
+        student=args.model,
+        enabled=not args.no_mlflow,
+    )
 
 
 def log_to_mlflow(run, root, all_params, results, args, student) -> None:
@@ -107,8 +132,9 @@ def log_to_mlflow(run, root, all_params, results, args, student) -> None:
     track = all_params.get("tracking", {}) or {}
     distill = all_params.get("distill", {}) or {}
     teachers = sorted(t for t, a in (distill.get("alphas") or {}).items() if a)
-    run.set_tags(tracking.dvc_hashes(root, ["data/raw", "data/prepared", "data/rationales", "models/base",
-                                            "models/student"]))
+    run.set_tags(
+        tracking.dvc_hashes(root, ["data/raw", "data/prepared", "data/rationales", "models/base", "models/student"])
+    )
     metrics = {}
     # rationale-cache quality (counts of ok/empty/missing/failed/filtered/truncated per teacher)
     released = root / "metrics" / "rationales_released.json"
@@ -118,12 +144,19 @@ def log_to_mlflow(run, root, all_params, results, args, student) -> None:
         caches.setdefault(teacher, {})[bench] = json.loads(f.read_text())
     used = set(teachers)
     metrics["rationales"] = {t: v for t, v in caches.items() if t in used}
-    tracking.finish_evaluate_run(run, results, metrics, artifacts=[root / args.metrics, root / args.plot,
-                                                                   root / args.train_metrics],
-                                 eval_splits=[s for s in results if isinstance(results[s], dict)],
-                                 model=student.model, tokenizer=student.tok, log_model=track.get("log_model", True),
-                                 registered_model=track.get("registered_model", "tinyllm-student"),
-                                 seq2seq=student.kind == "seq2seq")
+    tracking.finish_evaluate_run(
+        run,
+        results,
+        metrics,
+        artifacts=[root / args.metrics, root / args.plot, root / args.train_metrics],
+        eval_splits=[s for s in results if isinstance(results[s], dict)],
+        model=student.model,
+        tokenizer=student.tok,
+        log_model=track.get("log_model", True),
+        registered_model=track.get("registered_model", "tinyllm-student"),
+        seq2seq=student.kind == "seq2seq",
+        predictions=root / args.predictions,
+    )
 
 
 if __name__ == "__main__":

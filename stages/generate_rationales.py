@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyError(f"params.yaml: no teacher {args.teacher!r} under 'teachers'; known: {sorted(teachers)}")
     cfg = teachers[args.teacher]
     try:
-        summaries = generate_teacher(cfg, args.benchmark, Path(args.prepared), Path(args.rationales),
-                                     progress=not args.no_progress)
+        summaries = generate_teacher(
+            cfg, args.benchmark, Path(args.prepared), Path(args.rationales), progress=not args.no_progress
+        )
         code = 0
     except TooManyFailures as e:
         logging.getLogger("generate_rationales").error("%s", e)
@@ -49,9 +50,17 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.metrics, summaries)
     for split, s in summaries.items():
         logging.getLogger("generate_rationales").info(
-            "%s/%s/%s: %d ok, %d empty, %d failed, %d filtered, %.1f words, %s tok/s", cfg.name,
-            args.benchmark, split, s["ok"], s["empty"], s["failed"], s["filtered"], s["mean_words"],
-            s["tokens_per_s"])
+            "%s/%s/%s: %d ok, %d empty, %d failed, %d filtered, %.1f words, %s tok/s",
+            cfg.name,
+            args.benchmark,
+            split,
+            s["ok"],
+            s["empty"],
+            s["failed"],
+            s["filtered"],
+            s["mean_words"],
+            s["tokens_per_s"],
+        )
     return code
 
 

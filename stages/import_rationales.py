@@ -33,8 +33,16 @@ def main() -> None:
                 write_jsonl(cache_path(root / args.out, teacher, b, split), rows)
                 s = summarize(rows)
                 summary[teacher].setdefault(b, {})[split] = s
-                logging.info("%s %s/%s: %d ok, %d missing, %d empty, %d truncated", teacher, b, split,
-                             s["ok"], s["missing"], s["empty"], s.get("flag_truncated", 0))
+                logging.info(
+                    "%s %s/%s: %d ok, %d missing, %d empty, %d truncated",
+                    teacher,
+                    b,
+                    split,
+                    s["ok"],
+                    s["missing"],
+                    s["empty"],
+                    s.get("flag_truncated", 0),
+                )
     write_json(root / args.metrics, summary)
 
 

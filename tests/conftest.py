@@ -13,12 +13,19 @@ sys.path.insert(0, str(ROOT / "src"))
 MIRROR = ROOT.parent / "shared" / "benchmarks" / "tinyllm-release"
 
 QUESTIONS = [
-    {"id": "q1", "question": "Which of these conducts heat best?", "choices": ["wood", "steel", "paper"],
-     "answer": "steel"},
-    {"id": "q2", "question": "What do plants need to make food?", "choices": ["sunlight", "darkness", "sand"],
-     "answer": "sunlight"},
-    {"id": "q3", "question": "What melts when it gets warm?", "choices": ["rock", "glass", "ice"],
-     "answer": "ice"},
+    {
+        "id": "q1",
+        "question": "Which of these conducts heat best?",
+        "choices": ["wood", "steel", "paper"],
+        "answer": "steel",
+    },
+    {
+        "id": "q2",
+        "question": "What do plants need to make food?",
+        "choices": ["sunlight", "darkness", "sand"],
+        "answer": "sunlight",
+    },
+    {"id": "q3", "question": "What melts when it gets warm?", "choices": ["rock", "glass", "ice"], "answer": "ice"},
     {"id": "q4", "question": "Which animal can fly?", "choices": ["bird", "fish", "worm"], "answer": "bird"},
 ]
 RATIONALES = {
@@ -59,8 +66,9 @@ def build_tiny_tokenizer():
     tok.decoder = decoders.ByteLevel()
     corpus = [q["question"] + " " + " ".join(q["choices"]) for q in QUESTIONS] + list(RATIONALES.values())
     corpus += ["predict: Q: Answer Choices: (a) (b) (c) A: explain (teacher_a): (teacher_b):"] * 3
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(corpus, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
 
@@ -70,9 +78,18 @@ def tiny_causal(tok, seed=0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     return LlamaForCausalLM(cfg)
 
 
@@ -81,7 +98,15 @@ def tiny_seq2seq(tok, seed=0):
     from transformers import T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(seed)
-    cfg = T5Config(vocab_size=len(tok), d_model=32, d_ff=64, d_kv=8, num_layers=2, num_heads=4,
-                   decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id,
-                   eos_token_id=tok.eos_token_id)
+    cfg = T5Config(
+        vocab_size=len(tok),
+        d_model=32,
+        d_ff=64,
+        d_kv=8,
+        num_layers=2,
+        num_heads=4,
+        decoder_start_token_id=tok.pad_token_id,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     return T5ForConditionalGeneration(cfg)

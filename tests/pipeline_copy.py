@@ -29,8 +29,13 @@ def run(cmd, cwd, env, timeout=900, check=True):
 
 def base_env(**extra) -> dict:
     """Environment for dvc/stage commands: this venv's bin first, no DVC analytics."""
-    return {**os.environ, "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **extra}
+    return {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        **extra,
+    }
 
 
 def make_shrunk_repo(d: Path, mirror: Path, extra_files=(), extra_dirs=()) -> Path:
@@ -44,8 +49,7 @@ def make_shrunk_repo(d: Path, mirror: Path, extra_files=(), extra_dirs=()) -> Pa
     p = yaml.safe_load((d / "params.yaml").read_text())
     p["data"]["source"] = str(mirror)
     p["data"]["benchmarks"] = list(BENCHMARKS)
-    p["distill"].update(train_per_benchmark=4, steps=2, batch_size=2, max_input_tokens=64,
-                        max_rationale_tokens=16)
+    p["distill"].update(train_per_benchmark=4, steps=2, batch_size=2, max_input_tokens=64, max_rationale_tokens=16)
     p["evaluate"].update(max_per_benchmark=3, max_new_tokens=4, max_input_tokens=64)
     for t in list(p.get("teachers") or {}):  # local teachers have their own tests
         del p["teachers"][t]

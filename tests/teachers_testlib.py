@@ -13,11 +13,15 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
-WORDS = ("sun plant water heat metal spoon magnet iron gravity ball earth moon rock river cloud rain "
-         "light shadow seed tree leaf animal fish bird energy food").split()
+WORDS = (
+    "sun plant water heat metal spoon magnet iron gravity ball earth moon rock river cloud rain "
+    "light shadow seed tree leaf animal fish bird energy food"
+).split()
 
 
 def toy_questions(benchmark: str = "obqa", split: str = "train", n: int = 12) -> list[dict]:
@@ -27,9 +31,17 @@ def toy_questions(benchmark: str = "obqa", split: str = "train", n: int = 12) ->
         w1, w2, w3 = WORDS[i % len(WORDS)], WORDS[(3 * i + 1) % len(WORDS)], WORDS[(5 * i + 2) % len(WORDS)]
         choices = [f"the {w1}", f"a {w2}", f"some {w3}", f"no {w1} {i}"]
         label = i % 4
-        out.append({"id": f"{split}-{i}", "benchmark": benchmark, "split": split,
-                    "question": f"Why does the {w1} need {w2} and {w3}? (item {i})",
-                    "choices": choices, "answer": choices[label], "label": label})
+        out.append(
+            {
+                "id": f"{split}-{i}",
+                "benchmark": benchmark,
+                "split": split,
+                "question": f"Why does the {w1} need {w2} and {w3}? (item {i})",
+                "choices": choices,
+                "answer": choices[label],
+                "label": label,
+            }
+        )
     return out
 
 
@@ -44,9 +56,19 @@ def write_source_cache(root: Path, teacher: str, benchmark: str, records: list[d
     """An 'ok' rationale per record, the shape the released-rationale importer writes."""
     path = Path(root) / teacher / benchmark / "train.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [{"id": r["id"], "benchmark": benchmark, "split": "train", "teacher": teacher,
-             "rationale": f"Because {r['answer']} fits the question about {r['question'].split()[3]}.",
-             "status": "ok", "flags": [], "prompt": {"hash": "x"}} for r in records]
+    rows = [
+        {
+            "id": r["id"],
+            "benchmark": benchmark,
+            "split": "train",
+            "teacher": teacher,
+            "rationale": f"Because {r['answer']} fits the question about {r['question'].split()[3]}.",
+            "status": "ok",
+            "flags": [],
+            "prompt": {"hash": "x"},
+        }
+        for r in records
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
@@ -59,18 +81,32 @@ def build_tiny_causal(out: Path, seed: int = 0) -> Path:
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<pad>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<unk>", "<pad>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     corpus = [q["question"] + " " + " ".join(q["choices"]) for q in toy_questions(n=40)]
-    tok.train_from_iterator(corpus * 5 + ["Question: Options: Answer: Rationale: Let's think step by step."] * 20,
-                            trainer)
-    ft = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
-                                 bos_token="<|im_start|>", eos_token="<|im_end|>")
+    tok.train_from_iterator(
+        corpus * 5 + ["Question: Options: Answer: Rationale: Let's think step by step."] * 20, trainer
+    )
+    ft = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<|im_start|>", eos_token="<|im_end|>"
+    )
     ft.chat_template = CHATML
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(ft), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
-                      bos_token_id=ft.bos_token_id, eos_token_id=ft.eos_token_id, pad_token_id=ft.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(ft),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        bos_token_id=ft.bos_token_id,
+        eos_token_id=ft.eos_token_id,
+        pad_token_id=ft.pad_token_id,
+    )
     LlamaForCausalLM(cfg).save_pretrained(out)
     ft.save_pretrained(out)
     return out
@@ -84,9 +120,17 @@ def build_tiny_seq2seq(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     tok.chat_template = None
     torch.manual_seed(seed)
-    cfg = T5Config(vocab_size=len(tok), d_model=32, d_ff=64, d_kv=16, num_layers=1, num_heads=2,
-                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                   decoder_start_token_id=tok.pad_token_id)
+    cfg = T5Config(
+        vocab_size=len(tok),
+        d_model=32,
+        d_ff=64,
+        d_kv=16,
+        num_layers=1,
+        num_heads=2,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.pad_token_id,
+    )
     T5ForConditionalGeneration(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     (Path(out) / "chat_template.jinja").unlink(missing_ok=True)
@@ -124,10 +168,22 @@ class ScriptedServer:
                 status = outer.script(n)
                 if status == 200:
                     last = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
-                    reply = {"id": f"c{n}", "object": "chat.completion", "model": body["model"],
-                             "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                                 "role": "assistant", "content": f"It is so because {last.splitlines()[1]}."}}],
-                             "usage": {"prompt_tokens": 10, "completion_tokens": 7, "total_tokens": 17}}
+                    reply = {
+                        "id": f"c{n}",
+                        "object": "chat.completion",
+                        "model": body["model"],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {
+                                    "role": "assistant",
+                                    "content": f"It is so because {last.splitlines()[1]}.",
+                                },
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 7, "total_tokens": 17},
+                    }
                     data = json.dumps(reply).encode()
                 else:
                     data = json.dumps({"error": {"message": f"scripted {status}"}}).encode()
@@ -194,7 +250,7 @@ def drip(handler, body, seconds: float = 30.0, every: float = 0.2) -> None:
     handler.send_header("Content-Length", str(len(data)))
     handler.end_headers()
     for i in range(len(data)):
-        handler.wfile.write(data[i:i + 1])
+        handler.wfile.write(data[i : i + 1])
         handler.wfile.flush()
         time.sleep(every)
 

@@ -93,7 +93,7 @@ def test_non_utf8_byte_names_file_and_offset(tmp_path):
     p = write_split(tmp_path, "obqa", "train", [GOOD])
     data = p.read_bytes()
     at = data.index(b"Q?")
-    p.write_bytes(data[:at] + b"\xff" + data[at + 1:])
+    p.write_bytes(data[:at] + b"\xff" + data[at + 1 :])
     with pytest.raises(DataError, match=rf"obqa_train\.json: byte offset {at} \(line 1\): not UTF-8"):
         load_split(tmp_path, "obqa", "train")
 
@@ -138,13 +138,15 @@ def test_prepare_swaps_atomically_on_failure(tmp_path):
     old = tmp_path / "data" / "prepared" / "obqa" / "train.jsonl"
     old.parent.mkdir(parents=True)
     old.write_text('{"old": true}\n')
-    res = subprocess.run([sys.executable, "stages/prepare.py"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run(
+        [sys.executable, "stages/prepare.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert res.returncode != 0 and "arc_train.json: record 0" in res.stderr
     assert old.read_text() == '{"old": true}\n'  # untouched: nothing of the failed run was swapped in
     assert sorted(q.name for q in (tmp_path / "data").iterdir()) == ["prepared", "raw"]  # no temp folder left
     write_split(raw, "arc", "train", [GOOD])
-    res = subprocess.run([sys.executable, "stages/prepare.py"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run(
+        [sys.executable, "stages/prepare.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "New question?" in old.read_text() and (tmp_path / "data" / "prepared" / "arc" / "train.jsonl").exists()

@@ -48,10 +48,14 @@ def _examples():
 
     # 8 questions (the 4 fixture ones + the same with the options reversed), so a batch of 4 is a
     # random subset for one process as for two, not always the whole set
-    recs = records() + [{**r, "id": r["id"] + "r", "choices": r["choices"][::-1],
-                         "label": len(r["choices"]) - 1 - r["label"]} for r in records()]
-    return [{"record": r, "rationales": {"teacher_a": RATIONALES[r["id"][:2]],
-                                        "teacher_b": RATIONALES[r["id"][:2]][::-1]}} for r in recs]
+    recs = records() + [
+        {**r, "id": r["id"] + "r", "choices": r["choices"][::-1], "label": len(r["choices"]) - 1 - r["label"]}
+        for r in records()
+    ]
+    return [
+        {"record": r, "rationales": {"teacher_a": RATIONALES[r["id"][:2]], "teacher_b": RATIONALES[r["id"][:2]][::-1]}}
+        for r in recs
+    ]
 
 
 def worker(out: Path, batch_size: int, steps: int) -> None:
@@ -69,9 +73,17 @@ def worker(out: Path, batch_size: int, steps: int) -> None:
     torch.set_num_threads(1)
     tok = _tokenizer()
     teachers = ["teacher_a", "teacher_b"]
-    cfg = DistillConfig(alphas={"teacher_a": 1.0, "teacher_b": 0.5}, steps=steps, batch_size=batch_size,
-                        lr=1e-2, max_input_tokens=64, max_rationale_tokens=24, precision="fp32", log_every=1000,
-                        valid_loss_per_benchmark=0)
+    cfg = DistillConfig(
+        alphas={"teacher_a": 1.0, "teacher_b": 0.5},
+        steps=steps,
+        batch_size=batch_size,
+        lr=1e-2,
+        max_input_tokens=64,
+        max_rationale_tokens=24,
+        precision="fp32",
+        log_every=1000,
+        valid_loss_per_benchmark=0,
+    )
     rank = int(os.environ.get("RANK", 0))
     student = CausalStudent(tiny_causal(tok, seed=0), tok)  # same init on every rank (DDP also broadcasts)
     res = train(student, _examples(), cfg, log_path=out / "log.tsv", progress=False)
@@ -81,9 +93,17 @@ def worker(out: Path, batch_size: int, steps: int) -> None:
         part = student.losses(model, enc, 3, "shared")
         full = (torch.tensor([1.0, 1.0, 0.5]) * part.sums / part.counts).sum()
         checksum = float(sum(p.double().sum() for p in model.parameters()))
-    (out / f"rank{rank}.json").write_text(json.dumps({
-        "rank": rank, "processes": res["processes"], "is_main": res["_is_main"],
-        "full_loss": float(full), "checksum": checksum}))
+    (out / f"rank{rank}.json").write_text(
+        json.dumps(
+            {
+                "rank": rank,
+                "processes": res["processes"],
+                "is_main": res["_is_main"],
+                "full_loss": float(full),
+                "checksum": checksum,
+            }
+        )
+    )
 
 
 # ----------------------------------------------------------------------------- test side
@@ -91,10 +111,27 @@ def worker(out: Path, batch_size: int, steps: int) -> None:
 
 def _launch(out: Path, nproc: int, batch_size: int) -> float:
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join([str(HERE), str(SRC), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           str(Path(__file__).resolve()), "--out", str(out), "--batch-size", str(batch_size), "--steps", str(STEPS)]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        str(Path(__file__).resolve()),
+        "--out",
+        str(out),
+        "--batch-size",
+        str(batch_size),
+        "--steps",
+        str(STEPS),
+    ]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-4000:]}"

@@ -126,8 +126,9 @@ def test_stage_code_deps_are_all_used(name, stage):
     # guards: a code dep the script never imports reruns the stage (and all below it) for nothing
     need = {rel(p) for p in code_closure(script_of(stage))}
     have, folders = code_deps(stage)
-    extra = sorted(d for d in stage.get("deps", []) if d.startswith(("src/", "stages/")) and d not in folders
-                   and d not in need)
+    extra = sorted(
+        d for d in stage.get("deps", []) if d.startswith(("src/", "stages/")) and d not in folders and d not in need
+    )
     assert not extra, f"dvc.yaml stage {name}: deps never imported by its script: {extra}"
     for folder in folders:  # a folder dep is fine only when all of it is code the stage runs
         unused = sorted(f for f in have if f.startswith(folder + "/") and f not in need)
@@ -150,8 +151,14 @@ def test_closure_follows_lazy_and_relative_imports(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "SRC", tmp_path / "src")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     got = {p.relative_to(tmp_path).as_posix() for p in code_closure(script)}
-    assert got == {"stages/s.py", "src/tinyllm/__init__.py", "src/tinyllm/a.py", "src/tinyllm/sub/__init__.py",
-                   "src/tinyllm/sub/b.py", "src/tinyllm/c.py"}
+    assert got == {
+        "stages/s.py",
+        "src/tinyllm/__init__.py",
+        "src/tinyllm/a.py",
+        "src/tinyllm/sub/__init__.py",
+        "src/tinyllm/sub/b.py",
+        "src/tinyllm/c.py",
+    }
 
 
 def resolved_stages(tmp_path: Path, params: dict) -> dict[str, dict]:
@@ -165,8 +172,11 @@ def resolved_stages(tmp_path: Path, params: dict) -> dict[str, dict]:
     out = {}
     with Repo(str(tmp_path)) as repo:
         for st in repo.index.stages:
-            out[st.name] = {"deps": [d.def_path for d in st.deps], "outs": [o.def_path for o in st.outs],
-                                  "params": sorted(k for d in st.params for k in d.params)}
+            out[st.name] = {
+                "deps": [d.def_path for d in st.deps],
+                "outs": [o.def_path for o in st.outs],
+                "params": sorted(k for d in st.params for k in d.params),
+            }
     return out
 
 
@@ -176,8 +186,12 @@ def test_generate_stages_follow_the_benchmark_subset_and_a_new_teacher(tmp_path)
     # needed a dvc.yaml edit
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["benchmarks"] = ["obqa", "arc"]
-    params["teachers"]["qwen"] = {"backend": "openai", "model": "qwen", "base_url": "http://127.0.0.1:8000/v1",
-                                  "icl": {"k": 0}}
+    params["teachers"]["qwen"] = {
+        "backend": "openai",
+        "model": "qwen",
+        "base_url": "http://127.0.0.1:8000/v1",
+        "icl": {"k": 0},
+    }
     stages = resolved_stages(tmp_path, params)
     gen = sorted(n for n in stages if n.startswith("generate_rationales@"))
     want = sorted(f"generate_rationales@{t}-{b}" for t in params["teachers"] for b in ("obqa", "arc"))

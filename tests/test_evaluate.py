@@ -23,8 +23,17 @@ def many_records(n=20, seed=0):
         q = QUESTIONS[i % len(QUESTIONS)]
         choices = q["choices"][: 2 + i % 2] if q["answer"] in q["choices"][: 2 + i % 2] else q["choices"]
         choices = rng.sample(choices, len(choices))
-        out.append({"id": f"m{i}", "question": " ".join([q["question"]] * (1 + i % 3)), "choices": choices,
-                    "answer": q["answer"], "label": choices.index(q["answer"]), "benchmark": "obqa", "split": "valid"})
+        out.append(
+            {
+                "id": f"m{i}",
+                "question": " ".join([q["question"]] * (1 + i % 3)),
+                "choices": choices,
+                "answer": q["answer"],
+                "label": choices.index(q["answer"]),
+                "benchmark": "obqa",
+                "split": "valid",
+            }
+        )
     return out
 
 
@@ -45,7 +54,7 @@ def test_kv_cached_scores_equal_pairwise(tiny_tokenizer, make, cls):
     recs = many_records(12)
     fast = s.score_options(recs, 64, 5, "cpu")
     ref = s.score_options_pairwise(recs, 64, 3, "cpu")
-    assert all(abs(a - b) < 1e-4 for fa, fr in zip(fast, ref) for a, b in zip(fa, fr))
+    assert all(abs(a - b) < 1e-4 for fa, fr in zip(fast, ref, strict=True) for a, b in zip(fa, fr, strict=True))
 
 
 @pytest.mark.parametrize("make, cls", KINDS)
@@ -54,13 +63,17 @@ def test_predictions_do_not_depend_on_the_batch(tiny_tokenizer, make, cls):
     # (padding, batch-dependent decoding lengths, bf16 rounding): batch size 1 == batch size 16
     s = cls(make(tiny_tokenizer, seed=3).eval(), tiny_tokenizer)
     recs = many_records(20)
-    _, one = evaluate_records(s, recs, max_input_tokens=64, max_new_tokens=None, batch_size=1, device="cpu",
-                              progress=False)
-    _, many = evaluate_records(s, recs, max_input_tokens=64, max_new_tokens=None, batch_size=16, device="cpu",
-                               progress=False)
+    _, one = evaluate_records(
+        s, recs, max_input_tokens=64, max_new_tokens=None, batch_size=1, device="cpu", progress=False
+    )
+    _, many = evaluate_records(
+        s, recs, max_input_tokens=64, max_new_tokens=None, batch_size=16, device="cpu", progress=False
+    )
     assert [p["pred_score"] for p in one] == [p["pred_score"] for p in many]
     assert [p["generated"] for p in one] == [p["generated"] for p in many]
-    assert all(abs(a - b) < 1e-4 for p, q in zip(one, many) for a, b in zip(p["scores"], q["scores"]))
+    assert all(
+        abs(a - b) < 1e-4 for p, q in zip(one, many, strict=True) for a, b in zip(p["scores"], q["scores"], strict=True)
+    )
 
 
 def test_generation_stops_at_the_longest_option(tiny_tokenizer, monkeypatch):
@@ -70,7 +83,9 @@ def test_generation_stops_at_the_longest_option(tiny_tokenizer, monkeypatch):
     budgets, real = [], s.model.generate
     monkeypatch.setattr(s.model, "generate", lambda **kw: budgets.append(kw["max_new_tokens"]) or real(**kw))
     s.generate(recs, 64, None, 8, "cpu")
-    longest = max(len(tiny_tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for r in recs for c in r["choices"])
+    longest = max(
+        len(tiny_tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for r in recs for c in r["choices"]
+    )
     assert budgets == [longest + 1]  # the longest option and its EOS
     s.generate(recs, 64, 2, 8, "cpu")
     assert budgets[-1] == 2  # a configured cap wins when lower
@@ -81,20 +96,31 @@ def test_student_that_knows_the_answers_scores_100(tiny_tokenizer, make, cls):
     tok = tiny_tokenizer
     s = cls(make(tok), tok)
     exs = [{"record": r, "rationales": {}} for r in records()]
-    cfg = DistillConfig(alphas={}, steps=60, batch_size=4, lr=1e-2, max_input_tokens=64, precision="fp32",
-                        valid_loss_per_benchmark=0)
+    cfg = DistillConfig(
+        alphas={}, steps=60, batch_size=4, lr=1e-2, max_input_tokens=64, precision="fp32", valid_loss_per_benchmark=0
+    )
     train(s, exs, cfg, progress=False)
     s.model.eval()
-    metrics, preds = evaluate_records(s, records("valid"), max_input_tokens=64, max_new_tokens=None, batch_size=3,
-                                      device="cpu", progress=False)
+    metrics, preds = evaluate_records(
+        s, records("valid"), max_input_tokens=64, max_new_tokens=None, batch_size=3, device="cpu", progress=False
+    )
     assert metrics["acc_score"] == 1.0 and metrics["acc_generate"] == 1.0
     assert [p["generated"] for p in preds] == [r["answer"] for r in records()]
     # an untrained student of the same shape does not know them
-    fresh, _ = evaluate_records(cls(make(tok, seed=1).eval(), tok), records("valid"), max_input_tokens=64,
-                                max_new_tokens=None, batch_size=3, device="cpu", progress=False)
+    fresh, _ = evaluate_records(
+        cls(make(tok, seed=1).eval(), tok),
+        records("valid"),
+        max_input_tokens=64,
+        max_new_tokens=None,
+        batch_size=3,
+        device="cpu",
+        progress=False,
+    )
     assert fresh["acc_generate"] < 1.0
 
 
 def test_average_is_unweighted_over_benchmarks():
-    avg = average({"a": {"accuracy": 1.0, "acc_score": 1.0, "n": 10}, "b": {"accuracy": 0.0, "acc_score": 0.0, "n": 90}})
+    avg = average(
+        {"a": {"accuracy": 1.0, "acc_score": 1.0, "n": 10}, "b": {"accuracy": 0.0, "acc_score": 0.0, "n": 90}}
+    )
     assert avg["accuracy"] == 0.5 and avg["n"] == 100

@@ -52,8 +52,19 @@ def apply_like_dvc(tmp_path: Path, overrides: list[str]) -> dict:
 def test_grid_has_every_table1_row_and_the_papers_alpha_grid():
     # guards: a baseline or an alpha value dropped from the grid file unnoticed
     names = {r["row"] for r in ROWS}
-    assert {"inference", "lora", "full_ft", "tinyllm", "dss_flan_t5_xl", "dss_llama2_7b",
-            "only_flan_t5_xl", "only_llama2_7b", "no_icl", "no_tf", "teachers_3"} <= names
+    assert {
+        "inference",
+        "lora",
+        "full_ft",
+        "tinyllm",
+        "dss_flan_t5_xl",
+        "dss_llama2_7b",
+        "only_flan_t5_xl",
+        "only_llama2_7b",
+        "no_icl",
+        "no_tf",
+        "teachers_3",
+    } <= names
     assert sorted(r["alpha"] for r in ROWS if "alpha" in r) == [0.01, 0.1, 0.5, 1.0, 2.0, 3.0]
     assert {r["paper"] for r in ROWS if "paper" in r} == set(report.PAPER["80M"])
 
@@ -83,9 +94,11 @@ def test_row_overrides_give_exactly_the_rows_parameters(row, tmp_path):
 
 def test_load_grid_rejects_bad_rows(tmp_path):
     # guards: a typo in the grid file (unknown key, duplicate name) silently changing the grid
-    for bad, msg in (({"row": "a", "group": "baseline", "sett": []}, "unknown key"),
-                     ({"row": "a b", "group": "baseline"}, "must match"),
-                     ({"row": "a", "group": "baselines"}, "group")):
+    for bad, msg in (
+        ({"row": "a", "group": "baseline", "sett": []}, "unknown key"),
+        ({"row": "a b", "group": "baseline"}, "must match"),
+        ({"row": "a", "group": "baselines"}, "group"),
+    ):
         f = tmp_path / "g.yaml"
         f.write_text(yaml.safe_dump({"rows": [bad]}))
         with pytest.raises(ValueError, match=msg):
@@ -129,13 +142,19 @@ def test_workers_alive_finds_this_repos_queue_worker_by_its_command_line(tmp_pat
 
 def test_parse_queue_status_reads_names_and_states():
     # guards: a task without a name or a dated `Created` column read as the wrong experiment
-    out = ("Task     Name        Created    Status\n"
-           "3f2a1b4  full_ft     10:01 AM   Success\n"
-           "9c0ffee  alpha_0.1   Nov 23, 2026  Failed\n"
-           "1234567              10:02 AM   Queued\n"
-           "abcdef0  tinyllm-s1  10:03 PM   Running\n\nWorker status: 1 active, 0 idle\n")
-    assert gridrun.parse_queue_status(out) == [("full_ft", "Success"), ("alpha_0.1", "Failed"),
-                                               ("1234567", "Queued"), ("tinyllm-s1", "Running")]
+    out = (
+        "Task     Name        Created    Status\n"
+        "3f2a1b4  full_ft     10:01 AM   Success\n"
+        "9c0ffee  alpha_0.1   Nov 23, 2026  Failed\n"
+        "1234567              10:02 AM   Queued\n"
+        "abcdef0  tinyllm-s1  10:03 PM   Running\n\nWorker status: 1 active, 0 idle\n"
+    )
+    assert gridrun.parse_queue_status(out) == [
+        ("full_ft", "Success"),
+        ("alpha_0.1", "Failed"),
+        ("1234567", "Queued"),
+        ("tinyllm-s1", "Running"),
+    ]
 
 
 def test_start_wait_restarts_a_worker_that_died_with_rows_left(tmp_path, monkeypatch):
@@ -145,8 +164,11 @@ def test_start_wait_restarts_a_worker_that_died_with_rows_left(tmp_path, monkeyp
     calls, said = [], []
     alive = iter([[1], [], [2], []])  # worker 1 runs, dies; worker 2 runs, exits
     status = iter([[("only_llama2_7b", "Queued")], [("only_llama2_7b", "Success")], [("only_llama2_7b", "Success")]])
-    monkeypatch.setattr(gridrun, "dvc", lambda args, root, check=True: calls.append(args) or
-                        subprocess.CompletedProcess(args, 0, "log line\n", ""))
+    monkeypatch.setattr(
+        gridrun,
+        "dvc",
+        lambda args, root, check=True: calls.append(args) or subprocess.CompletedProcess(args, 0, "log line\n", ""),
+    )
     monkeypatch.setattr(gridrun, "workers_alive", lambda root: next(alive))
     monkeypatch.setattr(gridrun, "queue_status", lambda root: next(status))
     monkeypatch.setattr(gridrun.time, "sleep", lambda s: None)
@@ -169,7 +191,7 @@ def test_seeds_make_one_experiment_per_seed_for_trained_rows_only(tmp_path):
     cmds = gridrun.commands([rows["inference"], rows["full_ft"]], PARAMS, [], "queue", seeds=[0, 1, 2])
     names = [n for n, _ in cmds]
     assert names == ["inference", "full_ft-s0", "full_ft-s1", "full_ft-s2"]
-    p = apply_like_dvc(tmp_path, [c for c in cmds[2][1][cmds[2][1].index("-S"):] if c != "-S"])
+    p = apply_like_dvc(tmp_path, [c for c in cmds[2][1][cmds[2][1].index("-S") :] if c != "-S"])
     assert p["distill"]["seed"] == 1 and p["tracking"]["row"] == "full_ft" and p["distill"]["alphas"] == {}
     assert gridrows.row_seeds({**rows["tinyllm"], "seeds": [3, 4]}) == [3, 4]
     assert gridrows.row_seeds(rows["tinyllm"]) == [None]
@@ -186,8 +208,13 @@ def test_grid_runs_inside_one_mlflow_parent_run(tmp_path, monkeypatch):
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     seen, said = [], []
-    code = gridrun.in_parent_run(tmp_path, "grid test", lambda: seen.append(os.environ.get(tracking.PARENT_ENV)) or 3,
-                                 experiment="tinyllm", say=said.append)
+    code = gridrun.in_parent_run(
+        tmp_path,
+        "grid test",
+        lambda: seen.append(os.environ.get(tracking.PARENT_ENV)) or 3,
+        experiment="tinyllm",
+        say=said.append,
+    )
     assert code == 3 and seen[0] and tracking.PARENT_ENV not in os.environ
     parent = mlflow.MlflowClient().get_run(seen[0])
     assert parent.info.run_name == "grid test" and parent.info.status == "FINISHED"
@@ -241,16 +268,28 @@ def _metrics(accs: dict[str, float], split="valid", n: int = 100) -> dict:
 @pytest.fixture
 def fake_repo(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
-        "tracking": {"experiment": "tinyllm", "row": "tinyllm"},
-        "teachers": {"smollm2_135m": {"model": "models/base"}, "remote": {"model": "some/other-model"}}}))
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "tracking": {"experiment": "tinyllm", "row": "tinyllm"},
+                "teachers": {"smollm2_135m": {"model": "models/base"}, "remote": {"model": "some/other-model"}},
+            }
+        )
+    )
     g = tmp_path / "grid.yaml"
-    g.write_text(yaml.safe_dump({"rows": [
-        {"row": "inference", "group": "baseline", "paper": "inference", "set": ["distill.steps=0"]},
-        {"row": "full_ft", "group": "baseline", "paper": "full_ft", "set": ["distill.alphas={}"]},
-        {"row": "tinyllm", "group": "baseline", "paper": "tinyllm"},
-        {"row": "alpha_0.1", "group": "ablation", "alpha": 0.1},
-        {"row": "no_icl", "group": "ablation", "needs": ["smollm2_135m_noicl"]}]}))
+    g.write_text(
+        yaml.safe_dump(
+            {
+                "rows": [
+                    {"row": "inference", "group": "baseline", "paper": "inference", "set": ["distill.steps=0"]},
+                    {"row": "full_ft", "group": "baseline", "paper": "full_ft", "set": ["distill.alphas={}"]},
+                    {"row": "tinyllm", "group": "baseline", "paper": "tinyllm"},
+                    {"row": "alpha_0.1", "group": "ablation", "alpha": 0.1},
+                    {"row": "no_icl", "group": "ablation", "needs": ["smollm2_135m_noicl"]},
+                ]
+            }
+        )
+    )
     return tmp_path, g
 
 
@@ -264,14 +303,17 @@ def test_report_takes_the_latest_run_per_row_and_equals_its_metrics(fake_repo):
     # fractions not turned into %, a wrong relative gain
     root, g = fake_repo
     student = {"student": "gguf-pypi:smollm2-135m-instruct", "headline": "score"}
-    ids = _fake_store(root, [
-        ({"row": "full_ft", **student}, _metrics({"arc": 0.10, "piqa": 0.20})),  # older: superseded
-        ({"row": "full_ft", **student}, _metrics({"arc": 0.30, "piqa": 0.50})),
-        ({"row": "tinyllm", **student}, _metrics({"arc": 0.40, "piqa": 0.60})),
-        ({"row": "alpha_0.1", **student}, _metrics({"arc": 0.35, "piqa": 0.55})),
-        ({"row": "inference", **student}, _metrics({"arc": 0.25, "piqa": 0.45})),
-        ({"kind": "other"}, _metrics({"arc": 0.99, "piqa": 0.99})),  # no row tag: ignored
-    ])
+    ids = _fake_store(
+        root,
+        [
+            ({"row": "full_ft", **student}, _metrics({"arc": 0.10, "piqa": 0.20})),  # older: superseded
+            ({"row": "full_ft", **student}, _metrics({"arc": 0.30, "piqa": 0.50})),
+            ({"row": "tinyllm", **student}, _metrics({"arc": 0.40, "piqa": 0.60})),
+            ({"row": "alpha_0.1", **student}, _metrics({"arc": 0.35, "piqa": 0.55})),
+            ({"row": "inference", **student}, _metrics({"arc": 0.25, "piqa": 0.45})),
+            ({"kind": "other"}, _metrics({"arc": 0.99, "piqa": 0.99})),  # no row tag: ignored
+        ],
+    )
     assert report_cli.main(["--root", str(root), "--grid", str(g)]) == 0
     rows = {(r["row"], r["source"]): r for r in _read_csv(root / "reports" / "table1.csv")}
     ours = rows[("full_ft", "ours")]
@@ -291,8 +333,9 @@ def test_report_takes_the_latest_run_per_row_and_equals_its_metrics(fake_repo):
     md = (root / "reports" / "table1.md").read_text()
     assert "cannot be computed from the release" in md and "reference only" in md
     # the only alpha row: (35 + 55) / 2; no test split, so it is said to be selected and reported on valid
-    assert ("best alpha = 0.1 (row `alpha_0.1`, valid average 45.00); selected and reported on valid "
-            "(no test split)") in md
+    assert (
+        "best alpha = 0.1 (row `alpha_0.1`, valid average 45.00); selected and reported on valid (no test split)"
+    ) in md
     # accuracy with its Wilson interval (30 of 100: [21.9, 39.6]); seeds 1
     assert "| full_ft | full_ft | 1 | – | 30.0 [21.9, 39.6] | 50.0 [40.4, 59.6] | – | – | – | 40.0 [" in md
     # the compare URL lists exactly the grid's latest runs
@@ -305,8 +348,14 @@ def test_report_takes_the_latest_run_per_row_and_equals_its_metrics(fake_repo):
     rep = mlflow.search_runs(experiment_names=["tinyllm"], filter_string="tags.kind = 'report'", output_format="list")
     assert len(rep) == 1
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(rep[0].info.run_id, "report")}
-    assert {"report/table1.md", "report/table1.csv", "report/stats.csv", "report/accuracy.png", "report/alpha.png",
-            "report/accuracy_ci.png"} <= arts
+    assert {
+        "report/table1.md",
+        "report/table1.csv",
+        "report/stats.csv",
+        "report/accuracy.png",
+        "report/alpha.png",
+        "report/accuracy_ci.png",
+    } <= arts
     assert set(report.collect_mlflow(root)) == {"full_ft", "tinyllm", "alpha_0.1", "inference"}
 
 
@@ -314,8 +363,10 @@ def test_report_puts_the_papers_row_beside_ours_for_a_paper_student(fake_repo):
     # guards: comparing against the wrong student size (or none) when the setting matches
     root, g = fake_repo
     tags = {"student": "google/flan-t5-base", "headline": "generate"}
-    _fake_store(root, [({"row": r, **tags}, _metrics({b: 0.5 for b in report.BENCHMARKS}, "test"))
-                       for r in ("full_ft", "tinyllm")])
+    _fake_store(
+        root,
+        [({"row": r, **tags}, _metrics({b: 0.5 for b in report.BENCHMARKS}, "test")) for r in ("full_ft", "tinyllm")],
+    )
     report_cli.main(["--root", str(root), "--grid", str(g), "--no-mlflow-run"])
     rows = _read_csv(root / "reports" / "table1.csv")
     paper = {r["row"]: r for r in rows if r["source"] == "paper" and r["group"] != "teacher"}
@@ -335,19 +386,26 @@ def mini_grid(tmp_path_factory, mirror):
     env = {k: v for k, v in base_env().items() if k != "MLFLOW_TRACKING_URI"}  # the default store
     run(["dvc", "repro"], d, env)
     git_commit(d, env, "shrunk pipeline")
-    out = run([sys.executable, str(ROOT / "scripts" / "grid.py"), "--root", str(d), "run",
-               "--rows", "inference,full_ft"], ROOT, env)
+    out = run(
+        [sys.executable, str(ROOT / "scripts" / "grid.py"), "--root", str(d), "run", "--rows", "inference,full_ft"],
+        ROOT,
+        env,
+    )
     out += run([sys.executable, str(ROOT / "scripts" / "grid.py"), "--root", str(d), "report"], ROOT, env)
     return d, env, out
 
 
 def _exp_metrics(d: Path, name: str) -> dict:
     """metrics/eval.json as committed in the DVC experiment `name` (read with git, not DVC)."""
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=d,
-                          capture_output=True, text=True, check=True).stdout.split()
+    refs = subprocess.run(
+        ["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=d, capture_output=True, text=True, check=True
+    ).stdout.split()
     ref = next(r for r in refs if r.endswith("/" + name))
-    return json.loads(subprocess.run(["git", "show", f"{ref}:metrics/eval.json"], cwd=d, capture_output=True,
-                                     text=True, check=True).stdout)
+    return json.loads(
+        subprocess.run(
+            ["git", "show", f"{ref}:metrics/eval.json"], cwd=d, capture_output=True, text=True, check=True
+        ).stdout
+    )
 
 
 @pytest.mark.slow
@@ -384,8 +442,11 @@ def test_mini_grid_runs_carry_their_row_parameters(mini_grid):
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{d / 'mlflow.db'}")
-    runs = {r.data.tags["row"]: r for r in mlflow.search_runs(experiment_names=["tinyllm"], output_format="list")
-            if "row" in r.data.tags}
+    runs = {
+        r.data.tags["row"]: r
+        for r in mlflow.search_runs(experiment_names=["tinyllm"], output_format="list")
+        if "row" in r.data.tags
+    }
     assert {"inference", "full_ft"} <= set(runs)
     assert runs["full_ft"].data.tags["teachers"] == "none" and runs["full_ft"].data.tags["alphas"] == "{}"
     assert runs["inference"].data.params["distill.steps"] == "0"
@@ -393,8 +454,11 @@ def test_mini_grid_runs_carry_their_row_parameters(mini_grid):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path(gridrun.CHROMIUM).exists(), reason=f"{gridrun.CHROMIUM} not installed "
-                    "(apt-get install -y chromium) - the MLflow compare page cannot be rendered")
+@pytest.mark.skipif(
+    not Path(gridrun.CHROMIUM).exists(),
+    reason=f"{gridrun.CHROMIUM} not installed "
+    "(apt-get install -y chromium) - the MLflow compare page cannot be rendered",
+)
 def test_compare_url_opens_a_page_listing_the_grid_runs(mini_grid):
     # guards: a compare URL of the wrong shape (MLflow then shows an empty or error page)
     d, env, out = mini_grid

@@ -46,8 +46,9 @@ def test_ignored_positions_contribute_nothing():
     w = torch.tensor([1.0, 1.0, 1.0])
     noisy = logits.clone()
     noisy[:4] += 100 * torch.randn_like(noisy[:4])  # only IGNORE positions change
-    assert torch.allclose(multitask_loss_tokens(logits, labels, task, w)[0],
-                          multitask_loss_tokens(noisy, labels, task, w)[0])
+    assert torch.allclose(
+        multitask_loss_tokens(logits, labels, task, w)[0], multitask_loss_tokens(noisy, labels, task, w)[0]
+    )
 
 
 def test_task_without_tokens_contributes_zero_not_nan():

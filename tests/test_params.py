@@ -66,13 +66,24 @@ def test_null_where_not_allowed():
     rejects("distill.steps", None, r"distill\.steps = null")
 
 
-@pytest.mark.parametrize("key, value", [
-    ("distill.batch_size", 0), ("distill.grad_accum", 0), ("distill.steps", -1),
-    ("distill.train_per_benchmark", -3), ("distill.answer_weight", -0.5), ("distill.max_input_tokens", -1),
-    ("distill.max_rationale_tokens", 0), ("distill.lr", 0.0), ("distill.warmup_ratio", 1.5),
-    ("evaluate.max_per_benchmark", -1), ("evaluate.max_input_tokens", 0), ("evaluate.batch_size", 0),
-    ("evaluate.max_new_tokens", 0),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("distill.batch_size", 0),
+        ("distill.grad_accum", 0),
+        ("distill.steps", -1),
+        ("distill.train_per_benchmark", -3),
+        ("distill.answer_weight", -0.5),
+        ("distill.max_input_tokens", -1),
+        ("distill.max_rationale_tokens", 0),
+        ("distill.lr", 0.0),
+        ("distill.warmup_ratio", 1.5),
+        ("evaluate.max_per_benchmark", -1),
+        ("evaluate.max_input_tokens", 0),
+        ("evaluate.batch_size", 0),
+        ("evaluate.max_new_tokens", 0),
+    ],
+)
 def test_ranges(key, value):
     # guards: negative/zero counts and weights were accepted on a9a0842 (train_per_benchmark: -3
     # silently dropped the last 3 questions, max_per_benchmark: -1 dropped one)
@@ -137,8 +148,9 @@ def test_teacher_entries_are_typed_and_cross_checked():
     # guards: a teacher's string temperature raised a bare ValueError from float(); an ICL source
     # naming no cache failed only inside the generate stage
     rejects("teachers.smollm2_135m.temperature", "hot", r"teachers\.smollm2_135m\.temperature = 'hot' is not a number")
-    rejects("teachers.smollm2_135m.max_new_tokens", "48",
-            r"teachers\.smollm2_135m\.max_new_tokens = '48' is not an int")
+    rejects(
+        "teachers.smollm2_135m.max_new_tokens", "48", r"teachers\.smollm2_135m\.max_new_tokens = '48' is not an int"
+    )
     rejects("teachers.smollm2_135m.limit_per_benchmark", -1, r"teachers\.smollm2_135m\.limit_per_benchmark = -1")
     rejects("teachers.smollm2_135m.icl", {"k": 2, "source": "nobody"}, r"teachers\.smollm2_135m\.icl\.source")
 
@@ -168,12 +180,18 @@ def test_every_stage_validates_the_whole_file_before_work(script, bad_evaluate_r
     # guards: an unknown key under `evaluate` surfaced only after distill had trained (a9a0842):
     # every stage script must stop on it, before writing anything
     def files():
-        return sorted(p.relative_to(bad_evaluate_repo) for p in bad_evaluate_repo.rglob("*")
-                      if "__pycache__" not in p.parts)
+        return sorted(
+            p.relative_to(bad_evaluate_repo) for p in bad_evaluate_repo.rglob("*") if "__pycache__" not in p.parts
+        )
 
     before = files()
-    res = subprocess.run([sys.executable, f"stages/{script}", *STAGE_ARGS.get(script, [])], cwd=bad_evaluate_repo,
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, f"stages/{script}", *STAGE_ARGS.get(script, [])],
+        cwd=bad_evaluate_repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode != 0
     assert "unknown key(s) ['max_per_benchmarks']" in res.stderr, res.stderr[-2000:]
     after = files()

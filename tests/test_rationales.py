@@ -9,14 +9,18 @@ from tinyllm.benchmarks import DataError, load_split
 from tinyllm.rationales import import_released, split_released, summarize
 
 # Two released strings, verbatim (test fixtures; the files themselves stay out of git).
-OBQA = ("Sun is responsible for plants sprouting, blooming and wilting. Thus, the answer is (d) plants "
-        "sprouting, blooming and wilting\n\nQ: The sun is responsible for\nAnswer Choices:\n(a) puppies "
-        "learning new tricks\n(b) children growing up and getting old\n(c) flowers wilting in a vase\n(d) "
-        "plants sprouting, blooming and wilting llama rationale: Let's think step by step.\nMount Rushmore "
-        "is a very famous mountain.\nSo, the mountains seem very close.\n#\n# 17.\nQuestion:\nWh")
-PIQA = ("Butter is a solid at room temperature. When boiling butter, when it's ready, you can pour it into "
-        "a jar. Thus, the answer is (b) Pour it into a jar\n\nQ: When boiling butter, when it's ready, you "
-        "can\nAnswer Choices:\n(a) Pour it onto a plate\n(b) Pour it into a jar")
+OBQA = (
+    "Sun is responsible for plants sprouting, blooming and wilting. Thus, the answer is (d) plants "
+    "sprouting, blooming and wilting\n\nQ: The sun is responsible for\nAnswer Choices:\n(a) puppies "
+    "learning new tricks\n(b) children growing up and getting old\n(c) flowers wilting in a vase\n(d) "
+    "plants sprouting, blooming and wilting llama rationale: Let's think step by step.\nMount Rushmore "
+    "is a very famous mountain.\nSo, the mountains seem very close.\n#\n# 17.\nQuestion:\nWh"
+)
+PIQA = (
+    "Butter is a solid at room temperature. When boiling butter, when it's ready, you can pour it into "
+    "a jar. Thus, the answer is (b) Pour it into a jar\n\nQ: When boiling butter, when it's ready, you "
+    "can\nAnswer Choices:\n(a) Pour it onto a plate\n(b) Pour it into a jar"
+)
 
 
 def test_split_obqa_string_into_two_teachers():
@@ -35,8 +39,10 @@ def test_split_piqa_string_has_no_llama_part():
 
 
 def test_truncated_and_non_english_are_flagged():
-    s = ("Reason one. Thus, the answer is (a) x\n\nQ: q\nAnswer Choices:\n(a) x llama rationale: "
-         "这是一个非常好的答案因为它很好")
+    s = (
+        "Reason one. Thus, the answer is (a) x\n\nQ: q\nAnswer Choices:\n(a) x llama rationale: "
+        "这是一个非常好的答案因为它很好"
+    )
     p = split_released(s)
     assert "non_english" in p.flags["llama2_7b"] and "truncated" in p.flags["llama2_7b"]
 
@@ -44,8 +50,14 @@ def test_truncated_and_non_english_are_flagged():
 def test_import_aligns_to_ids_and_counts(tmp_path):
     d = tmp_path / "datasets" / "piqa"
     (d / "llm").mkdir(parents=True)
-    qs = [{"id": 0, "question": "When boiling butter, when it's ready, you can",
-           "choices": ["Pour it onto a plate", "Pour it into a jar"], "answer": "Pour it into a jar"}]
+    qs = [
+        {
+            "id": 0,
+            "question": "When boiling butter, when it's ready, you can",
+            "choices": ["Pour it onto a plate", "Pour it into a jar"],
+            "answer": "Pour it into a jar",
+        }
+    ]
     (d / "piqa_train.json").write_text(json.dumps(qs))
     (d / "llm" / "train_CoT_0.json").write_text(json.dumps([PIQA]))
     recs = load_split(tmp_path, "piqa", "train")
@@ -99,14 +111,18 @@ def test_import_stage_writes_only_the_splits_something_reads(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
     d = tmp_path / "data" / "raw" / "datasets" / "piqa"
     (d / "llm").mkdir(parents=True)
-    q = {"question": "When boiling butter, when it's ready, you can",
-         "choices": ["Pour it onto a plate", "Pour it into a jar"], "answer": "Pour it into a jar"}
+    q = {
+        "question": "When boiling butter, when it's ready, you can",
+        "choices": ["Pour it onto a plate", "Pour it into a jar"],
+        "answer": "Pour it into a jar",
+    }
     for split in ("train", "valid", "test"):
         (d / f"piqa_{split}.json").write_text(json.dumps([{**q, "id": 0}]))
         (d / "llm" / f"{split}_CoT_0.json").write_text(json.dumps([PIQA]))
     for stage in ("prepare", "import_rationales"):
-        res = subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=tmp_path, capture_output=True, text=True,
-                             timeout=60)
+        res = subprocess.run(
+            [sys.executable, f"stages/{stage}.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
         assert res.returncode == 0, res.stderr[-2000:]
     written = sorted(f.name for f in (tmp_path / "data" / "rationales" / "flan_t5_xl" / "piqa").iterdir())
     assert written == ["train.jsonl", "valid.jsonl"]

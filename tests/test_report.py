@@ -18,11 +18,13 @@ from scipy import stats as st
 
 from tinyllm.experiments import report
 
-GRID = [{"row": "inference", "group": "baseline", "label": "inference", "set": ["distill.steps=0"], "needs": []},
-        {"row": "full_ft", "group": "baseline", "label": "full FT", "set": [], "needs": []},
-        {"row": "alpha_0.1", "group": "ablation", "label": "alpha 0.1", "alpha": 0.1, "set": [], "needs": []},
-        {"row": "alpha_0.5", "group": "ablation", "label": "alpha 0.5", "alpha": 0.5, "set": [], "needs": []},
-        {"row": "alpha_2", "group": "ablation", "label": "alpha 2", "alpha": 2.0, "set": [], "needs": []}]
+GRID = [
+    {"row": "inference", "group": "baseline", "label": "inference", "set": ["distill.steps=0"], "needs": []},
+    {"row": "full_ft", "group": "baseline", "label": "full FT", "set": [], "needs": []},
+    {"row": "alpha_0.1", "group": "ablation", "label": "alpha 0.1", "alpha": 0.1, "set": [], "needs": []},
+    {"row": "alpha_0.5", "group": "ablation", "label": "alpha 0.5", "alpha": 0.5, "set": [], "needs": []},
+    {"row": "alpha_2", "group": "ablation", "label": "alpha 2", "alpha": 2.0, "set": [], "needs": []},
+]
 
 
 def result(row: str, averages: dict[str, float], n: int = 100) -> dict:
@@ -30,17 +32,26 @@ def result(row: str, averages: dict[str, float], n: int = 100) -> dict:
     given average (arc = piqa = average)."""
     metrics = {s: {b: {"accuracy": a, "n": n} for b in ("arc", "piqa", "average")} for s, a in averages.items()}
     run = {"row": row, "run_id": "", "experiment_id": "", "seed": None, "exp_name": "", "rev": "", "metrics": metrics}
-    return {"row": row, "runs": {None: run}, "student": "s", "headline": "score", "run_id": "", "experiment_id": "",
-            "source": "mlflow"}
+    return {
+        "row": row,
+        "runs": {None: run},
+        "student": "s",
+        "headline": "score",
+        "run_id": "",
+        "experiment_id": "",
+        "source": "mlflow",
+    }
 
 
 def test_best_alpha_is_chosen_on_valid_even_when_test_would_pick_another():
     # guards: selection reading test (issue 13 item 5), and the best alpha taken by min (issue 14:
     # its old fixture had one alpha row, so min == max went unnoticed)
-    results = {"alpha_0.1": result("alpha_0.1", {"valid": 0.40, "test": 0.70}),
-               "alpha_0.5": result("alpha_0.5", {"valid": 0.50, "test": 0.45}),
-               "alpha_2": result("alpha_2", {"valid": 0.45, "test": 0.60}),
-               "full_ft": result("full_ft", {"valid": 0.42, "test": 0.41})}
+    results = {
+        "alpha_0.1": result("alpha_0.1", {"valid": 0.40, "test": 0.70}),
+        "alpha_0.5": result("alpha_0.5", {"valid": 0.50, "test": 0.45}),
+        "alpha_2": result("alpha_2", {"valid": 0.45, "test": 0.60}),
+        "full_ft": result("full_ft", {"valid": 0.42, "test": 0.41}),
+    }
     assert report.best_alpha(GRID, results) == (0.5, "alpha_0.5", 0.50)
     split = report.report_split(results)
     assert split == "test"  # every row has test: it is what the table shows
@@ -59,22 +70,28 @@ def test_best_alpha_is_chosen_on_valid_even_when_test_would_pick_another():
 def test_without_test_split_the_report_says_selected_and_reported_on_valid():
     # guards: a table silently mixing splits when only some rows have test, and the optimistic
     # valid-on-valid number presented without its label
-    results = {"alpha_0.1": result("alpha_0.1", {"valid": 0.40}), "alpha_2": result("alpha_2", {"valid": 0.45}),
-               "full_ft": result("full_ft", {"valid": 0.42, "test": 0.41})}
+    results = {
+        "alpha_0.1": result("alpha_0.1", {"valid": 0.40}),
+        "alpha_2": result("alpha_2", {"valid": 0.45}),
+        "full_ft": result("full_ft", {"valid": 0.42, "test": 0.41}),
+    }
     split = report.report_split(results)
     assert split == "valid"
     note = report.selection_note(split, report.best_alpha(GRID, results), results)
     assert "best alpha = 2" in note and "selected and reported on valid" in note
     only_valid = {k: v for k, v in results.items() if k != "full_ft"}
     assert "selected and reported on valid (no test split)" in report.selection_note(
-        "valid", report.best_alpha(GRID, only_valid), only_valid)
+        "valid", report.best_alpha(GRID, only_valid), only_valid
+    )
 
 
 def test_multi_seed_average_is_the_mean_over_seeds_for_selection():
     # guards: one lucky seed selecting an alpha (selection must use the seeds' mean)
     res = result("alpha_0.5", {"valid": 0.60})
-    res["runs"] = {s: {**res["runs"][None], "seed": s, "metrics": {"valid": {"average": {"accuracy": a}}}}
-                   for s, a in ((0, 0.60), (1, 0.30), (2, 0.30))}
+    res["runs"] = {
+        s: {**res["runs"][None], "seed": s, "metrics": {"valid": {"average": {"accuracy": a}}}}
+        for s, a in ((0, 0.60), (1, 0.30), (2, 0.30))
+    }
     results = {"alpha_0.5": res, "alpha_2": result("alpha_2", {"valid": 0.45})}
     assert report.best_alpha(GRID, results)[1] == "alpha_2"
 
@@ -86,8 +103,17 @@ N = 40
 
 
 def make_preds(correct: list[int], k: int, labels: list[int]) -> list[dict]:
-    return [{"id": f"q{i}", "label": lab, "pred_score": lab if c else (lab + 1) % k, "pred_generate": None,
-             "generated": "", "scores": [0.0] * k} for i, (c, lab) in enumerate(zip(correct, labels, strict=True))]
+    return [
+        {
+            "id": f"q{i}",
+            "label": lab,
+            "pred_score": lab if c else (lab + 1) % k,
+            "pred_generate": None,
+            "generated": "",
+            "scores": [0.0] * k,
+        }
+        for i, (c, lab) in enumerate(zip(correct, labels, strict=True))
+    ]
 
 
 # obqa (4 options): full_ft right on 12, tinyllm on 30 (b = 20 right only in tinyllm, c = 2)
@@ -124,12 +150,14 @@ def store(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tracking": {"experiment": "tinyllm"}}))
     prepared = tmp_path / "data" / "prepared"
-    for b, recs in {"obqa": [{"choices": [f"o{i}{j}" for j in range(4)], "label": 1 if i < 5 else i % 4}
-                             for i in range(12)],
-                    "bioasq": [{"choices": ["yes", "no"], "label": 0 if i < 7 else 1} for i in range(10)]}.items():
+    for b, recs in {
+        "obqa": [{"choices": [f"o{i}{j}" for j in range(4)], "label": 1 if i < 5 else i % 4} for i in range(12)],
+        "bioasq": [{"choices": ["yes", "no"], "label": 0 if i < 7 else 1} for i in range(10)],
+    }.items():
         (prepared / b).mkdir(parents=True)
-        (prepared / b / "train.jsonl").write_text("".join(json.dumps({"id": str(i), **r}) + "\n"
-                                                           for i, r in enumerate(recs)))
+        (prepared / b / "train.jsonl").write_text(
+            "".join(json.dumps({"id": str(i), **r}) + "\n" for i, r in enumerate(recs))
+        )
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.create_experiment("tinyllm", artifact_location=(tmp_path / "mlartifacts").as_uri())
     mlflow.set_experiment("tinyllm")
@@ -156,7 +184,8 @@ def test_report_has_paired_tests_seeds_reference_rates_and_option_shares(store):
 
     root, local = store
     grid = [g for g in GRID if g["row"] in ("inference", "full_ft")] + [
-        {"row": "tinyllm", "group": "baseline", "label": "TinyLLM", "set": [], "needs": []}]
+        {"row": "tinyllm", "group": "baseline", "label": "TinyLLM", "set": [], "needs": []}
+    ]
     out = report.make_report(root, grid, root / "reports", pred_dir=local, say=lambda s: None)
     assert out["split"] == "valid"
     comps = {(c["row"], c["reference"], c["benchmark"]): c for c in out["comparisons"]}
@@ -181,10 +210,14 @@ def test_report_has_paired_tests_seeds_reference_rates_and_option_shares(store):
     assert "## Paired tests on `valid`" in md and "vs `full_ft`:" in md and "vs `inference`:" in md
     assert "| tinyllm | +45.0 [" in md and "| +0.0 [+0.0, +0.0] p=1.000 | +22.5 [" in md
     assert "| *gold* | 25/25/25/25 | – | – | – | – | 75/25 |" in md
-    shares = [r for r in _csv(root / "reports" / "stats.csv") if r["kind"] == "share" and r["row"] == "full_ft"
-              and r["benchmark"] == "obqa"]
+    shares = [
+        r
+        for r in _csv(root / "reports" / "stats.csv")
+        if r["kind"] == "share" and r["row"] == "full_ft" and r["benchmark"] == "obqa"
+    ]
     assert [float(r["value"]) for r in shares] == pytest.approx(
-        [np.mean([(lab if c else (lab + 1) % 4) == j for c, lab in zip(FULL, LABELS, strict=True)]) for j in range(4)])
+        [np.mean([(lab if c else (lab + 1) % 4) == j for c, lab in zip(FULL, LABELS, strict=True)]) for j in range(4)]
+    )
     assert (root / "reports" / "plots" / "accuracy_ci.png").stat().st_size > 10_000
     run = mlflow.MlflowClient().get_run(out["run_id"])
     assert run.data.metrics["tinyllm.vs_full_ft.obqa.p_mcnemar"] == pytest.approx(c["p_mcnemar"])

@@ -10,30 +10,36 @@ import pytest
 from tinyllm.redact import MASK, redact, redact_uri
 
 
-@pytest.mark.parametrize("uri, want", [
-    ("http://alice:s3cret@mlflow.example:5000", f"http://alice:{MASK}@mlflow.example:5000"),
-    ("postgresql://mlflow:pw%40x@db:5432/mlflow", f"postgresql://mlflow:{MASK}@db:5432/mlflow"),
-    ("https://ghp_tok3n@github.com/o/r.tar.gz", f"https://{MASK}@github.com/o/r.tar.gz"),
-    ("https://host/release.tar.gz?token=abc123&x=1", f"https://host/release.tar.gz?token={MASK}&x=1"),
-    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
-    ("sqlite:////work/main/mlflow.db", "sqlite:////work/main/mlflow.db"),  # byte-identical when clean
-    ("../shared/benchmarks/tinyllm-release", "../shared/benchmarks/tinyllm-release"),
-])
+@pytest.mark.parametrize(
+    "uri, want",
+    [
+        ("http://alice:s3cret@mlflow.example:5000", f"http://alice:{MASK}@mlflow.example:5000"),
+        ("postgresql://mlflow:pw%40x@db:5432/mlflow", f"postgresql://mlflow:{MASK}@db:5432/mlflow"),
+        ("https://ghp_tok3n@github.com/o/r.tar.gz", f"https://{MASK}@github.com/o/r.tar.gz"),
+        ("https://host/release.tar.gz?token=abc123&x=1", f"https://host/release.tar.gz?token={MASK}&x=1"),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("sqlite:////work/main/mlflow.db", "sqlite:////work/main/mlflow.db"),  # byte-identical when clean
+        ("../shared/benchmarks/tinyllm-release", "../shared/benchmarks/tinyllm-release"),
+    ],
+)
 def test_redact_uri(uri, want):
     # guards: a tracking URI with user:password was printed in the log (item 13)
     assert redact_uri(uri) == want
 
 
-@pytest.mark.parametrize("text, leaked", [
-    ('{"headers": {"Authorization": "Bearer abcdef123456"}}', "abcdef123456"),
-    ("authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
-    ("Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig", "eyJhbGciOiJIUzI1NiJ9"),
-    ("POST /v1?api_key=k-12345678 failed", "k-12345678"),
-    ('{"api_key": "k-12345678", "x-api-key": "zz-87654321"}', "87654321"),
-    ("openai key sk-proj-AbCdEf0123456789 rejected", "AbCdEf0123456789"),
-    ("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG", "wJalrXUtnFEMI"),
-    ("connect to postgresql://u:hunter2@db/x failed", "hunter2"),
-])
+@pytest.mark.parametrize(
+    "text, leaked",
+    [
+        ('{"headers": {"Authorization": "Bearer abcdef123456"}}', "abcdef123456"),
+        ("authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
+        ("Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig", "eyJhbGciOiJIUzI1NiJ9"),
+        ("POST /v1?api_key=k-12345678 failed", "k-12345678"),
+        ('{"api_key": "k-12345678", "x-api-key": "zz-87654321"}', "87654321"),
+        ("openai key sk-proj-AbCdEf0123456789 rejected", "AbCdEf0123456789"),
+        ("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG", "wJalrXUtnFEMI"),
+        ("connect to postgresql://u:hunter2@db/x failed", "hunter2"),
+    ],
+)
 def test_redact_masks_credentials_in_free_text(text, leaked):
     # guards: raw error bodies with keys were stored in the cache and printed (item 12)
     out = redact(text)
@@ -79,8 +85,9 @@ def test_fetch_never_stores_or_prints_a_token_of_the_source_url(tmp_path):
         url = f"http://127.0.0.1:{httpd.server_address[1]}/release.tar.gz?token=hunter2secret"
         p["data"].update(source=url, benchmarks=["arc"])
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
-        res = subprocess.run([sys.executable, "stages/fetch.py"], cwd=tmp_path, capture_output=True, text=True,
-                             timeout=60)
+        res = subprocess.run(
+            [sys.executable, "stages/fetch.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
     finally:
         httpd.shutdown()
         httpd.server_close()

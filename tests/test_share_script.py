@@ -23,8 +23,9 @@ DVC_YAML = """stages:
 
 
 def share(args, cwd, env):
-    res = subprocess.run(["bash", "scripts/share.sh", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run(
+        ["bash", "scripts/share.sh", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
     return res.returncode, res.stdout + res.stderr
 
 

@@ -41,12 +41,16 @@ pytestmark = pytest.mark.slow
 VENV = Path(sys.executable).parent.parent
 MOTO_SERVER = ROOT / ".venv-moto" / "bin" / "moto_server"
 CHROMIUM = Path("/usr/bin/chromium")
-S3_CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
-            "AWS_DEFAULT_REGION": "us-east-1"}
+S3_CREDS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 TIMINGS: dict[str, float] = {}  # printed at the end of the module (pytest -s) for docs/sharing.md
 
 
 # ----------------------------------------------------------------------------- helpers
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -60,8 +64,9 @@ class Server:
 
     def __init__(self, cmd, cwd, env, log: Path):
         self.log = log
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def wait_http(self, url: str, timeout: float) -> float:
         t0 = time.perf_counter()
@@ -95,8 +100,14 @@ def share(args, cwd, env, check=True):
 
 
 def share_rc(args, cwd, env):
-    res = subprocess.run(["bash", str(ROOT / "scripts" / "share.sh"), *args], cwd=cwd, env=env,
-                         capture_output=True, text=True, timeout=900)
+    res = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "share.sh"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     return res.returncode, res.stdout + res.stderr
 
 
@@ -141,8 +152,21 @@ def clone(origin, name: str) -> Path:
 def evaluate_pulled(d: Path, env, tmp: Path) -> dict:
     """Evaluate the pulled checkpoint without touching the clone's tracked outputs."""
     tmp.mkdir(parents=True, exist_ok=True)
-    run([sys.executable, "stages/evaluate.py", "--no-mlflow", "--metrics", str(tmp / "eval.json"),
-         "--plot", str(tmp / "eval.csv"), "--predictions", str(tmp / "predictions")], d, env)
+    run(
+        [
+            sys.executable,
+            "stages/evaluate.py",
+            "--no-mlflow",
+            "--metrics",
+            str(tmp / "eval.json"),
+            "--plot",
+            str(tmp / "eval.csv"),
+            "--predictions",
+            str(tmp / "predictions"),
+        ],
+        d,
+        env,
+    )
     return json.loads((tmp / "eval.json").read_text())
 
 
@@ -152,8 +176,9 @@ def lock_md5(d: Path, stage: str, path: str) -> str:
 
 
 def http_json(url: str, body: dict | None = None) -> dict:
-    req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=None if body is None else json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=120) as r:
         return json.loads(r.read())
 
@@ -166,8 +191,20 @@ def read_runs_over_rest(base: str, experiment: str = "tinyllm") -> list[dict]:
 
 
 def mlflow_server_cmd(backend: str, artifacts: str, port: int) -> list[str]:
-    return [str(VENV / "bin" / "mlflow"), "server", "--backend-store-uri", backend, "--artifacts-destination",
-            artifacts, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    return [
+        str(VENV / "bin" / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        artifacts,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
 
 
 def assert_run_matches_metrics(run_json: dict, d: Path) -> None:
@@ -180,6 +217,7 @@ def assert_run_matches_metrics(run_json: dict, d: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- fixtures
+
 
 @pytest.fixture(scope="module")
 def origin(tmp_path_factory, mirror):
@@ -201,11 +239,21 @@ def origin(tmp_path_factory, mirror):
     run(["git", "clone", "-q", "--bare", str(a), str(bare)], tmp, env)
     run(["git", "remote", "add", "origin", str(bare)], a, env)
     out = timed("push_local", share, ["push"], a, env)
-    sizes = {p: du(a / p) for p in ("data/raw", "data/prepared", "data/rationales", "models/base",
-                                    "models/student", "eval/predictions")}
+    sizes = {
+        p: du(a / p)
+        for p in ("data/raw", "data/prepared", "data/rationales", "models/base", "models/student", "eval/predictions")
+    }
     TIMINGS["remote_local_bytes"] = du(remote)
-    ns = SimpleNamespace(tmp=tmp, a=a, env=env, bare=bare, remote=remote, push_out=out, sizes=sizes,
-                         metrics=json.loads((a / "metrics" / "eval.json").read_text()))
+    ns = SimpleNamespace(
+        tmp=tmp,
+        a=a,
+        env=env,
+        bare=bare,
+        remote=remote,
+        push_out=out,
+        sizes=sizes,
+        metrics=json.loads((a / "metrics" / "eval.json").read_text()),
+    )
     yield ns
     print("\nsharing timings (s) / sizes (bytes):", json.dumps({**TIMINGS, **sizes}, indent=1))
 
@@ -216,15 +264,21 @@ def moto(origin):
     if not MOTO_SERVER.exists():
         pytest.skip(f"{MOTO_SERVER} missing: run `make setup-moto` (creates .venv-moto)")
     port = free_port()
-    srv = Server([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], origin.tmp, os.environ.copy(),
-                 origin.tmp / "moto.log")
+    srv = Server(
+        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], origin.tmp, os.environ.copy(), origin.tmp / "moto.log"
+    )
     try:
         srv.wait_http(f"http://127.0.0.1:{port}/", 60)
         import boto3
 
         url = f"http://127.0.0.1:{port}"
-        s3 = boto3.client("s3", endpoint_url=url, aws_access_key_id=S3_CREDS["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=S3_CREDS["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=url,
+            aws_access_key_id=S3_CREDS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_CREDS["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+        )
         for bucket in ("tinyllm-dvc", "tinyllm-mlflow"):
             s3.create_bucket(Bucket=bucket)
         yield SimpleNamespace(url=url, s3=s3)
@@ -233,6 +287,7 @@ def moto(origin):
 
 
 # ----------------------------------------------------------------------------- DVC remotes
+
 
 def check_teammate_clone(origin, d: Path, env: dict, tag: str) -> None:
     """What a teammate must see after pulling: nothing to rerun, byte-identical checkpoint,
@@ -267,7 +322,8 @@ def test_local_remote_repro_pull_alternative(origin):
     out = timed("repro_pull_local", run, ["dvc", "repro", "--pull"], d, origin.env)
     assert "Running stage" not in out, out
     assert md5(d / "models" / "student" / "model.safetensors") == md5(
-        origin.a / "models" / "student" / "model.safetensors")
+        origin.a / "models" / "student" / "model.safetensors"
+    )
 
 
 def test_s3_remote_fresh_clone_pull_then_repro_is_noop(origin, moto):
@@ -279,8 +335,11 @@ def test_s3_remote_fresh_clone_pull_then_repro_is_noop(origin, moto):
     git_commit(origin.a, env, "S3 remote")
     run(["git", "push", "-q", "origin", "HEAD"], origin.a, env)
     timed("push_s3", share, ["push", "-r", "s3"], origin.a, env)
-    keys = [o["Key"] for p in moto.s3.get_paginator("list_objects_v2").paginate(Bucket="tinyllm-dvc")
-            for o in p.get("Contents", [])]
+    keys = [
+        o["Key"]
+        for p in moto.s3.get_paginator("list_objects_v2").paginate(Bucket="tinyllm-dvc")
+        for o in p.get("Contents", [])
+    ]
     assert any(k.startswith("cache/runs/") for k in keys), "run-cache not in S3"
     d = clone(origin, "clone-s3")
     assert "s3" in run(["dvc", "remote", "default"], d, env)
@@ -308,7 +367,7 @@ def test_damaged_remote_object_fails_pull_naming_the_output(origin, damage):
         obj = _dir_entry_object(origin.a, bad, target, rel)
         obj.chmod(0o644)  # cache/remote objects are read-only
         raw = bytearray(obj.read_bytes())
-        raw[len(raw) // 2: len(raw) // 2 + 64] = bytes(64)  # same size, different bytes
+        raw[len(raw) // 2 : len(raw) // 2 + 64] = bytes(64)  # same size, different bytes
         obj.write_bytes(bytes(raw))
     else:
         target, rel = "data/prepared", "arc/valid.jsonl"
@@ -343,8 +402,13 @@ def test_experiment_shared_with_exp_push_pull(origin):
     b = clone(origin, "clone-exp-b")
     env = {**origin.env, "MLFLOW_TRACKING_URI": f"sqlite:///{b}/mlflow.db"}
     share(["pull", "-r", "local"], b, env)
-    out = timed("exp_run_eval_only", run, ["dvc", "exp", "run", "-n", "shared-exp", "-S",
-                                           "evaluate.max_per_benchmark=2"], b, env)
+    out = timed(
+        "exp_run_eval_only",
+        run,
+        ["dvc", "exp", "run", "-n", "shared-exp", "-S", "evaluate.max_per_benchmark=2"],
+        b,
+        env,
+    )
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"evaluate"}, out  # reusing pulled outputs: only the changed stage reruns
     b_metrics = json.loads((b / "metrics" / "eval.json").read_text())
@@ -361,6 +425,7 @@ def test_experiment_shared_with_exp_push_pull(origin):
 
 # ----------------------------------------------------------------------------- MLflow
 
+
 @pytest.fixture(scope="module")
 def ui_server(origin):
     """`make mlflow-ui` (the README's command) in a teammate clone, and one pipeline run whose
@@ -368,8 +433,9 @@ def ui_server(origin):
     d = clone(origin, "clone-mlflow")
     share(["pull", "-r", "local", "models/student", "data/prepared"], d, origin.env)
     port = free_port()
-    srv = Server(["make", "mlflow-ui", f"MLFLOW_PORT={port}", f"VENV={VENV}"], d, origin.env,
-                 origin.tmp / "mlflow-ui.log")
+    srv = Server(
+        ["make", "mlflow-ui", f"MLFLOW_PORT={port}", f"VENV={VENV}"], d, origin.env, origin.tmp / "mlflow-ui.log"
+    )
     try:
         TIMINGS["mlflow_ui_health"] = round(srv.wait_http(f"http://127.0.0.1:{port}/health", 180), 1)
         env = {**origin.env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
@@ -397,10 +463,22 @@ def test_mlflow_ui_runs_page_lists_run_ids_in_chromium(ui_server, tmp_path):
         pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
     exp_id, runs = read_runs_over_rest(ui_server.base)
     url = f"{ui_server.base}/#/experiments/{exp_id}/runs"
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'chrome'}", "--virtual-time-budget=15000", "--window-size=1600,1000",
-           "--dump-dom", url]
+    cmd = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chrome'}",
+        "--virtual-time-budget=15000",
+        "--window-size=1600,1000",
+        "--dump-dom",
+        url,
+    ]
     t0 = time.perf_counter()
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=180).stdout
     TIMINGS["chromium_dump_dom"] = round(time.perf_counter() - t0, 1)
@@ -440,12 +518,29 @@ def postgres():
     env = base_env()
     try:
         run([*as_pg, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"], root, env)
-        run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(sock / "postgres.log"), "-w", "-o",
-             f"-p {port} -k {sock} -c listen_addresses=127.0.0.1", "start"], root, env)
+        run(
+            [
+                *as_pg,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(sock / "postgres.log"),
+                "-w",
+                "-o",
+                f"-p {port} -k {sock} -c listen_addresses=127.0.0.1",
+                "start",
+            ],
+            root,
+            env,
+        )
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -455,10 +550,18 @@ def test_team_server_postgres_backend_proxied_s3_artifacts(origin, moto, postgre
     d = clone(origin, "clone-team")
     share(["pull", "-r", "local", "models/student", "data/prepared"], d, origin.env)
     port = free_port()
-    server_env = {**origin.env, **S3_CREDS, "MLFLOW_S3_ENDPOINT_URL": moto.url,
-                  "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    srv = Server(mlflow_server_cmd(postgres, "s3://tinyllm-mlflow/artifacts", port), d, server_env,
-                 origin.tmp / "mlflow-team.log")
+    server_env = {
+        **origin.env,
+        **S3_CREDS,
+        "MLFLOW_S3_ENDPOINT_URL": moto.url,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    srv = Server(
+        mlflow_server_cmd(postgres, "s3://tinyllm-mlflow/artifacts", port),
+        d,
+        server_env,
+        origin.tmp / "mlflow-team.log",
+    )
     try:
         TIMINGS["mlflow_pg_health"] = round(srv.wait_http(f"http://127.0.0.1:{port}/health", 180), 1)
         client_env = {k: v for k, v in origin.env.items() if not k.startswith(("AWS_", "MLFLOW_S3"))}

@@ -20,8 +20,10 @@ def make_release(root):
 
 
 def test_github_source_resolves_to_pinned_tarball():
-    assert resolve_url("github:YikunHan42/TinyLLM@9f5bebe") == \
-        "https://codeload.github.com/YikunHan42/TinyLLM/tar.gz/9f5bebe"
+    assert (
+        resolve_url("github:YikunHan42/TinyLLM@9f5bebe")
+        == "https://codeload.github.com/YikunHan42/TinyLLM/tar.gz/9f5bebe"
+    )
     assert resolve_url("../shared/benchmarks/tinyllm-release") is None
 
 

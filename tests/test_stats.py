@@ -20,8 +20,7 @@ def preds(correct: list[int], k: int = 4, label: int = 0, ids=None, rule_none: b
     for i, c in zip(ids, correct, strict=True):
         wrong = None if rule_none else (label + 1) % k
         p = label if c else wrong
-        out.append({"id": i, "label": label, "pred_score": p, "pred_generate": p, "generated": "",
-                    "scores": [0.0] * k})
+        out.append({"id": i, "label": label, "pred_score": p, "pred_generate": p, "generated": "", "scores": [0.0] * k})
     return out
 
 
@@ -127,8 +126,9 @@ def test_summarize_split_gives_numeric_metrics_for_dvc():
     majority = {"obqa": {"position": 0}, "bioasq": {"position": 1}}
     s = stats.summarize_split(by_b, majority)
     assert set(s) == {"obqa", "bioasq", "average"}
-    assert s["obqa"]["n"] == 100 and (s["obqa"]["ci_low"], s["obqa"]["ci_high"]) == pytest.approx((0.2189, 0.3958),
-                                                                                                   abs=1e-4)
+    assert s["obqa"]["n"] == 100 and (s["obqa"]["ci_low"], s["obqa"]["ci_high"]) == pytest.approx(
+        (0.2189, 0.3958), abs=1e-4
+    )
     assert s["obqa"]["majority"] == 1.0 and s["bioasq"]["majority"] == 0.0  # every gold label is 0 here
     assert s["average"]["chance"] == pytest.approx((0.25 + 0.5) / 2) and s["average"]["majority"] == 0.5
     assert s["average"]["ci_low"] < (0.3 + 0.8) / 2 < s["average"]["ci_high"]

@@ -18,24 +18,44 @@ def _setup(tmp_path, tok):
         (d / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records(split)))
     c = tmp_path / "rationales" / "teacher_a" / "obqa"
     c.mkdir(parents=True)
-    (c / "train.jsonl").write_text("".join(json.dumps({"id": i, "teacher": "teacher_a", "rationale": t,
-                                                       "status": "ok", "flags": []}) + "\n"
-                                          for i, t in RATIONALES.items()))
-    return StudyConfig(name="tiny", benchmarks=["obqa"], seeds=[0, 1],
-                       arms={"untrained": {"steps": 0}, "ft": {"alphas": {}},
-                             "tinyllm": {"alphas": {"teacher_a": 1.0}}},
-                       distill={"steps": 3, "batch_size": 2, "lr": 1e-2, "max_input_tokens": 64, "precision": "fp32",
-                                "train_per_benchmark": 4, "valid_loss_per_benchmark": 0},
-                       base=str(base), prepared=str(tmp_path / "prepared"), rationales=str(tmp_path / "rationales"),
-                       eval_batch_size=3)
+    (c / "train.jsonl").write_text(
+        "".join(
+            json.dumps({"id": i, "teacher": "teacher_a", "rationale": t, "status": "ok", "flags": []}) + "\n"
+            for i, t in RATIONALES.items()
+        )
+    )
+    return StudyConfig(
+        name="tiny",
+        benchmarks=["obqa"],
+        seeds=[0, 1],
+        arms={"untrained": {"steps": 0}, "ft": {"alphas": {}}, "tinyllm": {"alphas": {"teacher_a": 1.0}}},
+        distill={
+            "steps": 3,
+            "batch_size": 2,
+            "lr": 1e-2,
+            "max_input_tokens": 64,
+            "precision": "fp32",
+            "train_per_benchmark": 4,
+            "valid_loss_per_benchmark": 0,
+        },
+        base=str(base),
+        prepared=str(tmp_path / "prepared"),
+        rationales=str(tmp_path / "rationales"),
+        eval_batch_size=3,
+    )
 
 
 def test_study_runs_reports_and_resumes(tiny_tokenizer, tmp_path, monkeypatch):
     cfg = _setup(tmp_path, tiny_tokenizer)
     out = tmp_path / "out"
     run_study(tmp_path, cfg, out)
-    assert sorted(p.name for p in (out / "runs").iterdir()) == ["ft-s0", "ft-s1", "tinyllm-s0", "tinyllm-s1",
-                                                               "untrained-s0"]  # the untrained arm: one seed
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [
+        "ft-s0",
+        "ft-s1",
+        "tinyllm-s0",
+        "tinyllm-s1",
+        "untrained-s0",
+    ]  # the untrained arm: one seed
     report = (out / "report.md").read_text()
     assert "| tinyllm | 2 |" in report and "n=4" in report and "tinyllm - ft" in report and "McNemar" in report
     tables = json.loads((out / "report.json").read_text())
@@ -49,7 +69,12 @@ def test_study_runs_reports_and_resumes(tiny_tokenizer, tmp_path, monkeypatch):
 
     redone = []
     real = study.run_one
-    monkeypatch.setattr(study, "run_one", lambda root, cfg, arm, seed, out, progress=False:
-                        redone.append((arm, seed)) or real(root, cfg, arm, seed, out, progress))
+    monkeypatch.setattr(
+        study,
+        "run_one",
+        lambda root, cfg, arm, seed, out, progress=False: (
+            redone.append((arm, seed)) or real(root, cfg, arm, seed, out, progress)
+        ),
+    )
     run_study(tmp_path, cfg, out)
     assert redone == [("ft", 1)]

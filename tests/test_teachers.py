@@ -36,8 +36,14 @@ def tiny_causal(tmp_path_factory) -> Path:
 
 
 def cfg_for(model: Path | str, **kw):
-    base = {"backend": "transformers", "model": str(model), "precision": "fp32", "max_new_tokens": 6,
-            "batch_size": 4, "icl": {"k": 0, "source": None}}
+    base = {
+        "backend": "transformers",
+        "model": str(model),
+        "precision": "fp32",
+        "max_new_tokens": 6,
+        "batch_size": 4,
+        "icl": {"k": 0, "source": None},
+    }
     base.update(kw)
     return teacher_config(kw.pop("name", "tiny"), base)
 
@@ -144,8 +150,12 @@ def test_icl_never_picks_the_question_and_random_is_seeded():
 
 def test_icl_similar_picks_the_lexically_nearest():
     train = toy_questions(n=10)
-    near = {**train[3], "id": "near", "question": "Which metal spoon conducts heat fastest in hot soup?",
-            "choices": ["steel spoon", "wooden spoon", "plastic spoon", "glass"]}
+    near = {
+        **train[3],
+        "id": "near",
+        "question": "Which metal spoon conducts heat fastest in hot soup?",
+        "choices": ["steel spoon", "wooden spoon", "plastic spoon", "glass"],
+    }
     pool = [(r, "r") for r in train] + [(near, "Metal conducts heat.")]
     q = {**near, "id": "q", "question": "Why does a metal spoon get hot in soup? heat conducts"}
     sel = ExampleSelector(pool, k=2, strategy="similar")
@@ -176,8 +186,9 @@ def test_transformers_batched_left_padding_matches_one_at_a_time(tiny_causal):
     cfg = cfg_for(tiny_causal, max_new_tokens=8)
     be = make_backend(cfg)
     assert be.resolve_format() == "chat"
-    prompts = [build_prompt(q, [], teacher_forcing=True, fmt="chat", max_words=3 + 4 * i)
-               for i, q in enumerate(qs)]  # different lengths -> real padding
+    prompts = [
+        build_prompt(q, [], teacher_forcing=True, fmt="chat", max_words=3 + 4 * i) for i, q in enumerate(qs)
+    ]  # different lengths -> real padding
     batched = be.generate_batch(prompts)
     single = [be.generate_batch([p])[0] for p in prompts]
     assert [g.text for g in batched] == [g.text for g in single]
@@ -210,8 +221,14 @@ def test_resume_skips_done_keys_and_regenerates_changed_prompts(tiny_causal, tmp
     s3 = generate_split(cfg_for(tiny_causal, limit_per_benchmark=8), "obqa", "train", qs, tmp_path, progress=False)
     assert s3["last_run"]["generated"] == 2
     # a changed prompt setting: every selected record regenerated, one record per id remains
-    s4 = generate_split(cfg_for(tiny_causal, limit_per_benchmark=8, teacher_forcing=False), "obqa", "train", qs,
-                        tmp_path, progress=False)
+    s4 = generate_split(
+        cfg_for(tiny_causal, limit_per_benchmark=8, teacher_forcing=False),
+        "obqa",
+        "train",
+        qs,
+        tmp_path,
+        progress=False,
+    )
     assert s4["last_run"]["generated"] == 8
     final = load_cache(tmp_path, "tiny", "obqa", "train")
     assert [r["id"] for r in final] == [q["id"] for q in qs[:8]]
@@ -235,16 +252,27 @@ class FlakyBackend(Backend):
         self.asked += [p.qid for p in prompts]
         if self.crash:
             raise MemoryError("simulated out of memory")
-        return [Generation(error="boom") if p.qid in self.bad else
-                Generation(text=f"Because {p.qid} is so.", new_tokens=4, seconds=0.01) for p in prompts]
+        return [
+            Generation(error="boom")
+            if p.qid in self.bad
+            else Generation(text=f"Because {p.qid} is so.", new_tokens=4, seconds=0.01)
+            for p in prompts
+        ]
 
 
 def test_failed_requests_become_records_and_too_many_fail_after_saving(tmp_path):
     qs = toy_questions(n=10)
     cfg = cfg_for("unused", batch_size=3, max_failed_fraction=0.2)
     with pytest.raises(TooManyFailures, match="3 failed") as e:
-        generate_split(cfg, "obqa", "train", qs, tmp_path,
-                       backend=FlakyBackend(cfg, bad={"train-1", "train-4", "train-7"}), progress=False)
+        generate_split(
+            cfg,
+            "obqa",
+            "train",
+            qs,
+            tmp_path,
+            backend=FlakyBackend(cfg, bad={"train-1", "train-4", "train-7"}),
+            progress=False,
+        )
     assert e.value.summaries["train"]["failed"] == 3
     recs = load_cache(tmp_path, "tiny", "obqa", "train")
     assert len(recs) == 10 and sum(r["status"] == "ok" for r in recs) == 7
@@ -303,8 +331,12 @@ def test_quality_filter_flags(tmp_path):
 
     class Scripted(Backend):
         def generate_batch(self, prompts):
-            texts = {"train-0": "", "train-1": "It is cut off mid", "train-2": "Thus, the answer is (a).",
-                     "train-3": "这是一个非常好的答案因为太阳很热。"}
+            texts = {
+                "train-0": "",
+                "train-1": "It is cut off mid",
+                "train-2": "Thus, the answer is (a).",
+                "train-3": "这是一个非常好的答案因为太阳很热。",
+            }
             return [Generation(text=texts[p.qid], new_tokens=3) for p in prompts]
 
     generate_split(cfg, "obqa", "train", qs, tmp_path, backend=Scripted(cfg), progress=False)
@@ -340,7 +372,8 @@ def _stage_workspace(root: Path, model: Path, n: int, precision: str = "fp32") -
     qs = toy_questions(n=n)
     write_prepared(root / "data" / "prepared", "obqa", "train", qs)
     write_source_cache(root / "data" / "rationales", "flan_t5_xl", "obqa", qs)
-    (root / "params.yaml").write_text(textwrap.dedent(f"""
+    (root / "params.yaml").write_text(
+        textwrap.dedent(f"""
         teachers:
           tiny:
             backend: transformers
@@ -349,15 +382,20 @@ def _stage_workspace(root: Path, model: Path, n: int, precision: str = "fp32") -
             max_new_tokens: 6
             batch_size: 3
             icl: {{k: 2, strategy: random, source: flan_t5_xl}}
-    """))
+    """)
+    )
 
 
 def _run_child(cwd: Path, delay: float) -> subprocess.Popen:
-    script = CHILD.format(src=str(REPO / "src"), stages=str(REPO / "stages"), delay=delay,
-                          args=["--teacher", "tiny", "--benchmark", "obqa", "--no-progress",
-                                "--metrics", "metrics.json"])
-    return subprocess.Popen([sys.executable, "-c", script], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    script = CHILD.format(
+        src=str(REPO / "src"),
+        stages=str(REPO / "stages"),
+        delay=delay,
+        args=["--teacher", "tiny", "--benchmark", "obqa", "--no-progress", "--metrics", "metrics.json"],
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", script], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def test_kill_9_mid_run_then_rerun_equals_an_uninterrupted_run(tiny_causal, tmp_path):
@@ -418,8 +456,11 @@ def test_stage_names_unknown_teachers_and_benchmarks(tmp_path, monkeypatch, tiny
 def _dir_md5(folder: Path) -> dict[str, str]:
     import hashlib
 
-    return {p.relative_to(folder).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_inputs_give_the_same_output_hash(tmp_path, monkeypatch, tiny_causal):
@@ -433,8 +474,12 @@ def test_same_inputs_give_the_same_output_hash(tmp_path, monkeypatch, tiny_causa
         _stage_workspace(ws, tiny_causal, 5)
         monkeypatch.chdir(ws)
         for _ in range(runs):
-            assert generate_rationales.main(["--teacher", "tiny", "--benchmark", "obqa", "--no-progress",
-                                             "--metrics", "metrics.json"]) == 0
+            assert (
+                generate_rationales.main(
+                    ["--teacher", "tiny", "--benchmark", "obqa", "--no-progress", "--metrics", "metrics.json"]
+                )
+                == 0
+            )
             hashes.append(_dir_md5(ws / "data" / "rationales" / "tiny"))
     assert hashes[0] == hashes[1] == hashes[2]  # rerun in place, and a fresh workspace
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())

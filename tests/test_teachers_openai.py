@@ -27,9 +27,18 @@ from tinyllm.teachers.prompts import build_prompt
 
 
 def api_cfg(url: str, **kw):
-    base = {"backend": "openai", "model": "teacher-x", "base_url": url, "icl": {"k": 0, "source": None},
-            "max_new_tokens": 16, "batch_size": 2, "concurrency": 2, "max_retries": 3, "backoff_s": 0.01,
-            "request_timeout_s": 10}
+    base = {
+        "backend": "openai",
+        "model": "teacher-x",
+        "base_url": url,
+        "icl": {"k": 0, "source": None},
+        "max_new_tokens": 16,
+        "batch_size": 2,
+        "concurrency": 2,
+        "max_retries": 3,
+        "backoff_s": 0.01,
+        "request_timeout_s": 10,
+    }
     base.update(kw)
     return teacher_config("api", base)
 
@@ -104,8 +113,10 @@ def _probe(gguf: str) -> str | None:
     p = subprocess.run([sys.executable, "-c", PROBE, gguf], capture_output=True, text=True, timeout=120)
     if p.returncode == 0:
         return None
-    return (f"llama_cpp crashes on this CPU (exit {p.returncode}): rebuild llama-cpp-python with the "
-            f"CMAKE_ARGS of the README; {p.stderr[-300:]}")
+    return (
+        f"llama_cpp crashes on this CPU (exit {p.returncode}): rebuild llama-cpp-python with the "
+        f"CMAKE_ARGS of the README; {p.stderr[-300:]}"
+    )
 
 
 def _smollm2_gguf():
@@ -125,8 +136,17 @@ def _smollm2_gguf():
 
 def test_llama_cpp_backend_generates_chat_rationales(tmp_path):
     gguf = _smollm2_gguf()
-    cfg = teacher_config("lc", {"backend": "llama_cpp", "model": str(gguf), "max_new_tokens": 12, "n_threads": 2,
-                                "icl": {"k": 0, "source": None}, "max_input_tokens": 512})
+    cfg = teacher_config(
+        "lc",
+        {
+            "backend": "llama_cpp",
+            "model": str(gguf),
+            "max_new_tokens": 12,
+            "n_threads": 2,
+            "icl": {"k": 0, "source": None},
+            "max_input_tokens": 512,
+        },
+    )
     s = generate_split(cfg, "obqa", "train", toy_questions(n=2), tmp_path, progress=False)
     assert s["ok"] + s["empty"] == 2 and s["failed"] == 0 and s["tokens_per_s"] > 0
 
@@ -139,9 +159,27 @@ def test_openai_backend_against_a_live_llama_cpp_server(tmp_path):
     port = free_port()
     # The server logs a lot (llama.cpp graph dumps): into a file, since a full PIPE would block it.
     log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-                             "--port", str(port), "--n_ctx", "1024", "--n_threads", "2", "--model_alias", "smollm2"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "1024",
+            "--n_threads",
+            "2",
+            "--model_alias",
+            "smollm2",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         import requests
 
@@ -183,10 +221,25 @@ def _generate_only_repo(d: Path, url: str, n: int) -> dict:
         shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["generate_rationales"]
     (d / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"generate_rationales": stage}}, sort_keys=False))
-    (d / "params.yaml").write_text(yaml.safe_dump({
-        "data": {"benchmarks": ["obqa"]},
-        "teachers": {"api": {"backend": "openai", "model": "teacher-x", "base_url": url, "icl": {"k": 0},
-                             "max_retries": 0, "batch_size": 4, "concurrency": 1, "request_timeout_s": 10}}}))
+    (d / "params.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "data": {"benchmarks": ["obqa"]},
+                "teachers": {
+                    "api": {
+                        "backend": "openai",
+                        "model": "teacher-x",
+                        "base_url": url,
+                        "icl": {"k": 0},
+                        "max_retries": 0,
+                        "batch_size": 4,
+                        "concurrency": 1,
+                        "request_timeout_s": 10,
+                    }
+                },
+            }
+        )
+    )
     write_prepared(d / "data" / "prepared", "obqa", "train", toy_questions(n=n))
     for dep in ("models/base", "data/rationales/flan_t5_xl/obqa", "data/rationales/llama2_7b/obqa"):
         (d / dep).mkdir(parents=True, exist_ok=True)

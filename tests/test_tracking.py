@@ -40,16 +40,23 @@ def repo(tmp_path, store, monkeypatch, request):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
-    for rel in ("data/prepared/obqa/train.jsonl", "data/prepared/obqa/valid.jsonl",
-                "data/rationales/flan_t5_xl/obqa/train.jsonl", "data/rationales/local_t/obqa/train.jsonl",
-                "data/rationales/unused_t/obqa/train.jsonl"):
+    for rel in (
+        "data/prepared/obqa/train.jsonl",
+        "data/prepared/obqa/valid.jsonl",
+        "data/rationales/flan_t5_xl/obqa/train.jsonl",
+        "data/rationales/local_t/obqa/train.jsonl",
+        "data/rationales/unused_t/obqa/train.jsonl",
+    ):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text('{"id": "q1"}\n')
-    lock = {"schema": "2.0", "stages": {
-        "prepare": {"outs": [{"path": "data/prepared", "md5": PREPARED_MD5}]},
-        "import_rationales": {"outs": [{"path": "data/rationales/flan_t5_xl", "md5": CACHE_MD5}]},
-        "distill": {"outs": [{"path": "models/student", "md5": STUDENT_MD5}]},
-    }}
+    lock = {
+        "schema": "2.0",
+        "stages": {
+            "prepare": {"outs": [{"path": "data/prepared", "md5": PREPARED_MD5}]},
+            "import_rationales": {"outs": [{"path": "data/rationales/flan_t5_xl", "md5": CACHE_MD5}]},
+            "distill": {"outs": [{"path": "models/student", "md5": STUDENT_MD5}]},
+        },
+    }
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
     params = json.loads(json.dumps(PARAMS))
     params["tracking"]["experiment"] = request.node.name[:60]
@@ -69,12 +76,24 @@ def client():
 def distill_and_evaluate(root, params, rows=3, results=None, **finish):
     run = tracking.start_distill_run(root, params)
     for step in range(1, rows + 1):
-        run.log_row({"step": step, "loss": 3.0 / step, "loss_answer": 1.0 / step, "loss_flan_t5_xl": 2.0, "lr": 1e-4,
-                     "valid_loss_answer": 0.9})
+        run.log_row(
+            {
+                "step": step,
+                "loss": 3.0 / step,
+                "loss_answer": 1.0 / step,
+                "loss_flan_t5_xl": 2.0,
+                "lr": 1e-4,
+                "valid_loss_answer": 0.9,
+            }
+        )
     tracking.finish_distill_run(run, root, {"loss_last": 1.0, "steps": rows})
     ev = tracking.open_evaluate_run(root, params)
-    tracking.finish_evaluate_run(ev, results or {"valid": {"obqa": {"accuracy": 0.5}, "average": {"accuracy": 0.5}}},
-                                 eval_splits=["valid"], **finish)
+    tracking.finish_evaluate_run(
+        ev,
+        results or {"valid": {"obqa": {"accuracy": 0.5}, "average": {"accuracy": 0.5}}},
+        eval_splits=["valid"],
+        **finish,
+    )
     return run.run_id, ev.run_id
 
 
@@ -131,10 +150,16 @@ def test_datasets_logged_with_dvc_md5_digests(repo):
     # guards: empty Dataset column; a digest that is not the DVC md5; an alpha-0 cache listed as used
     root, params = repo
     run_id, _ = distill_and_evaluate(root, params)
-    inputs = {(i.dataset.name, {t.key: t.value for t in i.tags}["mlflow.data.context"]): i
-              for i in client().get_run(run_id).inputs.dataset_inputs}
-    assert set(inputs) == {("prepared/train", "training"), ("rationales/flan_t5_xl", "training"),
-                           ("rationales/local_t", "training"), ("prepared/valid", "evaluation")}
+    inputs = {
+        (i.dataset.name, {t.key: t.value for t in i.tags}["mlflow.data.context"]): i
+        for i in client().get_run(run_id).inputs.dataset_inputs
+    }
+    assert set(inputs) == {
+        ("prepared/train", "training"),
+        ("rationales/flan_t5_xl", "training"),
+        ("rationales/local_t", "training"),
+        ("prepared/valid", "evaluation"),
+    }
     assert inputs["prepared/train", "training"].dataset.digest == PREPARED_MD5
     assert inputs["prepared/valid", "evaluation"].dataset.digest == PREPARED_MD5
     assert inputs["rationales/flan_t5_xl", "training"].dataset.digest == CACHE_MD5
@@ -148,8 +173,9 @@ def test_evaluate_after_restored_distill_starts_linked_run(repo):
     root, params = repo
     first, _ = distill_and_evaluate(root, params)
     (root / "metrics" / "train_log.tsv").write_text("step\tloss\n1\t2.0\n2\t1.5\n")
-    ev = tracking.open_evaluate_run(root, params, train_metrics={"loss_last": 1.5},
-                                    train_log=root / "metrics" / "train_log.tsv")
+    ev = tracking.open_evaluate_run(
+        root, params, train_metrics={"loss_last": 1.5}, train_log=root / "metrics" / "train_log.tsv"
+    )
     tracking.finish_evaluate_run(ev, {"valid": {"average": {"accuracy": 0.7}}}, eval_splits=["valid"])
     assert ev.run_id != first
     run = client().get_run(ev.run_id)
@@ -188,8 +214,12 @@ def test_parent_run_with_child_rows(repo):
     exp = params["tracking"]["experiment"]
     with tracking.parent_run(root, "grid test", experiment=exp) as pid:
         # the mechanism a queued DVC experiment relies on: subprocesses inherit the parent id
-        out = subprocess.run([sys.executable, "-c", f"import os; print(os.environ['{tracking.PARENT_ENV}'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+        out = subprocess.run(
+            [sys.executable, "-c", f"import os; print(os.environ['{tracking.PARENT_ENV}'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         assert out == pid
         for seed in (0, 1):
             params["distill"]["seed"] = seed
@@ -213,9 +243,15 @@ def test_register_best_sets_alias_on_best_child(repo, tiny_tokenizer):
     with tracking.parent_run(root, "grid", experiment=exp) as pid:
         for seed, acc in ((0, 0.4), (1, 0.6), (2, 0.5)):
             params["distill"]["seed"] = seed
-            ids[seed], _ = distill_and_evaluate(root, params, results={"valid": {"average": {"accuracy": acc}}},
-                                                model=model, tokenizer=tiny_tokenizer, log_model=True,
-                                                registered_model=name)
+            ids[seed], _ = distill_and_evaluate(
+                root,
+                params,
+                results={"valid": {"average": {"accuracy": acc}}},
+                model=model,
+                tokenizer=tiny_tokenizer,
+                log_model=True,
+                registered_model=name,
+            )
     print(f"3 runs with log_model: {time.perf_counter() - t0:.1f} s")
     best, version = tracking.register_best(root, pid, registered_model=name)
     assert best == ids[1]
@@ -266,11 +302,19 @@ def test_train_callback_logs_every_step_live(repo, tiny_tokenizer):
 
     root, params = repo
     examples = [{"record": r, "rationales": {"flan_t5_xl": RATIONALES[r["id"]]}} for r in records()]
-    cfg = DistillConfig(alphas={"flan_t5_xl": 1.0}, steps=4, batch_size=2, lr=1e-2, max_input_tokens=64,
-                        max_rationale_tokens=24, precision="fp32", log_every=100, valid_loss_per_benchmark=0)
+    cfg = DistillConfig(
+        alphas={"flan_t5_xl": 1.0},
+        steps=4,
+        batch_size=2,
+        lr=1e-2,
+        max_input_tokens=64,
+        max_rationale_tokens=24,
+        precision="fp32",
+        log_every=100,
+        valid_loss_per_benchmark=0,
+    )
     run = tracking.start_distill_run(root, params)
-    train(CausalStudent(tiny_causal(tiny_tokenizer), tiny_tokenizer), examples, cfg, progress=False,
-          on_log=run.log_row)
+    train(CausalStudent(tiny_causal(tiny_tokenizer), tiny_tokenizer), examples, cfg, progress=False, on_log=run.log_row)
     tracking.finish_distill_run(run, root, {})
     for key in ("train.loss", "train.loss_answer", "train.loss_flan_t5_xl", "train.lr"):
         assert [m.step for m in client().get_metric_history(run.run_id, key)] == [1, 2, 3, 4], key
@@ -280,3 +324,21 @@ def test_ui_links_open_on_the_runs_table():
     # guards: printed links landing on the GenAI overview (MLflow 3.17 follows the workflowType toggle)
     url = tracking.runs_url("http://127.0.0.1:5000/", "7")
     assert url == "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+
+
+def test_evaluate_resumes_its_run_whatever_experiment_is_active(repo, monkeypatch):
+    # guards: MLFLOW_EXPERIMENT_ID (a user's shell, or mlflow.set_experiment in the same process)
+    # making evaluate's resume of distill's run fail with "active experiment ID does not match"
+    root, params = repo
+    import mlflow
+    import mlflow.tracking.fluent as fluent
+
+    tracking.ensure_experiment(root, "someone-elses")
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    other = mlflow.set_experiment("someone-elses").experiment_id
+    try:
+        run_id, _ = distill_and_evaluate(root, params)
+    finally:
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # set_experiment exports it
+    assert client().get_run(run_id).info.experiment_id != other

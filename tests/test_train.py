@@ -18,15 +18,30 @@ KINDS = [(tiny_causal, CausalStudent), (tiny_seq2seq, Seq2SeqStudent)]
 
 def examples():
     # teacher_b has no rationale for q4 (like LLaMA on PIQA): that task is simply absent there
-    return [{"record": r, "rationales": {"teacher_a": RATIONALES[r["id"]],
-                                         **({"teacher_b": RATIONALES[r["id"]][::-1]} if r["id"] != "q4" else {})}}
-            for r in records()]
+    return [
+        {
+            "record": r,
+            "rationales": {
+                "teacher_a": RATIONALES[r["id"]],
+                **({"teacher_b": RATIONALES[r["id"]][::-1]} if r["id"] != "q4" else {}),
+            },
+        }
+        for r in records()
+    ]
 
 
 def cfg(**kw):
-    base = dict(alphas={"teacher_a": 1.0, "teacher_b": 0.5}, steps=12, batch_size=4, lr=1e-2,
-                max_input_tokens=64, max_rationale_tokens=24, precision="fp32", log_every=100,
-                valid_loss_per_benchmark=0)
+    base = dict(
+        alphas={"teacher_a": 1.0, "teacher_b": 0.5},
+        steps=12,
+        batch_size=4,
+        lr=1e-2,
+        max_input_tokens=64,
+        max_rationale_tokens=24,
+        precision="fp32",
+        log_every=100,
+        valid_loss_per_benchmark=0,
+    )
     return DistillConfig(**{**base, **kw})
 
 
@@ -86,7 +101,7 @@ def test_shared_layout_reads_each_question_once(tiny_tokenizer):
     assert e.n_tokens() == per_task_tokens - 2 * len(e.prefix_ids)  # three tasks, one prefix
     # every task's input is its text tokenized as one string: prefix + tag == tokenize(block + tag)
     block = s.fit_block(records()[0], 64)
-    for b, tag in zip(e.branches, ["A:", "Explain (teacher_a):", "Explain (teacher_b):"]):
+    for b, tag in zip(e.branches, ["A:", "Explain (teacher_a):", "Explain (teacher_b):"], strict=True):
         assert e.prefix_ids + b.tag_ids == tiny_tokenizer(block + tag, add_special_tokens=False)["input_ids"]
     assert s.answer_prompt(records()[0], 64) == e.prefix_ids + e.branches[0].tag_ids
 
@@ -199,8 +214,7 @@ def test_steps_zero_leaves_the_student_unchanged(tiny_tokenizer, tmp_path):
 def test_valid_losses_are_logged_per_task(tiny_tokenizer):
     s = student(tiny_causal, CausalStudent, tiny_tokenizer)
     rows = []
-    train(s, examples(), cfg(steps=4, log_every=2), progress=False, on_log=rows.append,
-          valid_examples=examples()[:2])
+    train(s, examples(), cfg(steps=4, log_every=2), progress=False, on_log=rows.append, valid_examples=examples()[:2])
     assert [("valid_loss_teacher_a" in r) for r in rows] == [False, True, False, True]
     assert rows[3]["valid_loss_answer"] < rows[1]["valid_loss_answer"] + 1.0
 

@@ -27,15 +27,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def local_cfg(**kw):
-    base = {"backend": "transformers", "model": "models/base", "limit_per_benchmark": 8,
-            "icl": {"k": 2, "source": "flan_t5_xl"}}
+    base = {
+        "backend": "transformers",
+        "model": "models/base",
+        "limit_per_benchmark": 8,
+        "icl": {"k": 2, "source": "flan_t5_xl"},
+    }
     return teacher_config("local", {**base, **kw})
 
 
 def cache_rows(teacher, questions, settings, text="r", status="ok", flags=()):
-    return [{"id": q["id"], "benchmark": q["benchmark"], "split": q["split"], "teacher": teacher,
-             "rationale": f"{text} {q['id']}.", "status": status, "flags": list(flags),
-             "prompt": {"hash": "h", "settings": settings}} for q in questions]
+    return [
+        {
+            "id": q["id"],
+            "benchmark": q["benchmark"],
+            "split": q["split"],
+            "teacher": teacher,
+            "rationale": f"{text} {q['id']}.",
+            "status": status,
+            "flags": list(flags),
+            "prompt": {"hash": "h", "settings": settings},
+        }
+        for q in questions
+    ]
 
 
 def write_cache(root: Path, teacher: str, benchmark: str, rows: list[dict], split="train") -> None:
@@ -58,16 +72,23 @@ def test_records_from_an_old_setting_or_limit_are_not_trained_on(data):
     cfg = local_cfg()
     old = local_cfg(teacher_forcing=False, limit_per_benchmark=32)
     assert cfg.settings_hash() != old.settings_hash()
-    rows = (cache_rows("local", qs[:8], cfg.settings_hash(), "new")
-            + cache_rows("local", qs[8:32], old.settings_hash(), "old"))
+    rows = cache_rows("local", qs[:8], cfg.settings_hash(), "new") + cache_rows(
+        "local", qs[8:32], old.settings_hash(), "old"
+    )
     rows[3] = cache_rows("local", [qs[3]], old.settings_hash(), "old")[0]  # within the limit, old setting
     write_cache(tmp / "rat", "local", "obqa", rows)
     examples, counts = build_trainset(tmp / "prepared", tmp / "rat", ["obqa"], {"local": cfg}, 32)
     used = {e["record"]["id"]: e["rationales"]["local"] for e in examples if "local" in e["rationales"]}
     assert sorted(used) == sorted(q["id"] for q in qs[:8] if q is not qs[3])
     assert all(t.startswith("new") for t in used.values())
-    assert counts["local"]["obqa"] == {"used": 7, "missing": 0, "not_ok": 0, "dropped_flags": 0, "stale": 25,
-                                       "out_of_limit": 0}
+    assert counts["local"]["obqa"] == {
+        "used": 7,
+        "missing": 0,
+        "not_ok": 0,
+        "dropped_flags": 0,
+        "stale": 25,
+        "out_of_limit": 0,
+    }
     assert len(examples) == 32  # every question is still trained on its answer
 
 
@@ -89,11 +110,18 @@ def test_released_cache_status_and_flags(data):
     rows[1]["flags"] = ["non_english"]
     rows[2]["flags"] = ["filtered:truncated"]
     write_cache(tmp / "rat", "flan_t5_xl", "obqa", rows)
-    examples, counts = build_trainset(tmp / "prepared", tmp / "rat", ["obqa"], {"flan_t5_xl": None}, 4,
-                                      ["non_english", "filtered"])
+    examples, counts = build_trainset(
+        tmp / "prepared", tmp / "rat", ["obqa"], {"flan_t5_xl": None}, 4, ["non_english", "filtered"]
+    )
     assert [bool(e["rationales"]) for e in examples] == [False, False, False, True]
-    assert counts["flan_t5_xl"]["obqa"] == {"used": 1, "missing": 0, "not_ok": 1, "dropped_flags": 2, "stale": 0,
-                                            "out_of_limit": 0}
+    assert counts["flan_t5_xl"]["obqa"] == {
+        "used": 1,
+        "missing": 0,
+        "not_ok": 1,
+        "dropped_flags": 2,
+        "stale": 0,
+        "out_of_limit": 0,
+    }
 
 
 def test_load_trainset_refuses_a_set_built_for_other_teachers(tmp_path):
@@ -140,8 +168,12 @@ def test_stage_output_ignores_caches_of_unused_teachers(stage_repo):
     _run_stage(stage_repo)
     out = stage_repo / "data" / "trainset" / "train.jsonl"
     before = _md5(out)
-    write_cache(stage_repo / "data" / "rationales", "smollm2_135m_noicl", "obqa",
-                cache_rows("smollm2_135m_noicl", toy_questions("obqa", "train", 10), "y", "regenerated"))
+    write_cache(
+        stage_repo / "data" / "rationales",
+        "smollm2_135m_noicl",
+        "obqa",
+        cache_rows("smollm2_135m_noicl", toy_questions("obqa", "train", 10), "y", "regenerated"),
+    )
     _run_stage(stage_repo)
     assert _md5(out) == before
     metrics = json.loads((stage_repo / "metrics" / "trainset.json").read_text())

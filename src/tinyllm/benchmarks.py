@@ -76,8 +76,10 @@ def read_text_utf8(path: Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise DataError(f"{path}: byte offset {e.start} (line {line}): not UTF-8 ({e.reason}: "
-                        f"{data[e.start:e.end]!r}); re-encode the file as UTF-8") from None
+        raise DataError(
+            f"{path}: byte offset {e.start} (line {line}): not UTF-8 ({e.reason}: "
+            f"{data[e.start : e.end]!r}); re-encode the file as UTF-8"
+        ) from None
 
 
 def read_json_records(path: Path) -> list:
@@ -131,8 +133,13 @@ def validate_record(raw: object, path: Path, index: int) -> dict:
     if choices.count(answer) > 1:
         # a repeated distractor is harmless (3 OBQA train items have one); a repeated gold is not
         raise DataError(f"{where}: field 'answer' {raw['answer']!r} appears more than once in 'choices'")
-    return {**raw, "question": raw["question"].strip(), "choices": choices, "answer": answer,
-            "label": choices.index(answer)}
+    return {
+        **raw,
+        "question": raw["question"].strip(),
+        "choices": choices,
+        "answer": answer,
+        "label": choices.index(answer),
+    }
 
 
 def load_split(root: Path, benchmark: str, split: str) -> list[dict] | None:
@@ -174,8 +181,12 @@ def load_benchmark(root: Path, benchmark: str, splits=SPLITS) -> dict[str, list[
     for split in splits:
         records = load_split(root, benchmark, split)
         if records is None:
-            log.warning("%s: no %s split at %s — skipped (not invented)", benchmark, split,
-                        question_file(root, benchmark, split))
+            log.warning(
+                "%s: no %s split at %s — skipped (not invented)",
+                benchmark,
+                split,
+                question_file(root, benchmark, split),
+            )
             continue
         for r in records:
             if r["id"] in owner:

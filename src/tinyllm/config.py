@@ -13,21 +13,15 @@ it) as a string, so a float field takes a string in exponent notation, and nothi
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import yaml
 
 from .benchmarks import BENCHMARKS
-
-# the exponent form YAML 1.1 leaves as a string (`5e-05`); a quoted '0.5' stays an error
-_EXP_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
-_TYPE_NAMES = {int: "an int", float: "a number", bool: "true or false", str: "a string"}
+from .schema import ParamsError, _fail, _no_duplicates, from_dict, validate_fields  # noqa: F401  (re-exported)
+from .teachers.config import teacher_config
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> dict:
@@ -36,130 +30,6 @@ def load_params(path: str | os.PathLike = "params.yaml") -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     return data
-
-
-class ParamsError(ValueError):
-    """A bad value in params.yaml; the message names the full key (``distill.batch_size``)."""
-
-
-def _show(value: Any) -> str:
-    """A value as the user wrote it in YAML (null/true/false), else its Python repr."""
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    return repr(value)
-
-
-def _fail(key: str, msg: str) -> typing.NoReturn:
-    raise ParamsError(f"params.yaml: {key} {msg}")
-
-
-def check_value(value: Any, tp: Any, key: str) -> Any:
-    """``value`` checked against annotation ``tp``; returns it (floats normalised). Errors name ``key``."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        rest = [a for a in args if a is not type(None)]
-        if value is None:
-            _fail(key, "= null is not allowed here")
-        if len(rest) == 1:
-            return check_value(value, rest[0], key)
-        for a in rest:
-            try:
-                return check_value(value, a, key)
-            except ParamsError:
-                pass
-        _fail(key, f"= {_show(value)} matches none of {rest}")
-    if origin is Literal:
-        if isinstance(value, bool) or value not in args:
-            _fail(key, f"= {_show(value)} is not one of {', '.join(map(str, args))}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            _fail(key, f"= {_show(value)} is not a list")
-        return [check_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else value
-    if origin is dict:
-        if not isinstance(value, dict):
-            _fail(key, f"= {_show(value)} is not a mapping")
-        for k in value:
-            if not isinstance(k, str):
-                _fail(key, f"has key {k!r}; keys must be names (strings)")
-        return {k: check_value(v, args[1], f"{key}.{k}") for k, v in value.items()} if args else value
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            _fail(key, f"= {_show(value)} is not a mapping")
-        return from_dict(tp, value, key)
-    if tp is float:
-        if isinstance(value, str) and _EXP_FLOAT.match(value.strip()):
-            return float(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp in (int, bool, str):
-        if isinstance(value, tp) and (tp is bool or not isinstance(value, bool)):
-            return value
-    else:
-        raise TypeError(f"{key}: unsupported annotation {tp!r}")
-    _fail(key, f"= {_show(value)} is not {_TYPE_NAMES[tp]}")
-
-
-def check_range(value: Any, rule: str, key: str) -> None:
-    """Rules: ``>=N``, ``>N``, ``A..B`` (inclusive), ``nonempty``; a list or mapping checks each item."""
-    if value is None:
-        return
-    if rule == "nonempty":
-        if not value or (isinstance(value, str) and not value.strip()):
-            _fail(key, f"= {_show(value)} must not be empty")
-        return
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            check_range(v, rule, f"{key}[{i}]")
-        return
-    if isinstance(value, dict):
-        for k, v in value.items():
-            check_range(v, rule, f"{key}.{k}")
-        return
-    if rule.startswith(">="):
-        ok, want = value >= float(rule[2:]), f">= {rule[2:]}"
-    elif rule.startswith(">"):
-        ok, want = value > float(rule[1:]), f"> {rule[1:]}"
-    else:
-        lo, hi = rule.split("..")
-        ok, want = float(lo) <= value <= float(hi), f"in [{lo}, {hi}]"
-    if not ok:
-        _fail(key, f"= {_show(value)}; must be {want}")
-
-
-def validate_fields(obj: Any, where: str) -> None:
-    """Check (and normalise) every field of dataclass ``obj`` against its annotation and ``RANGES``."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        key = f"{where}.{f.name}"
-        setattr(obj, f.name, check_value(getattr(obj, f.name), hints[f.name], key))
-    for name, rules in getattr(obj, "RANGES", {}).items():
-        for rule in rules.split(","):
-            check_range(getattr(obj, name), rule.strip(), f"{where}.{name}")
-
-
-def from_dict(cls, data: dict | None, section: str):
-    """Build dataclass ``cls`` from ``data``; unknown keys raise with the known ones listed."""
-    if data is not None and not isinstance(data, dict):
-        raise ParamsError(f"params.yaml: {section} = {data!r} is not a mapping")
-    data = dict(data or {})
-    known = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ParamsError(f"params.yaml [{section}]: unknown key(s) {unknown}; known: {sorted(known)}")
-    return cls(**data)
-
-
-def _no_duplicates(items: list, key: str) -> None:
-    dup = sorted({x for x in items if items.count(x) > 1})
-    if dup:
-        _fail(key, f"lists {dup} more than once")
 
 
 @dataclass
@@ -243,10 +113,23 @@ class DistillConfig:
 
     # Ranges of fields (a field without an entry is type-checked only); alphas: each value.
     RANGES: ClassVar[dict] = {
-        "alphas": ">=0", "answer_weight": ">=0", "train_per_benchmark": ">=1", "steps": ">=0",
-        "batch_size": ">=1", "grad_accum": ">=1", "lr": ">0", "weight_decay": ">=0", "warmup_ratio": "0..1",
-        "max_input_tokens": ">=8", "max_answer_tokens": ">=1", "max_rationale_tokens": ">=1", "seed": ">=0",
-        "log_every": ">=1", "pack_tokens": ">=0", "ce_chunk_tokens": ">=0", "valid_loss_per_benchmark": ">=0",
+        "alphas": ">=0",
+        "answer_weight": ">=0",
+        "train_per_benchmark": ">=1",
+        "steps": ">=0",
+        "batch_size": ">=1",
+        "grad_accum": ">=1",
+        "lr": ">0",
+        "weight_decay": ">=0",
+        "warmup_ratio": "0..1",
+        "max_input_tokens": ">=8",
+        "max_answer_tokens": ">=1",
+        "max_rationale_tokens": ">=1",
+        "seed": ">=0",
+        "log_every": ">=1",
+        "pack_tokens": ">=0",
+        "ce_chunk_tokens": ">=0",
+        "valid_loss_per_benchmark": ">=0",
     }
 
     def __post_init__(self):
@@ -273,7 +156,10 @@ class EvaluateConfig:
     precision: Literal["auto", "bf16", "fp32"] = "auto"
 
     RANGES: ClassVar[dict] = {
-        "splits": "nonempty", "max_per_benchmark": ">=1", "max_new_tokens": ">=1", "batch_size": ">=1",
+        "splits": "nonempty",
+        "max_per_benchmark": ">=1",
+        "max_new_tokens": ">=1",
+        "batch_size": ">=1",
         "generate_per_benchmark": ">=1",
         "max_input_tokens": ">=8",
     }
@@ -296,8 +182,13 @@ class TrackingConfig:
         validate_fields(self, "tracking")
 
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "student": StudentConfig, "distill": DistillConfig,
-                             "evaluate": EvaluateConfig, "tracking": TrackingConfig}
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "student": StudentConfig,
+    "distill": DistillConfig,
+    "evaluate": EvaluateConfig,
+    "tracking": TrackingConfig,
+}
 
 
 @dataclass
@@ -319,7 +210,6 @@ def validate_params(params: dict) -> Params:
     teacher or a ``teachers:`` entry); in-context examples come from an imported released cache.
     """
     from .rationales import IMPORTED_SPLITS, RELEASED_TEACHERS
-    from .teachers.config import teacher_config
 
     if not isinstance(params, dict):
         raise ParamsError(f"params.yaml: expected a mapping of sections, got {type(params).__name__}")
@@ -334,17 +224,23 @@ def validate_params(params: dict) -> Params:
     caches = [*RELEASED_TEACHERS, *teachers]
     for t in built["distill"].alphas:
         if t not in caches:
-            _fail(f"distill.alphas.{t}", f"names no rationale cache; known: {caches} (released teachers "
-                                         "and entries under teachers:)")
+            _fail(
+                f"distill.alphas.{t}",
+                f"names no rationale cache; known: {caches} (released teachers and entries under teachers:)",
+            )
     for name, t in teachers.items():
         # dvc.yaml's generate stages depend on the released caches only, and import_rationales
         # imports their train and valid splits: an example source elsewhere would be a hidden input
         if t.icl.k > 0 and t.icl.source not in RELEASED_TEACHERS:
-            _fail(f"teachers.{name}.icl.source", f"= {t.icl.source!r}; in-context examples come from a released "
-                                                 f"cache: one of {list(RELEASED_TEACHERS)}")
+            _fail(
+                f"teachers.{name}.icl.source",
+                f"= {t.icl.source!r}; in-context examples come from a released cache: one of {list(RELEASED_TEACHERS)}",
+            )
         if t.icl.k > 0 and t.icl.split not in IMPORTED_SPLITS:
-            _fail(f"teachers.{name}.icl.split", f"= {t.icl.split!r}; released rationales are imported for "
-                                                f"{list(IMPORTED_SPLITS)} only")
+            _fail(
+                f"teachers.{name}.icl.split",
+                f"= {t.icl.split!r}; released rationales are imported for {list(IMPORTED_SPLITS)} only",
+            )
     return Params(teachers=teachers, **built)
 
 

@@ -19,9 +19,9 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -34,15 +34,24 @@ log = logging.getLogger(__name__)
 
 def encode_examples(student: Student, examples: list[dict], teachers: list[str], cfg: DistillConfig) -> list[Encoded]:
     """Each example as an ``Encoded`` question; only teachers in ``teachers`` (alpha > 0) add a task."""
-    return [student.encode(ex["record"], ex["rationales"], teachers, cfg.max_input_tokens, cfg.max_answer_tokens,
-                           cfg.max_rationale_tokens) for ex in examples]
+    return [
+        student.encode(
+            ex["record"],
+            ex["rationales"],
+            teachers,
+            cfg.max_input_tokens,
+            cfg.max_answer_tokens,
+            cfg.max_rationale_tokens,
+        )
+        for ex in examples
+    ]
 
 
 def target_stats(encoded: list[Encoded], examples: list[dict], teachers: list[str]) -> dict:
     """How many targets of each task were cut at their cap, per benchmark (cut targets carry no EOS)."""
     names = ["answer"] + list(teachers)
     out: dict[str, dict] = {}
-    for e, ex in zip(encoded, examples):
+    for e, ex in zip(encoded, examples, strict=True):
         b = ex["record"].get("benchmark", "all")
         for br in e.branches:
             d = out.setdefault(names[br.task], {}).setdefault(b, {"targets": 0, "cut": 0})
@@ -51,8 +60,7 @@ def target_stats(encoded: list[Encoded], examples: list[dict], teachers: list[st
     return out
 
 
-def batches(encoded: list[Encoded], batch_size: int, seed: int, rank: int = 0, world: int = 1,
-            bucket_factor: int = 50):
+def batches(encoded: list[Encoded], batch_size: int, seed: int, rank: int = 0, world: int = 1, bucket_factor: int = 50):
     """Endless stream of batches (lists of question indices), epoch after epoch.
 
     Per epoch: a seeded shuffle of all questions, cut into pools of ``bucket_factor * batch_size
@@ -70,8 +78,8 @@ def batches(encoded: list[Encoded], batch_size: int, seed: int, rank: int = 0, w
         out = []
         pool = bucket_factor * glob
         for i in range(0, n, pool):
-            chunk = sorted(idx[i:i + pool], key=lambda j: (key[j], j))
-            out += [chunk[j:j + glob] for j in range(0, len(chunk), glob)]
+            chunk = sorted(idx[i : i + pool], key=lambda j: (key[j], j))
+            out += [chunk[j : j + glob] for j in range(0, len(chunk), glob)]
         rng.shuffle(out)
         for b in out:
             share = b[rank::world]
@@ -91,8 +99,9 @@ def valid_losses(student: Student, model, encoded: list[Encoded], k: int, cfg: D
     sums = torch.zeros(k)
     counts = torch.zeros(k)
     for i in range(0, len(encoded), cfg.batch_size):
-        part = student.losses(model, encoded[i:i + cfg.batch_size], k, cfg.forward, cfg.pack_tokens,
-                              cfg.ce_chunk_tokens, device)
+        part = student.losses(
+            model, encoded[i : i + cfg.batch_size], k, cfg.forward, cfg.pack_tokens, cfg.ce_chunk_tokens, device
+        )
         sums += part.sums.float().cpu()
         counts += part.counts.float().cpu()
     model.train(was)
@@ -132,8 +141,10 @@ def train(
     teachers = active_teachers(cfg.alphas)
     missing = [t for t in teachers if not any(ex["rationales"].get(t) for ex in examples)]
     if missing:
-        raise ValueError(f"distill.alphas: teacher(s) {missing} have alpha > 0 but no rationale for any of the "
-                         f"{len(examples)} training questions (is the cache missing or stale?)")
+        raise ValueError(
+            f"distill.alphas: teacher(s) {missing} have alpha > 0 but no rationale for any of the "
+            f"{len(examples)} training questions (is the cache missing or stale?)"
+        )
     encoded = encode_examples(student, examples, teachers, cfg)
     if not encoded:
         raise ValueError("no training examples")
@@ -160,8 +171,9 @@ def train(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     # Not prepared by Accelerate: its wrapper steps the schedule once per process per optimizer
     # step, which under N processes would decay the LR N times too fast.
-    sched = get_scheduler(cfg.lr_schedule, opt, num_warmup_steps=int(cfg.warmup_ratio * cfg.steps),
-                          num_training_steps=cfg.steps)
+    sched = get_scheduler(
+        cfg.lr_schedule, opt, num_warmup_steps=int(cfg.warmup_ratio * cfg.steps), num_training_steps=cfg.steps
+    )
     model, opt = acc.prepare(model, opt)
     model.train()
     weights = weights.to(acc.device)
@@ -198,21 +210,31 @@ def train(
         total = float((weights.cpu() * torch.nan_to_num(per_task)).sum())
         elapsed = time.perf_counter() - t0
         # each task's loss is its mean over the target tokens it had in this step (NaN: absent)
-        row = {"step": step + 1, "loss": total, **{f"loss_{n}": float(v) for n, v in zip(names, per_task)},
-               "lr": sched.get_last_lr()[0], "tokens_per_s": tokens * acc.num_processes / elapsed,
-               "elapsed_s": elapsed}
+        row = {
+            "step": step + 1,
+            "loss": total,
+            **{f"loss_{n}": float(v) for n, v in zip(names, per_task, strict=True)},
+            "lr": sched.get_last_lr()[0],
+            "tokens_per_s": tokens * acc.num_processes / elapsed,
+            "elapsed_s": elapsed,
+        }
         if valid_enc and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
             vl = valid_losses(student, model, valid_enc, k, cfg, acc.device)
-            row.update({f"valid_loss_{n}": float(v) for n, v in zip(names, vl)})
+            row.update({f"valid_loss_{n}": float(v) for n, v in zip(names, vl, strict=True)})
         rows.append(row)
         if acc.is_main_process:
             if on_log is not None:
                 on_log(row)
             bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
             if (step + 1) % cfg.log_every == 0 or step == 0:
-                log.info("step %d/%d loss %.4f (%s) %.0f tok/s", step + 1, cfg.steps, total,
-                         ", ".join(f"{k_}={v:.3f}" for k_, v in row.items() if k_.startswith(("loss_", "valid_"))),
-                         row["tokens_per_s"])
+                log.info(
+                    "step %d/%d loss %.4f (%s) %.0f tok/s",
+                    step + 1,
+                    cfg.steps,
+                    total,
+                    ", ".join(f"{k_}={v:.3f}" for k_, v in row.items() if k_.startswith(("loss_", "valid_"))),
+                    row["tokens_per_s"],
+                )
     acc.wait_for_everyone()
     student.model = acc.unwrap_model(model)
     if log_path is not None and acc.is_main_process:
@@ -238,7 +260,7 @@ def train(
 
 def _tail_mean(rows: list[dict], key: str) -> float:
     """Mean of ``key`` over the last fifth of the steps, ignoring steps where the task was absent."""
-    tail = [r[key] for r in rows[-max(1, len(rows) // 5):] if not math.isnan(r[key])]
+    tail = [r[key] for r in rows[-max(1, len(rows) // 5) :] if not math.isnan(r[key])]
     return sum(tail) / len(tail) if tail else float("nan")
 
 
@@ -261,7 +283,9 @@ def apply_lora(student: Student, lora: dict) -> None:
     from peft import LoraConfig, TaskType, get_peft_model
 
     cfg = LoraConfig(
-        r=int(lora.get("r", 8)), lora_alpha=int(lora.get("alpha", 16)), lora_dropout=float(lora.get("dropout", 0.05)),
+        r=int(lora.get("r", 8)),
+        lora_alpha=int(lora.get("alpha", 16)),
+        lora_dropout=float(lora.get("dropout", 0.05)),
         target_modules=lora.get("target_modules", "all-linear"),
         task_type=TaskType.SEQ_2_SEQ_LM if student.kind == "seq2seq" else TaskType.CAUSAL_LM,
     )

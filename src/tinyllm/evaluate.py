@@ -35,7 +35,7 @@ def match_option(text: str, choices: list[str]) -> int | None:
     first = text.strip().split("\n")[0].strip()
     m = _LETTER.match(first)
     if m:
-        rest = first[m.end():].strip()
+        rest = first[m.end() :].strip()
         i = ord(m.group(1).lower()) - ord("a")
         if not rest and i < len(choices):
             return i  # a bare letter answer
@@ -50,9 +50,19 @@ def argmax(scores: list[float]) -> int:
     return max(range(len(scores)), key=lambda j: (scores[j], -j))
 
 
-def evaluate_records(student, records: list[dict], *, max_input_tokens: int, max_new_tokens: int | None,
-                     batch_size: int, device, headline: str = "score", progress: bool = True,
-                     generate: bool = True, generate_limit: int | None = None) -> tuple[dict, list[dict]]:
+def evaluate_records(
+    student,
+    records: list[dict],
+    *,
+    max_input_tokens: int,
+    max_new_tokens: int | None,
+    batch_size: int,
+    device,
+    headline: str = "score",
+    progress: bool = True,
+    generate: bool = True,
+    generate_limit: int | None = None,
+) -> tuple[dict, list[dict]]:
     """Metrics (both decision rules) and per-question predictions for one benchmark split.
 
     Every question is scored; generate-and-match runs on all of them, or on the first
@@ -68,13 +78,19 @@ def evaluate_records(student, records: list[dict], *, max_input_tokens: int, max
     if generate:
         n_gen = len(records) if generate_limit is None else min(generate_limit, len(records))
         with tqdm(total=n_gen, desc="  generate", disable=not progress, leave=False) as bar:
-            texts[:n_gen] = student.generate(records[:n_gen], max_input_tokens, max_new_tokens, batch_size, device,
-                                             bar)
+            texts[:n_gen] = student.generate(records[:n_gen], max_input_tokens, max_new_tokens, batch_size, device, bar)
     preds = []
-    for rec, sc, text in zip(records, scores, texts):
-        preds.append({"id": rec["id"], "label": rec["label"], "pred_score": argmax(sc),
-                      "pred_generate": None if text is None else match_option(text, rec["choices"]),
-                      "generated": text, "scores": [round(s, 4) for s in sc]})
+    for rec, sc, text in zip(records, scores, texts, strict=True):
+        preds.append(
+            {
+                "id": rec["id"],
+                "label": rec["label"],
+                "pred_score": argmax(sc),
+                "pred_generate": None if text is None else match_option(text, rec["choices"]),
+                "generated": text,
+                "scores": [round(s, 4) for s in sc],
+            }
+        )
     n = len(preds)
     acc_score = sum(p["pred_score"] == p["label"] for p in preds) / n
     metrics = {"acc_score": acc_score, "n": n}
@@ -89,8 +105,11 @@ def evaluate_records(student, records: list[dict], *, max_input_tokens: int, max
 
 def average(per_benchmark: dict[str, dict]) -> dict:
     """Unweighted mean over benchmarks (the paper's "Avg" column)."""
-    keys = [k for k in ("accuracy", "acc_score", "acc_generate", "unmatched_generate")
-            if all(k in m for m in per_benchmark.values())]
+    keys = [
+        k
+        for k in ("accuracy", "acc_score", "acc_generate", "unmatched_generate")
+        if all(k in m for m in per_benchmark.values())
+    ]
     k = len(per_benchmark)
     out = {key: sum(m[key] for m in per_benchmark.values()) / k for key in keys}
     for key in ("n", "n_generate"):

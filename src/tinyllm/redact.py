@@ -21,8 +21,10 @@ MASK = "***"
 
 # a key name that holds a secret: optional prefix ending in _ or - (x-, aws_), then the secret word,
 # and nothing after it but the separator (so max_tokens=48 is left alone)
-_SECRET_KEY = (r"(?:[A-Za-z0-9_-]*[_-])?(?:api[_-]?key|apikey|access[_-]?token|auth[_-]?token|refresh[_-]?token|"
-               r"token|secret(?:[_-]?access)?(?:[_-]?key)?|password|passwd|credentials?)")
+_SECRET_KEY = (
+    r"(?:[A-Za-z0-9_-]*[_-])?(?:api[_-]?key|apikey|access[_-]?token|auth[_-]?token|refresh[_-]?token|"
+    r"token|secret(?:[_-]?access)?(?:[_-]?key)?|password|passwd|credentials?)"
+)
 _PATTERNS = [
     # "Authorization": "Bearer abc" / Authorization: Basic abc (headers, JSON, repr of dicts)
     (re.compile(r"""((?:proxy-)?authorization["']?\s*[:=]\s*["']?)[^"'\r\n,}]+""", re.I), rf"\1{MASK}"),

@@ -22,7 +22,7 @@ GITHUB_TARBALL = "https://codeload.github.com/{repo}/tar.gz/{ref}"
 def resolve_url(source: str) -> str | None:
     """The download URL of a remote source, or None for a local folder."""
     if source.startswith("github:"):
-        spec = source[len("github:"):]
+        spec = source[len("github:") :]
         repo, _, ref = spec.partition("@")
         return GITHUB_TARBALL.format(repo=repo, ref=ref or "HEAD")
     if source.startswith(("http://", "https://", "file://")):

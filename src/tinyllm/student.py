@@ -88,7 +88,7 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device, training: bool = True) -> str:
-    """"auto" -> "bf16" where the hardware runs it natively, else "fp32".
+    """ "auto" -> "bf16" where the hardware runs it natively, else "fp32".
 
     Evaluation on CPU stays fp32 under "auto": bf16 autocast flipped 1.5-2.5% of predictions and
     made a question's prediction depend on its batch neighbours (tests/test_evaluate.py)."""
@@ -165,13 +165,13 @@ class Student:
         offsets = enc["offset_mapping"]
         cut = n - max_tokens
         while cut < len(offsets):
-            block = question_block(q[offsets[cut][0]:].lstrip(), choices)
+            block = question_block(q[offsets[cut][0] :].lstrip(), choices)
             n = len(self._ids(block))
             if n <= max_tokens:
                 return block
             cut += n - max_tokens
         # the options alone overflow: keep the question's last 8 tokens; the caller cuts the ids
-        return question_block(q[offsets[max(0, len(offsets) - 8)][0]:].lstrip(), choices)
+        return question_block(q[offsets[max(0, len(offsets) - 8)][0] :].lstrip(), choices)
 
     def encode_target(self, text: str, max_tokens: int) -> tuple[list[int], bool]:
         """(ids, cut): ``text`` + EOS, or its first ``max_tokens`` tokens *without* EOS when it
@@ -184,14 +184,24 @@ class Student:
     def _target_text(self, text: str) -> str:
         return text
 
-    def encode(self, record: dict, rationales: dict[str, str], teachers: list[str], max_input_tokens: int,
-               max_answer_tokens: int, max_rationale_tokens: int) -> Encoded:
+    def encode(
+        self,
+        record: dict,
+        rationales: dict[str, str],
+        teachers: list[str],
+        max_input_tokens: int,
+        max_answer_tokens: int,
+        max_rationale_tokens: int,
+    ) -> Encoded:
         """One question with its answer task (task 0) and a rationale task per teacher that has
         a rationale for it (task m = position of the teacher in ``teachers`` + 1)."""
         block = self.fit_block(record, max_input_tokens)
         tasks = [(0, ANSWER_TAG, record["answer"], max_answer_tokens)]
-        tasks += [(m, rationale_tag(t), rationales[t], max_rationale_tokens)
-                  for m, t in enumerate(teachers, 1) if rationales.get(t)]
+        tasks += [
+            (m, rationale_tag(t), rationales[t], max_rationale_tokens)
+            for m, t in enumerate(teachers, 1)
+            if rationales.get(t)
+        ]
         targets = [self.encode_target(text, cap) for _, _, text, cap in tasks]
         return self._encode_tasks(block, [(m, tag) for m, tag, _, _ in tasks], targets, max_input_tokens)
 
@@ -204,8 +214,16 @@ class Student:
 
     # -- training --------------------------------------------------------------------
 
-    def losses(self, model, batch: list[Encoded], k: int, forward: str = "shared", pack_tokens: int = 0,
-               ce_chunk: int = 1024, device="cpu") -> Losses:
+    def losses(
+        self,
+        model,
+        batch: list[Encoded],
+        k: int,
+        forward: str = "shared",
+        pack_tokens: int = 0,
+        ce_chunk: int = 1024,
+        device="cpu",
+    ) -> Losses:
         """Per-task NLL sums and token counts of ``batch`` (``forward`` in ``FORWARDS``).
 
         ``model`` is passed separately from ``self.model`` because training calls it through
@@ -215,8 +233,7 @@ class Student:
         if forward == "per_task":
             sums, counts = [], []
             for t in sorted({b.task for e in batch for b in e.branches}):
-                one = [Encoded(e.prefix_ids, [b for b in e.branches if b.task == t], e.question_tokens)
-                       for e in batch]
+                one = [Encoded(e.prefix_ids, [b for b in e.branches if b.task == t], e.question_tokens) for e in batch]
                 one = [e for e in one if e.branches]
                 part = self._rows_loss(model, one, k, device, target_logits_only=False, ce_chunk=0)
                 sums.append(part.sums)
@@ -239,12 +256,20 @@ class Student:
         derived from the longest option by the caller)."""
         return [self.encode_target(c, max_tokens)[0] for c in choices]
 
-    def score_options(self, records: list[dict], max_input_tokens: int, batch_size: int, device,
-                      progress=None) -> list[list[float]]:
+    def score_options(
+        self, records: list[dict], max_input_tokens: int, batch_size: int, device, progress=None
+    ) -> list[list[float]]:
         raise NotImplementedError
 
-    def generate(self, records: list[dict], max_input_tokens: int, max_new_tokens: int | None, batch_size: int,
-                 device, progress=None) -> list[str]:
+    def generate(
+        self,
+        records: list[dict],
+        max_input_tokens: int,
+        max_new_tokens: int | None,
+        batch_size: int,
+        device,
+        progress=None,
+    ) -> list[str]:
         raise NotImplementedError
 
 
@@ -355,7 +380,7 @@ class CausalStudent(Student):
         if len(inputs) == 1:  # one task: the prefix is all of its input but the last token
             p = len(inputs[0]) - 1
         prefix = inputs[0][:p]
-        branches = [Branch(x[p:], tgt, m, cut) for (m, _), x, (tgt, cut) in zip(tags, inputs, targets)]
+        branches = [Branch(x[p:], tgt, m, cut) for (m, _), x, (tgt, cut) in zip(tags, inputs, targets, strict=True)]
         return Encoded(prefix, branches, question_tokens=len(self._ids(block)))
 
     def answer_prompt(self, record: dict, max_input_tokens: int) -> list[int]:
@@ -372,22 +397,26 @@ class CausalStudent(Student):
         task = torch.zeros((n, t), dtype=torch.long)
         for r, (inp, tgt, m) in enumerate(seqs):
             full = inp + tgt[:-1]
-            ids[r, t - len(full):] = torch.tensor(full)
-            mask[r, t - len(full):] = 1
+            ids[r, t - len(full) :] = torch.tensor(full)
+            mask[r, t - len(full) :] = 1
             # position p predicts token p+1: the first target token is predicted by the last input token
-            labels[r, t - len(tgt):] = torch.tensor(tgt)
+            labels[r, t - len(tgt) :] = torch.tensor(tgt)
             task[r] = m
         pos = (mask.cumsum(-1) - 1).clamp_min(0)
         keep = labels != IGNORE
         if not target_logits_only:  # the reference: a plain forward with full logits
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                           position_ids=pos.to(device)).logits
-            nll = torch.nn.functional.cross_entropy(logits[keep.to(device)].float(), labels[keep].to(device),
-                                                    reduction="none")
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device)).logits
+            nll = torch.nn.functional.cross_entropy(
+                logits[keep.to(device)].float(), labels[keep].to(device), reduction="none"
+            )
         else:
             with hidden_instead_of_logits(model) as (w, b, cap):
-                h = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                          logits_to_keep=keep.to(device)).logits
+                h = model(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=pos.to(device),
+                    logits_to_keep=keep.to(device),
+                ).logits
             nll = token_nll(h, w, b, labels[keep].to(device), ce_chunk, cap)
         s, c = task_sums(nll.float(), task[keep].to(device), k)
         return Losses(s, c)
@@ -412,17 +441,17 @@ class CausalStudent(Student):
             for s, e in enumerate(row):
                 p = len(e.prefix_ids)
                 start = c
-                ids[r, c:c + p] = torch.tensor(e.prefix_ids, dtype=torch.long)
-                pos[r, c:c + p] = torch.arange(p)
-                seg[r, c:c + p] = s
+                ids[r, c : c + p] = torch.tensor(e.prefix_ids, dtype=torch.long)
+                pos[r, c : c + p] = torch.arange(p)
+                seg[r, c : c + p] = s
                 c += p
                 for bi, b in enumerate(e.branches, 1):
                     cont = b.tag_ids + b.target_ids[:-1]
                     n = len(cont)
-                    ids[r, c:c + n] = torch.tensor(cont, dtype=torch.long)
-                    pos[r, c:c + n] = torch.arange(p, p + n)
-                    seg[r, c:c + n] = s
-                    br[r, c:c + n] = bi
+                    ids[r, c : c + n] = torch.tensor(cont, dtype=torch.long)
+                    pos[r, c : c + n] = torch.arange(p, p + n)
+                    seg[r, c : c + n] = s
+                    br[r, c : c + n] = bi
                     # logical index L of this branch's sequence sits at row column
                     # start + L (prefix) or c + L - p (branch); target j is predicted by L - 1
                     for j, tok in enumerate(b.target_ids):
@@ -438,15 +467,24 @@ class CausalStudent(Student):
         visible = (br[:, None, :] == 0) | (br[:, :, None] == br[:, None, :])
         allowed = same_q & visible & causal
         allowed |= torch.eye(t, dtype=torch.bool)  # padding attends to itself (no all-masked rows)
-        return {"input_ids": ids, "position_ids": pos, "attention_mask": allowed[:, None], "labels": labels,
-                "task": task}
+        return {
+            "input_ids": ids,
+            "position_ids": pos,
+            "attention_mask": allowed[:, None],
+            "labels": labels,
+            "task": task,
+        }
 
     def _shared_loss(self, model, batch, k, device, pack_tokens, ce_chunk) -> Losses:
         b = _to(self.collate_shared(batch, pack_tokens), device)
         keep = b["labels"] != IGNORE
         with hidden_instead_of_logits(model) as (w, bias, cap):
-            h = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], position_ids=b["position_ids"],
-                      logits_to_keep=keep).logits
+            h = model(
+                input_ids=b["input_ids"],
+                attention_mask=b["attention_mask"],
+                position_ids=b["position_ids"],
+                logits_to_keep=keep,
+            ).logits
         nll = token_nll(h, w, bias, b["labels"][keep], ce_chunk, cap)
         s, c = task_sums(nll.float(), b["task"][keep], k)
         return Losses(s, c)
@@ -458,8 +496,8 @@ class CausalStudent(Student):
         ids = torch.full((len(seqs), t), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), t), dtype=torch.long)
         for r, s in enumerate(seqs):
-            ids[r, t - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[r, t - len(s):] = 1
+            ids[r, t - len(s) :] = torch.tensor(s, dtype=torch.long)
+            mask[r, t - len(s) :] = 1
         return ids, mask, (mask.cumsum(-1) - 1).clamp_min(0)
 
     @torch.no_grad()
@@ -473,10 +511,15 @@ class CausalStudent(Student):
         options = [self.option_ids(r["choices"], 1 << 30) for r in records]
         order = sorted(range(len(records)), key=lambda i: len(prompts[i]))
         for start in range(0, len(order), batch_size):
-            qs = order[start:start + batch_size]
+            qs = order[start : start + batch_size]
             ids, mask, pos = self._left_pad([prompts[i] for i in qs])
-            out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                             use_cache=True, logits_to_keep=1)
+            out = self.model(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=pos.to(device),
+                use_cache=True,
+                logits_to_keep=1,
+            )
             first_logp = torch.log_softmax(out.logits[:, -1].float(), -1).cpu()  # predicts option token 0
             opts = [(r, i, j, o) for r, i in enumerate(qs) for j, o in enumerate(options[i])]
             rows = torch.tensor([o[0] for o in opts])
@@ -494,13 +537,17 @@ class CausalStudent(Student):
             lp = torch.zeros(len(opts), o_len)
             lp[:, 0] = first_logp[rows, tgt[:, 0]]
             if o_len > 1:
-                logits = self.model(input_ids=tgt[:, :-1].to(device), attention_mask=full_mask[:, :-1].to(device),
-                                    position_ids=opos[:, :-1].to(device), past_key_values=cache,
-                                    use_cache=True).logits
+                logits = self.model(
+                    input_ids=tgt[:, :-1].to(device),
+                    attention_mask=full_mask[:, :-1].to(device),
+                    position_ids=opos[:, :-1].to(device),
+                    past_key_values=cache,
+                    use_cache=True,
+                ).logits
                 nxt = torch.log_softmax(logits.float(), -1).gather(-1, tgt[:, 1:, None].to(device))[..., 0]
                 lp[:, 1:] = nxt.cpu()
             mean = (lp * tmask).sum(-1) / tmask.sum(-1)
-            for (_, i, j, _), v in zip(opts, mean.tolist()):
+            for (_, i, j, _), v in zip(opts, mean.tolist(), strict=True):
                 scores[i][j] = v
             if progress is not None:
                 progress.update(len(qs))
@@ -515,10 +562,14 @@ class CausalStudent(Student):
             p = self.answer_prompt(r, max_input_tokens)
             pairs += [(i, j, p, o) for j, o in enumerate(self.option_ids(r["choices"], 1 << 30))]
         for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start:start + batch_size]
+            chunk = pairs[start : start + batch_size]
             ids, mask, pos = self._left_pad([p + o for _, _, p, o in chunk])
-            logp = torch.log_softmax(self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                                position_ids=pos.to(device)).logits.float(), -1).cpu()
+            logp = torch.log_softmax(
+                self.model(
+                    input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device)
+                ).logits.float(),
+                -1,
+            ).cpu()
             t = ids.shape[1]
             for r, (i, j, _, o) in enumerate(chunk):
                 cols = torch.arange(t - len(o) - 1, t - 1)
@@ -535,15 +586,21 @@ class CausalStudent(Student):
         order = sorted(range(len(records)), key=lambda i: (len(prompts[i]), need[i]))
         out = [""] * len(records)
         for start in range(0, len(order), batch_size):
-            qs = order[start:start + batch_size]
+            qs = order[start : start + batch_size]
             ids, mask, _ = self._left_pad([prompts[i] for i in qs])
             n_new = max(need[i] for i in qs)
             if max_new_tokens:
                 n_new = min(n_new, max_new_tokens)
-            gen = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=n_new,
-                                      do_sample=False, pad_token_id=self.pad_id, eos_token_id=self.eos_id)
+            gen = self.model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=n_new,
+                do_sample=False,
+                pad_token_id=self.pad_id,
+                eos_token_id=self.eos_id,
+            )
             for r, i in enumerate(qs):
-                new = gen[r, ids.shape[1]:].tolist()
+                new = gen[r, ids.shape[1] :].tolist()
                 # a prediction depends on its own tokens only: stop at its own EOS, whatever its batch
                 if self.eos_id in new:
                     new = new[: new.index(self.eos_id)]
@@ -575,13 +632,15 @@ class Seq2SeqStudent(Student):
 
     def _encode_tasks(self, block, tags, targets, max_input_tokens) -> Encoded:
         prefix = self._encoder_ids(block, max_input_tokens)
-        branches = [Branch(self._ids(tag), tgt, m, cut) for (m, tag), (tgt, cut) in zip(tags, targets)]
+        branches = [Branch(self._ids(tag), tgt, m, cut) for (m, tag), (tgt, cut) in zip(tags, targets, strict=True)]
         return Encoded(prefix, branches, question_tokens=len(prefix))
 
     def answer_prompt(self, record, max_input_tokens):
         """(encoder ids, decoder prefix ids): the decoder opens with the answer tag."""
-        return (self._encoder_ids(self.fit_block(record, max_input_tokens), max_input_tokens),
-                [self._start()] + self._ids(ANSWER_TAG))
+        return (
+            self._encoder_ids(self.fit_block(record, max_input_tokens), max_input_tokens),
+            [self._start()] + self._ids(ANSWER_TAG),
+        )
 
     def _pad_right(self, seqs, fill):
         t = max(map(len, seqs))
@@ -605,8 +664,9 @@ class Seq2SeqStudent(Student):
         keep = labels != IGNORE
         if full_logits:
             logits = model(**enc_kwargs, decoder_input_ids=d.to(device), decoder_attention_mask=dmask.to(device)).logits
-            nll = torch.nn.functional.cross_entropy(logits[keep.to(device)].float(), labels[keep].to(device),
-                                                    reduction="none")
+            nll = torch.nn.functional.cross_entropy(
+                logits[keep.to(device)].float(), labels[keep].to(device), reduction="none"
+            )
         else:
             with hidden_instead_of_logits(model) as (w, b, cap):
                 h = model(**enc_kwargs, decoder_input_ids=d.to(device), decoder_attention_mask=dmask.to(device)).logits
@@ -628,8 +688,10 @@ class Seq2SeqStudent(Student):
         enc = _inner(model).get_encoder()(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
         rows = torch.tensor([q for q, e in enumerate(batch) for _ in e.branches], device=device)
         d, dmask, labels, task = self._decoder_rows([b for e in batch for b in e.branches])
-        kwargs = {"encoder_outputs": BaseModelOutput(last_hidden_state=enc[rows]),
-                  "attention_mask": mask.to(device)[rows]}
+        kwargs = {
+            "encoder_outputs": BaseModelOutput(last_hidden_state=enc[rows]),
+            "attention_mask": mask.to(device)[rows],
+        }
         return self._nll(model, device, kwargs, d, dmask, labels, task, k, ce_chunk)
 
     @torch.no_grad()
@@ -641,8 +703,11 @@ class Seq2SeqStudent(Student):
             prompts = [self.answer_prompt(records[i], max_input_tokens) for i in chunk]
             ids, mask = self._pad_right([p[0] for p in prompts], self.pad_id)
             enc = self.model.get_encoder()(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-            opts = [(r, i, j, o) for r, i in enumerate(chunk)
-                    for j, o in enumerate(self.option_ids(records[i]["choices"], 1 << 30))]
+            opts = [
+                (r, i, j, o)
+                for r, i in enumerate(chunk)
+                for j, o in enumerate(self.option_ids(records[i]["choices"], 1 << 30))
+            ]
             rows = torch.tensor([o[0] for o in opts], device=device)
             dec = [prompts[r][1] + o[:-1] for r, _, _, o in opts]
             lab = [[IGNORE] * (len(prompts[r][1]) - 1) + o for r, _, _, o in opts]
@@ -650,14 +715,17 @@ class Seq2SeqStudent(Student):
             labels, _ = self._pad_right(lab, IGNORE)
             from transformers.modeling_outputs import BaseModelOutput
 
-            logits = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=enc[rows]),
-                                attention_mask=mask.to(device)[rows], decoder_input_ids=d.to(device),
-                                decoder_attention_mask=dmask.to(device)).logits
+            logits = self.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=enc[rows]),
+                attention_mask=mask.to(device)[rows],
+                decoder_input_ids=d.to(device),
+                decoder_attention_mask=dmask.to(device),
+            ).logits
             logp = torch.log_softmax(logits.float(), -1).cpu()
             keep = labels != IGNORE
             tok_lp = logp.gather(-1, labels.clamp_min(0)[..., None])[..., 0] * keep
             mean = tok_lp.sum(-1) / keep.sum(-1)
-            for (_, i, j, _), v in zip(opts, mean.tolist()):
+            for (_, i, j, _), v in zip(opts, mean.tolist(), strict=True):
                 scores[i][j] = v
             if progress is not None:
                 progress.update(len(chunk))
@@ -677,11 +745,17 @@ class Seq2SeqStudent(Student):
             n_new = max(need[i] for i in qs)
             if max_new_tokens:
                 n_new = min(n_new, max_new_tokens)
-            gen = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                      decoder_input_ids=dec.to(device), max_new_tokens=n_new, do_sample=False,
-                                      pad_token_id=self.pad_id, eos_token_id=self.eos_id)
+            gen = self.model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                decoder_input_ids=dec.to(device),
+                max_new_tokens=n_new,
+                do_sample=False,
+                pad_token_id=self.pad_id,
+                eos_token_id=self.eos_id,
+            )
             for r, i in enumerate(qs):
-                new = gen[r, dec.shape[1]:].tolist()
+                new = gen[r, dec.shape[1] :].tolist()
                 if self.eos_id in new:
                     new = new[: new.index(self.eos_id)]
                 out[i] = self.tok.decode(new[: need[i]], skip_special_tokens=True).strip()

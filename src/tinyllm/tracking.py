@@ -240,8 +240,9 @@ def _ref(root: Path, name: str, path: str, context: str) -> DatasetRef | None:
     return DatasetRef(name, path, context, _content_digest(Path(root) / path), "content")
 
 
-def training_datasets(root: Path, params: dict, prepared: str = "data/prepared",
-                      rationales: str = "data/rationales") -> list[DatasetRef]:
+def training_datasets(
+    root: Path, params: dict, prepared: str = "data/prepared", rationales: str = "data/rationales"
+) -> list[DatasetRef]:
     """The prepared train splits, the joined trainset (where that stage exists) and the cache of
     each teacher with alpha > 0.
 
@@ -259,8 +260,11 @@ def training_datasets(root: Path, params: dict, prepared: str = "data/prepared",
         if dvc_md5(root, path) or not any(dvc_md5(root, f"{path}/{b}") for b in benchmarks):
             refs.append(_ref(root, f"rationales/{teacher}", path, "training"))
         else:
-            refs += [_ref(root, f"rationales/{teacher}/{b}", f"{path}/{b}", "training") for b in benchmarks
-                     if (Path(root) / path / b).exists()]
+            refs += [
+                _ref(root, f"rationales/{teacher}/{b}", f"{path}/{b}", "training")
+                for b in benchmarks
+                if (Path(root) / path / b).exists()
+            ]
     return [r for r in refs if r is not None]
 
 
@@ -311,7 +315,7 @@ def _tags_of(root: Path, params: dict) -> dict[str, str]:
 
 
 def _row_metric(key: str) -> str:
-    return f"valid.{key[len('valid_'):]}" if key.startswith("valid_") else f"train.{key}"
+    return f"valid.{key[len('valid_') :]}" if key.startswith("valid_") else f"train.{key}"
 
 
 class Run:
@@ -335,8 +339,11 @@ class Run:
             self.mlflow.log_metrics({_row_metric(k): float(v) for k, v in row.items() if k != "step"}, step=step)
 
     def log_metrics(self, metrics: dict, prefix: str = "") -> None:
-        flat = {f"{prefix}{k}": float(v) for k, v in flatten(metrics).items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        flat = {
+            f"{prefix}{k}": float(v)
+            for k, v in flatten(metrics).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         if self.run_id and flat:
             self.mlflow.log_metrics(flat)
 
@@ -385,8 +392,12 @@ class Run:
             pip_requirements=_model_requirements(),
         )
         wall = time.perf_counter() - t0
-        log.info("student logged as MLflow model %s in %.1f s%s", info.model_uri, wall,
-                 f" (registered as {registered_model} v{info.registered_model_version})" if registered_model else "")
+        log.info(
+            "student logged as MLflow model %s in %.1f s%s",
+            info.model_uri,
+            wall,
+            f" (registered as {registered_model} v{info.registered_model_version})" if registered_model else "",
+        )
         self.mlflow.log_metric("log_model_s", wall)
         return info.model_uri
 
@@ -419,13 +430,22 @@ def _start(root: Path, params: dict, run_id: str | None = None) -> Run:
     track = params.get("tracking") or {}
     exp_id = ensure_experiment(root, track.get("experiment", "tinyllm"))
     if run_id:
+        # make the run's own experiment the active one: MLflow refuses to resume a run while another
+        # experiment is active (mlflow.set_experiment earlier in the process, a user's shell)
+        mlflow.set_experiment(experiment_id=mlflow.MlflowClient().get_run(run_id).info.experiment_id)
         run = mlflow.start_run(run_id=run_id, log_system_metrics=True)
     else:
         parent = os.environ.get(PARENT_ENV) or None
-        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name(params), parent_run_id=parent,
-                               log_system_metrics=True)
-    log.info("MLflow run %s (%s) in experiment %r at %s", run.info.run_id, run.info.run_name,
-             track.get("experiment", "tinyllm"), _redact(tracking_uri(root)))
+        run = mlflow.start_run(
+            experiment_id=exp_id, run_name=run_name(params), parent_run_id=parent, log_system_metrics=True
+        )
+    log.info(
+        "MLflow run %s (%s) in experiment %r at %s",
+        run.info.run_id,
+        run.info.run_name,
+        track.get("experiment", "tinyllm"),
+        _redact(tracking_uri(root)),
+    )
     return Run(mlflow, run.info.run_id, resumed=bool(run_id), root=Path(root))
 
 
@@ -480,9 +500,15 @@ def _resumable(mlflow, info: dict) -> tuple[str | None, str]:
     return run_id, "distill"
 
 
-def open_evaluate_run(root: Path, params: dict, run_file: Path | str = RUN_FILE,
-                      train_metrics: dict | None = None, train_log: Path | None = None,
-                      student: str = "models/student", enabled: bool = True) -> Run:
+def open_evaluate_run(
+    root: Path,
+    params: dict,
+    run_file: Path | str = RUN_FILE,
+    train_metrics: dict | None = None,
+    train_log: Path | None = None,
+    student: str = "models/student",
+    enabled: bool = True,
+) -> Run:
     """Resume the run ``distill`` started, or start a fresh one linked to the checkpoint.
 
     A fresh run gets everything the distill run would have had (params, tags, training datasets,
@@ -522,10 +548,20 @@ def _read_tsv(path: Path | None) -> list[dict]:
         return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f, delimiter="\t")]
 
 
-def finish_evaluate_run(run: Run, results: dict, extra_metrics: dict | None = None, artifacts: list[Path] = (),
-                        eval_splits: list[str] = (), model=None, tokenizer=None, log_model: bool = False,
-                        registered_model: str | None = None, seq2seq: bool = False,
-                        prepared: str = "data/prepared") -> None:
+def finish_evaluate_run(
+    run: Run,
+    results: dict,
+    extra_metrics: dict | None = None,
+    artifacts: list[Path] = (),
+    eval_splits: list[str] = (),
+    model=None,
+    tokenizer=None,
+    log_model: bool = False,
+    registered_model: str | None = None,
+    seq2seq: bool = False,
+    prepared: str = "data/prepared",
+    predictions: Path | None = None,
+) -> None:
     """Per-benchmark metrics (``valid.obqa.accuracy``, ``valid.average.accuracy``...), the evaluated
     splits as datasets, the metric files, optionally the student as a registered model; the run
     ended FINISHED."""
@@ -535,6 +571,9 @@ def finish_evaluate_run(run: Run, results: dict, extra_metrics: dict | None = No
     run.log_metrics(results)
     run.log_metrics(extra_metrics or {})
     run.log_artifacts(list(artifacts))
+    for split_dir in sorted(Path(predictions).glob("*")) if predictions else []:
+        # per-question predictions: the report's paired tests read them back (predictions/<split>/<b>.jsonl)
+        run.log_artifacts(sorted(split_dir.glob("*.jsonl")), f"predictions/{split_dir.name}")
     if log_model and model is not None:
         run.log_model(model, tokenizer, registered_model, seq2seq)
     run.set_tags({TAG_EVALUATED: "true"})
@@ -548,8 +587,9 @@ def start_parent(root: Path, name: str, experiment: str = "tinyllm", tags: dict 
     """A parent run (RUNNING) for a grid or study; returns its id. End it with :func:`end_parent`."""
     mlflow = _mlflow(root)
     exp_id = ensure_experiment(root, experiment)
-    run = mlflow.MlflowClient().create_run(exp_id, run_name=name,
-                                           tags={TAG_KIND: "grid", **{k: str(v) for k, v in (tags or {}).items()}})
+    run = mlflow.MlflowClient().create_run(
+        exp_id, run_name=name, tags={TAG_KIND: "grid", **{k: str(v) for k, v in (tags or {}).items()}}
+    )
     log.info("MLflow parent run %s (%s) at %s", run.info.run_id, name, _redact(tracking_uri(root)))
     return run.info.run_id
 
@@ -583,12 +623,21 @@ def child_runs(root: Path, parent_run_id: str) -> list:
     mlflow = _mlflow(root)
     client = mlflow.MlflowClient()
     exp_id = client.get_run(parent_run_id).info.experiment_id
-    return client.search_runs([exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-                              order_by=["attributes.start_time ASC"], max_results=10000)
+    return client.search_runs(
+        [exp_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10000,
+    )
 
 
-def register_best(root: Path, parent_run_id: str, metric: str = "valid.average.accuracy",
-                  registered_model: str = "tinyllm-student", alias: str = "best-valid") -> tuple[str, str]:
+def register_best(
+    root: Path,
+    parent_run_id: str,
+    metric: str = "valid.average.accuracy",
+    registered_model: str = "tinyllm-student",
+    alias: str = "best-valid",
+) -> tuple[str, str]:
     """Point ``registered_model@alias`` at the student of the child run with the highest ``metric``.
 
     Returns ``(run_id, version)``. Every evaluated child with ``tracking.log_model: true`` has
@@ -601,19 +650,36 @@ def register_best(root: Path, parent_run_id: str, metric: str = "valid.average.a
     best = max(scored, key=lambda r: r.data.metrics[metric])
     versions = client.search_model_versions(f"name = '{registered_model}' and run_id = '{best.info.run_id}'")
     if not versions:
-        raise ValueError(f"register_best: best run {best.info.run_name} ({best.info.run_id}, {metric} = "
-                         f"{best.data.metrics[metric]:.4f}) has no version of model {registered_model!r}; "
-                         f"run the grid with tracking.log_model=true")
+        raise ValueError(
+            f"register_best: best run {best.info.run_name} ({best.info.run_id}, {metric} = "
+            f"{best.data.metrics[metric]:.4f}) has no version of model {registered_model!r}; "
+            f"run the grid with tracking.log_model=true"
+        )
     version = max(versions, key=lambda v: int(v.version)).version
     client.set_registered_model_alias(registered_model, alias, version)
     client.set_tag(parent_run_id, f"best.{alias}", best.info.run_id)
-    log.info("%s@%s -> version %s (run %s, %s = %.4f)", registered_model, alias, version, best.info.run_name,
-             metric, best.data.metrics[metric])
+    log.info(
+        "%s@%s -> version %s (run %s, %s = %.4f)",
+        registered_model,
+        alias,
+        version,
+        best.info.run_name,
+        metric,
+        best.data.metrics[metric],
+    )
     return best.info.run_id, version
 
 
-def log_run(root: Path, experiment: str, run_name: str, params: dict, metrics: dict, tags: dict,
-            step_rows: list[dict] | None = None, artifacts: list[Path] = ()) -> str:
+def log_run(
+    root: Path,
+    experiment: str,
+    run_name: str,
+    params: dict,
+    metrics: dict,
+    tags: dict,
+    step_rows: list[dict] | None = None,
+    artifacts: list[Path] = (),
+) -> str:
     """One self-contained run (e.g. the grid report's); returns its id."""
     mlflow = _mlflow(root)
     exp_id = ensure_experiment(root, experiment)
@@ -657,17 +723,29 @@ def row_runs(root: Path, experiment: str | None = None) -> list[dict]:
     exp = mlflow.get_experiment_by_name(experiment_name(root, experiment))
     if exp is None:
         return []
-    runs = mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="list",
-                              filter_string="attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"])
+    runs = mlflow.search_runs(
+        experiment_ids=[exp.experiment_id],
+        output_format="list",
+        filter_string="attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
     out = []
     for r in runs:
         row = r.data.tags.get("row")
         if not row or not any(k.endswith(".accuracy") for k in r.data.metrics):
             continue
         seed = r.data.params.get("distill.seed")
-        out.append({"run_id": r.info.run_id, "experiment_id": exp.experiment_id, "row": row,
-                    "seed": int(seed) if seed not in (None, "", "null") else None, "tags": dict(r.data.tags),
-                    "metrics": dict(r.data.metrics), "start_time": r.info.start_time})
+        out.append(
+            {
+                "run_id": r.info.run_id,
+                "experiment_id": exp.experiment_id,
+                "row": row,
+                "seed": int(seed) if seed not in (None, "", "null") else None,
+                "tags": dict(r.data.tags),
+                "metrics": dict(r.data.metrics),
+                "start_time": r.info.start_time,
+            }
+        )
     return out
 
 
@@ -702,7 +780,7 @@ def log_report_run(root: Path, experiment: str, files: list[Path], tags: dict, m
         mlflow.set_tags({"kind": "report", TAG_KIND: "report", **{k: str(v) for k, v in tags.items()}})
         finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
         for i in range(0, len(finite), 500):  # MLflow's batch limit is 1000 metrics
-            mlflow.log_metrics(dict(list(finite.items())[i:i + 500]))
+            mlflow.log_metrics(dict(list(finite.items())[i : i + 500]))
         for f in files:
             mlflow.log_artifact(str(f), artifact_path="report")
         return run.info.run_id

@@ -39,8 +39,9 @@ def _dropped(record: dict, drop_flags) -> bool:
     return any(f.split(":")[0] in drop_flags or f in drop_flags for f in record.get("flags", []))
 
 
-def usable_rationales(records: list[dict], questions: list[dict], all_questions: list[dict], split: str,
-                      drop_flags, cfg=None) -> tuple[dict, dict]:
+def usable_rationales(
+    records: list[dict], questions: list[dict], all_questions: list[dict], split: str, drop_flags, cfg=None
+) -> tuple[dict, dict]:
     """({id: rationale} of the records that may be trained on, counts over ``questions``).
 
     ``all_questions``: the whole split, in file order (a local teacher's limit counts from its
@@ -72,8 +73,15 @@ def usable_rationales(records: list[dict], questions: list[dict], all_questions:
     return out, counts
 
 
-def build_trainset(prepared_dir: Path, rationale_root: Path, benchmarks: list[str], teachers: dict,
-                   per_benchmark: int | None, drop_flags=(), split: str = "train") -> tuple[list[dict], dict]:
+def build_trainset(
+    prepared_dir: Path,
+    rationale_root: Path,
+    benchmarks: list[str],
+    teachers: dict,
+    per_benchmark: int | None,
+    drop_flags=(),
+    split: str = "train",
+) -> tuple[list[dict], dict]:
     """Examples of ``split`` and {teacher: {benchmark: counts}}.
 
     ``teachers``: {name: TeacherConfig of a local teacher, or None for a released cache}, the
@@ -94,8 +102,9 @@ def build_trainset(prepared_dir: Path, rationale_root: Path, benchmarks: list[st
             cache = load_cache(rationale_root, t, b, split)
             by_teacher[t], counts[t][b] = usable_rationales(cache, questions, all_questions, split, drop_flags, cfg)
         for q in questions:
-            examples.append({"record": q, "rationales": {t: by_teacher[t][q["id"]] for t in teachers
-                                                         if q["id"] in by_teacher[t]}})
+            examples.append(
+                {"record": q, "rationales": {t: by_teacher[t][q["id"]] for t in teachers if q["id"] in by_teacher[t]}}
+            )
     return examples, counts
 
 
@@ -129,19 +138,34 @@ def load_trainset(trainset_dir: Path, teachers: list[str], split: str = "train")
         raise FileNotFoundError(f"{meta_path}: no training set; run `dvc repro trainset`")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     if sorted(meta["teachers"]) != sorted(teachers):
-        raise ValueError(f"{meta_path}: built for teachers {meta['teachers']}, but distill.alphas > 0 names "
-                         f"{teachers}; run `dvc repro trainset`")
+        raise ValueError(
+            f"{meta_path}: built for teachers {meta['teachers']}, but distill.alphas > 0 names "
+            f"{teachers}; run `dvc repro trainset`"
+        )
     path = trainset_dir / f"{split}.jsonl"
     examples = read_jsonl(path) if path.exists() else []
     return examples, coverage(examples, teachers)
 
 
-def build_examples(prepared_dir: Path, rationale_root: Path, benchmarks: list[str], teachers: list[str],
-                   per_benchmark: int | None, seed: int = 0, drop_flags=(), configs: dict | None = None
-                   ) -> tuple[list[dict], dict]:
+def build_examples(
+    prepared_dir: Path,
+    rationale_root: Path,
+    benchmarks: list[str],
+    teachers: list[str],
+    per_benchmark: int | None,
+    seed: int = 0,
+    drop_flags=(),
+    configs: dict | None = None,
+) -> tuple[list[dict], dict]:
     """Examples and coverage straight from the caches (benchmark scripts; the pipeline reads the
     ``trainset`` stage's file). ``configs``: {teacher: TeacherConfig} of local teachers, whose
     stale and out-of-limit records are then left out; ``seed`` is kept for callers."""
-    examples, _ = build_trainset(prepared_dir, rationale_root, benchmarks,
-                                 {t: (configs or {}).get(t) for t in teachers}, per_benchmark, drop_flags)
+    examples, _ = build_trainset(
+        prepared_dir,
+        rationale_root,
+        benchmarks,
+        {t: (configs or {}).get(t) for t in teachers},
+        per_benchmark,
+        drop_flags,
+    )
     return examples, coverage(examples, teachers)

@@ -41,8 +41,11 @@ def dvc(args: list[str], root: Path, check: bool = True) -> subprocess.Completed
     say `python`, and queue workers inherit the environment)."""
     venv_dvc = Path(sys.executable).parent / "dvc"  # also when the venv is not activated
     exe = [str(venv_dvc)] if args[0] == "dvc" and venv_dvc.exists() else args[:1]
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     res = subprocess.run(exe + args[1:], cwd=root, capture_output=True, text=True, env=env)
     if check and res.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed ({res.returncode}):\n{res.stdout[-2000:]}{res.stderr[-3000:]}")
@@ -56,8 +59,9 @@ def quote(s: str) -> str:
 # ----------------------------------------------------------------------------- queue / run
 
 
-def rows_to_run(root: Path, grid: Path, names: str | None, profile_path: Path | None, student: str | None,
-                say=print) -> tuple[list[dict], dict, list[str]]:
+def rows_to_run(
+    root: Path, grid: Path, names: str | None, profile_path: Path | None, student: str | None, say=print
+) -> tuple[list[dict], dict, list[str]]:
     """Selected rows whose rationale caches exist (others skipped with a message), params.yaml,
     and the profile's overrides."""
     rows = gridrows.select(gridrows.load_grid(grid), names)
@@ -67,16 +71,19 @@ def rows_to_run(root: Path, grid: Path, names: str | None, profile_path: Path | 
     for r in rows:
         miss = gridrows.missing_caches(r, root)
         if miss:
-            say(f"skip {r['row']}: rationale cache(s) {', '.join('data/rationales/' + m for m in miss)} not found "
+            say(
+                f"skip {r['row']}: rationale cache(s) {', '.join('data/rationales/' + m for m in miss)} not found "
                 "(add the teacher to params.yaml `teachers:` and dvc.yaml's generate_rationales matrix, "
-                "then `dvc repro`)")
+                "then `dvc repro`)"
+            )
         else:
             runnable.append(r)
     return runnable, params, profile
 
 
-def commands(rows: list[dict], params: dict, profile: list[str], mode: str, suffix: str = "",
-             seeds: list[int] | None = None) -> list[tuple[str, list[str]]]:
+def commands(
+    rows: list[dict], params: dict, profile: list[str], mode: str, suffix: str = "", seeds: list[int] | None = None
+) -> list[tuple[str, list[str]]]:
     """(experiment name, `dvc exp run` command) for every row and seed."""
     out = []
     for r in rows:
@@ -92,8 +99,10 @@ def queue(root: Path, cmds: list[tuple[str, list[str]]], dry_run: bool = False, 
             continue
         res = dvc(cmd, root, check=False)
         if res.returncode != 0:
-            raise SystemExit(f"queueing {name} failed:\n{res.stderr[-2000:]}\n(an experiment of that name exists "
-                             f"for this commit? `dvc exp remove {name}` or --suffix -2)")
+            raise SystemExit(
+                f"queueing {name} failed:\n{res.stderr[-2000:]}\n(an experiment of that name exists "
+                f"for this commit? `dvc exp remove {name}` or --suffix -2)"
+            )
 
 
 def run_now(root: Path, cmds: list[tuple[str, list[str]]], dry_run: bool = False, say=print) -> None:
@@ -174,8 +183,10 @@ def start_and_wait(root: Path, jobs: int = 1, poll: float = 30.0, restarts: int 
             say(f"queue worker gone with {len(active)} experiment(s) left after {done} restart(s): {', '.join(active)}")
             return 1
         done += 1
-        say(f"[{time.perf_counter() - t0:6.0f} s] queue worker exited with {len(active)} experiment(s) left: "
-            f"restarting it ({done}/{restarts})")
+        say(
+            f"[{time.perf_counter() - t0:6.0f} s] queue worker exited with {len(active)} experiment(s) left: "
+            f"restarting it ({done}/{restarts})"
+        )
         dvc(["dvc", "queue", "start", "-j", str(jobs)], root)
     status = queue_status(root)
     say(f"queue done in {time.perf_counter() - t0:.0f} s ({done} worker restart(s))")
@@ -189,8 +200,15 @@ def start_and_wait(root: Path, jobs: int = 1, poll: float = 30.0, restarts: int 
 # ----------------------------------------------------------------------------- MLflow parent run
 
 
-def in_parent_run(root: Path, name: str, work, tags: dict | None = None, experiment: str | None = None,
-                  register: bool = True, say=print) -> int:
+def in_parent_run(
+    root: Path,
+    name: str,
+    work,
+    tags: dict | None = None,
+    experiment: str | None = None,
+    register: bool = True,
+    say=print,
+) -> int:
     """`work()` (returns an exit code) inside one MLflow parent run: every experiment started
     meanwhile (`dvc exp run --temp`, or a queue worker started inside) logs a child run, so the UI
     compares the sweep in one view. Afterwards the best child *on valid* becomes the registered
@@ -212,9 +230,17 @@ def in_parent_run(root: Path, name: str, work, tags: dict | None = None, experim
 # ----------------------------------------------------------------------------- MLflow UI in Chromium
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1600,1000"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1600,1000",
+]
 
 
 class MlflowUI:
@@ -234,8 +260,18 @@ class MlflowUI:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-        cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", tracking_uri(self.root),
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        cmd = [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            tracking_uri(self.root),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
         self.log = tempfile.NamedTemporaryFile("w", prefix="mlflow-ui-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.url = f"http://127.0.0.1:{port}"

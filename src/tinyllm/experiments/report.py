@@ -47,24 +47,36 @@ PAPER_TEACHERS = {
 }
 PAPER_STUDENTS = {"google/flan-t5-small": "80M", "google/flan-t5-base": "250M", "google/flan-t5-large": "780M"}
 PAPER = {
-    "80M": {"inference": [16.60, 19.31, 20.78, 13.33, 38.00, 47.97, 26.00],
-            "lora": [37.80, 27.12, 39.93, 39.80, 53.75, 78.05, 46.08],
-            "full_ft": [41.60, 27.47, 42.33, 42.75, 56.25, 78.86, 48.21],
-            "tinyllm": [47.60, 31.93, 52.77, 49.22, 62.00, 82.11, 54.27]},
-    "250M": {"inference": [31.00, 23.00, 30.47, 30.78, 48.00, 57.72, 36.83],
-             "lora": [51.40, 37.25, 47.66, 53.14, 62.00, 82.93, 55.73],
-             "full_ft": [56.60, 38.88, 47.55, 52.55, 64.75, 89.43, 58.29],
-             "tinyllm": [64.20, 47.98, 60.17, 60.78, 66.25, 90.24, 64.94]},
-    "780M": {"inference": [50.40, 51.07, 51.90, 39.80, 64.25, 63.41, 53.47],
-             "lora": [64.00, 57.77, 57.02, 68.63, 70.25, 86.18, 67.31],
-             "full_ft": [71.20, 62.92, 58.43, 68.82, 70.25, 90.24, 70.31],
-             "tinyllm": [74.40, 64.29, 67.90, 70.98, 73.00, 92.68, 73.88]},
+    "80M": {
+        "inference": [16.60, 19.31, 20.78, 13.33, 38.00, 47.97, 26.00],
+        "lora": [37.80, 27.12, 39.93, 39.80, 53.75, 78.05, 46.08],
+        "full_ft": [41.60, 27.47, 42.33, 42.75, 56.25, 78.86, 48.21],
+        "tinyllm": [47.60, 31.93, 52.77, 49.22, 62.00, 82.11, 54.27],
+    },
+    "250M": {
+        "inference": [31.00, 23.00, 30.47, 30.78, 48.00, 57.72, 36.83],
+        "lora": [51.40, 37.25, 47.66, 53.14, 62.00, 82.93, 55.73],
+        "full_ft": [56.60, 38.88, 47.55, 52.55, 64.75, 89.43, 58.29],
+        "tinyllm": [64.20, 47.98, 60.17, 60.78, 66.25, 90.24, 64.94],
+    },
+    "780M": {
+        "inference": [50.40, 51.07, 51.90, 39.80, 64.25, 63.41, 53.47],
+        "lora": [64.00, 57.77, 57.02, 68.63, 70.25, 86.18, 67.31],
+        "full_ft": [71.20, 62.92, 58.43, 68.82, 70.25, 90.24, 70.31],
+        "tinyllm": [74.40, 64.29, 67.90, 70.98, 73.00, 92.68, 73.88],
+    },
 }
-PAPER_LABEL = {"inference": "inference (no training)", "lora": "LoRA", "full_ft": "full fine-tuning",
-               "tinyllm": "TinyLLM"}
-RELEASE_NOTE = ("The released teachers' own accuracy cannot be computed from the release: it holds "
-                "their rationales, written *given the gold answer*, not their answers. The paper's "
-                "teacher numbers are shown for reference.")
+PAPER_LABEL = {
+    "inference": "inference (no training)",
+    "lora": "LoRA",
+    "full_ft": "full fine-tuning",
+    "tinyllm": "TinyLLM",
+}
+RELEASE_NOTE = (
+    "The released teachers' own accuracy cannot be computed from the release: it holds "
+    "their rationales, written *given the gold answer*, not their answers. The paper's "
+    "teacher numbers are shown for reference."
+)
 
 
 # ----------------------------------------------------------------------------- collecting results
@@ -100,11 +112,27 @@ def collect_mlflow(root: Path, experiment: str | None = None) -> dict[str, dict]
     found: dict[str, dict] = {}
     for r in tracking.row_runs(root, experiment):
         t = r["tags"]
-        run = {"row": r["row"], "run_id": r["run_id"], "experiment_id": r["experiment_id"], "seed": r["seed"],
-               "exp_name": t.get("dvc_exp_name", ""), "rev": "", "metrics": split_metrics(r["metrics"])}
-        _add_run(found, run, {"student": t.get("student", ""), "headline": t.get("headline", "score"),
-                              "teachers": t.get("teachers", ""), "run_id": r["run_id"],
-                              "experiment_id": r["experiment_id"], "source": "mlflow"})
+        run = {
+            "row": r["row"],
+            "run_id": r["run_id"],
+            "experiment_id": r["experiment_id"],
+            "seed": r["seed"],
+            "exp_name": t.get("dvc_exp_name", ""),
+            "rev": "",
+            "metrics": split_metrics(r["metrics"]),
+        }
+        _add_run(
+            found,
+            run,
+            {
+                "student": t.get("student", ""),
+                "headline": t.get("headline", "score"),
+                "teachers": t.get("teachers", ""),
+                "run_id": r["run_id"],
+                "experiment_id": r["experiment_id"],
+                "source": "mlflow",
+            },
+        )
     return found
 
 
@@ -119,14 +147,21 @@ def _walk_exp_show(nodes, out: list) -> None:
 
 def exp_show(root: Path) -> list[dict]:
     """Experiment nodes of `dvc exp show --json` (public DVC interface), newest first."""
-    res = subprocess.run([str(Path(sys.executable).parent / "dvc"), "exp", "show", "--json", "--no-fetch"],
-                         cwd=root, capture_output=True, text=True)
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "exp", "show", "--json", "--no-fetch"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     if res.returncode != 0:
         raise SystemExit(f"dvc exp show failed:\n{res.stderr[-2000:]}")
     nodes: list = []
     _walk_exp_show(json.loads(res.stdout), nodes)
-    return sorted((n for n in nodes if n.get("rev") != "workspace" and n.get("name")),
-                  key=lambda n: n["data"].get("timestamp") or "", reverse=True)
+    return sorted(
+        (n for n in nodes if n.get("rev") != "workspace" and n.get("name")),
+        key=lambda n: n["data"].get("timestamp") or "",
+        reverse=True,
+    )
 
 
 def collect_dvc(root: Path) -> dict[str, dict]:
@@ -140,14 +175,37 @@ def collect_dvc(root: Path) -> dict[str, dict]:
         if not row or not metrics:
             continue
         seed = (params.get("distill") or {}).get("seed")
-        per = {s: {b: {k: float(v) for k, v in m.items() if isinstance(v, (int, float))}
-                   for b, m in bs.items() if isinstance(m, dict)}
-               for s, bs in metrics.items() if isinstance(bs, dict)}
-        run = {"row": row, "run_id": "", "experiment_id": "", "seed": seed, "exp_name": n["name"], "rev": n["rev"],
-               "metrics": per}
-        _add_run(found, run, {"student": (params.get("student") or {}).get("source", ""),
-                              "headline": (params.get("evaluate") or {}).get("headline", "score"), "teachers": "",
-                              "run_id": "", "experiment_id": "", "source": "dvc", "exp_name": n["name"]})
+        per = {
+            s: {
+                b: {k: float(v) for k, v in m.items() if isinstance(v, (int, float))}
+                for b, m in bs.items()
+                if isinstance(m, dict)
+            }
+            for s, bs in metrics.items()
+            if isinstance(bs, dict)
+        }
+        run = {
+            "row": row,
+            "run_id": "",
+            "experiment_id": "",
+            "seed": seed,
+            "exp_name": n["name"],
+            "rev": n["rev"],
+            "metrics": per,
+        }
+        _add_run(
+            found,
+            run,
+            {
+                "student": (params.get("student") or {}).get("source", ""),
+                "headline": (params.get("evaluate") or {}).get("headline", "score"),
+                "teachers": "",
+                "run_id": "",
+                "experiment_id": "",
+                "source": "dvc",
+                "exp_name": n["name"],
+            },
+        )
     return found
 
 
@@ -161,10 +219,27 @@ def collect_table_csv(path: Path, n: int) -> dict[str, dict]:
             if r["source"] != "ours" or r["group"] not in ("baseline", "ablation"):
                 continue
             per = {b: {"accuracy": float(r[f"{b}_acc_pct"]) / 100, "n": n} for b in NAMES if r.get(f"{b}_acc_pct")}
-            run = {"row": r["row"], "run_id": r["run_id"], "experiment_id": "", "seed": None, "exp_name": "",
-                   "rev": "", "metrics": {r["split"]: per}}
-            _add_run(found, run, {"student": r["student"], "headline": "score", "teachers": "", "run_id": r["run_id"],
-                                  "experiment_id": "", "source": "csv"})
+            run = {
+                "row": r["row"],
+                "run_id": r["run_id"],
+                "experiment_id": "",
+                "seed": None,
+                "exp_name": "",
+                "rev": "",
+                "metrics": {r["split"]: per},
+            }
+            _add_run(
+                found,
+                run,
+                {
+                    "student": r["student"],
+                    "headline": "score",
+                    "teachers": "",
+                    "run_id": r["run_id"],
+                    "experiment_id": "",
+                    "source": "csv",
+                },
+            )
     return found
 
 
@@ -187,8 +262,9 @@ class Predictions:
     def get(self, run: dict, split: str) -> dict[str, list[dict]]:
         key = (run["row"], run["seed"], run["run_id"], run["rev"], split)
         if key not in self.cache:
-            self.cache[key] = self._local(run, split) or (self.stores and (self._mlflow(run, split)
-                                                                            or self._dvc(run, split))) or {}
+            self.cache[key] = (
+                self._local(run, split) or (self.stores and (self._mlflow(run, split) or self._dvc(run, split))) or {}
+            )
         return self.cache[key]
 
     def _local(self, run: dict, split: str) -> dict[str, list[dict]]:
@@ -201,8 +277,9 @@ class Predictions:
         if not run["run_id"]:
             return {}
         try:
-            got = tracking.download_artifacts(self.root, run["run_id"], f"predictions/{split}",
-                                              Path(self.tmp.name) / run["run_id"])
+            got = tracking.download_artifacts(
+                self.root, run["run_id"], f"predictions/{split}", Path(self.tmp.name) / run["run_id"]
+            )
         except Exception as e:  # noqa: BLE001 - a run of another store, or gone: no predictions from it
             print(f"run {run['run_id']}: predictions not readable from MLflow ({type(e).__name__})")
             return {}
@@ -255,8 +332,7 @@ def row_matrices(res: dict, split: str, preds: Predictions) -> tuple[dict, dict,
         ms = [r["metrics"].get(split, {}).get(b, {}) for r in runs]
         if all("accuracy" in m and m.get("n") for m in ms):
             n = int(min(m["n"] for m in ms))
-            mats[b] = np.array([[1.0] * round(m["accuracy"] * n) + [0.0] * (n - round(m["accuracy"] * n))
-                                for m in ms])
+            mats[b] = np.array([[1.0] * round(m["accuracy"] * n) + [0.0] * (n - round(m["accuracy"] * n)) for m in ms])
         elif all("accuracy" in m for m in ms) and ms:
             mats[b] = None  # accuracy without n (old runs): the number, no interval
             notes.append(f"{b}: no n logged, no interval")
@@ -269,8 +345,15 @@ def _pct(x):
 
 def row_numbers(res: dict | None, split: str, preds: Predictions) -> dict:
     """values/ci/sd/n (in %, six benchmarks + average), seeds, paired data, notes of one row."""
-    empty = {"values": [None] * 7, "ci": [None] * 7, "sd": [None] * 7, "n": [None] * 7, "seeds": 0,
-             "paired": {}, "notes": []}
+    empty = {
+        "values": [None] * 7,
+        "ci": [None] * 7,
+        "sd": [None] * 7,
+        "n": [None] * 7,
+        "seeds": 0,
+        "paired": {},
+        "notes": [],
+    }
     if not res or not any(split in r["metrics"] for r in res["runs"].values()):
         return empty
     paired, mats, notes = row_matrices(res, split, preds)
@@ -308,24 +391,46 @@ def reference_rows(root: Path, results: dict, split: str, preds: Predictions) ->
     if not rates:
         return []
     rows = []
-    for key, label, note in (("majority", "Majority class (train's most frequent answer)",
-                              "PubMedQA/BioASQ: most frequent answer text; others: most frequent gold option position"),
-                             ("chance", "Chance (1 / number of options)", "expected accuracy of a uniform guess")):
+    for key, label, note in (
+        (
+            "majority",
+            "Majority class (train's most frequent answer)",
+            "PubMedQA/BioASQ: most frequent answer text; others: most frequent gold option position",
+        ),
+        ("chance", "Chance (1 / number of options)", "expected accuracy of a uniform guess"),
+    ):
         vals, cis = [], []
         for b in BENCHMARKS:
             r = rates.get(b, {})
             v = r.get(key)
             vals.append(_pct(v))
             n = int(r.get("n") or 0)
-            cis.append(tuple(map(_pct, stats.wilson_ci(round(v * n), n))) if key == "majority" and v is not None and n
-                       else None)
+            cis.append(
+                tuple(map(_pct, stats.wilson_ci(round(v * n), n)))
+                if key == "majority" and v is not None and n
+                else None
+            )
         have = [v for v in vals if v is not None]
         vals.append(float(np.mean(have)) if have and len(have) == len([b for b in BENCHMARKS if b in rates]) else None)
         cis.append(None)
-        rows.append({"row": key, "group": "reference", "label": label, "source": "ours", "student": "", "run_id": "",
-                     "values": vals, "ci": cis, "sd": [None] * 7, "n": [rates.get(b, {}).get("n") for b in BENCHMARKS]
-                     + [None], "seeds": 0, "rel_gain": None, "note": note if have else "no rates logged",
-                     "paired": {}})
+        rows.append(
+            {
+                "row": key,
+                "group": "reference",
+                "label": label,
+                "source": "ours",
+                "student": "",
+                "run_id": "",
+                "values": vals,
+                "ci": cis,
+                "sd": [None] * 7,
+                "n": [rates.get(b, {}).get("n") for b in BENCHMARKS] + [None],
+                "seeds": 0,
+                "rel_gain": None,
+                "note": note if have else "no rates logged",
+                "paired": {},
+            }
+        )
     return rows
 
 
@@ -352,8 +457,9 @@ def mean_average(res: dict | None, split: str) -> float | None:
 def best_alpha(grid: list[dict], results: dict, split: str = SELECT_SPLIT) -> tuple[float, str, float] | None:
     """(alpha, row, average) of the alpha-grid row with the highest average on `split` (valid:
     selection never reads test); the first such row on ties."""
-    pts = [(g["alpha"], g["row"], mean_average(results.get(g["row"]), split)) for g in grid
-           if g.get("alpha") is not None]
+    pts = [
+        (g["alpha"], g["row"], mean_average(results.get(g["row"]), split)) for g in grid if g.get("alpha") is not None
+    ]
     pts = [p for p in pts if p[2] is not None]
     return max(pts, key=lambda p: p[2]) if pts else None
 
@@ -361,16 +467,23 @@ def best_alpha(grid: list[dict], results: dict, split: str = SELECT_SPLIT) -> tu
 def selection_note(split: str, best: tuple | None, results: dict) -> str:
     """How selection and reporting relate, for the report's header."""
     has_test = any("test" in r["metrics"] for res in results.values() for r in res["runs"].values())
-    what = (f"best alpha = {best[0]:g} (row `{best[1]}`, valid average {100 * best[2]:.2f})" if best
-            else "nothing to select (no alpha rows with results)")
+    what = (
+        f"best alpha = {best[0]:g} (row `{best[1]}`, valid average {100 * best[2]:.2f})"
+        if best
+        else "nothing to select (no alpha rows with results)"
+    )
     if split == "test":
-        return (f"Selection on `valid` only: {what}. Every number in the tables is on `test`, for the rows as "
-                "selected on valid; test never chose anything.")
+        return (
+            f"Selection on `valid` only: {what}. Every number in the tables is on `test`, for the rows as "
+            "selected on valid; test never chose anything."
+        )
     if has_test:
-        return (f"Selection on `valid`: {what}; selected and reported on valid (test exists but `--split valid` "
-                "was asked).")
-    return (f"Selection on `valid`: {what}; selected and reported on valid (no test split)"
-            + (", so the selected row's number is optimistic." if best else "."))
+        return (
+            f"Selection on `valid`: {what}; selected and reported on valid (test exists but `--split valid` was asked)."
+        )
+    return f"Selection on `valid`: {what}; selected and reported on valid (no test split)" + (
+        ", so the selected row's number is optimistic." if best else "."
+    )
 
 
 # ----------------------------------------------------------------------------- the table
@@ -380,8 +493,9 @@ def rel_gain(avg: float | None, ref: float | None) -> float | None:
     return None if avg is None or not ref else 100.0 * (avg - ref) / ref
 
 
-def build_table(grid: list[dict], results: dict, split: str, root: Path | None = None,
-                preds: Predictions | None = None) -> tuple[list[dict], str | None]:
+def build_table(
+    grid: list[dict], results: dict, split: str, root: Path | None = None, preds: Predictions | None = None
+) -> tuple[list[dict], str | None]:
     """Table rows (dicts) in report order, and the paper's student size when it matches.
     With `root`, rows whose `needs` caches are missing there say so instead of "not run yet"."""
     preds = preds or Predictions(root or ROOT)
@@ -392,9 +506,20 @@ def build_table(grid: list[dict], results: dict, split: str, root: Path | None =
     best = best_alpha(grid, results)
     table = []
     for t, (label, nums) in PAPER_TEACHERS.items():
-        table.append({"row": f"teacher_{t}", "group": "teacher", "label": label, "source": "paper", "student": "",
-                      "run_id": "", "values": list(nums), "rel_gain": None, "seeds": 0,
-                      "note": "the paper's reported accuracy; not computable from the release (rationales only)"})
+        table.append(
+            {
+                "row": f"teacher_{t}",
+                "group": "teacher",
+                "label": label,
+                "source": "paper",
+                "student": "",
+                "run_id": "",
+                "values": list(nums),
+                "rel_gain": None,
+                "seeds": 0,
+                "note": "the paper's reported accuracy; not computable from the release (rationales only)",
+            }
+        )
     table += _local_teacher_rows(root, results, numbers.get("inference"), ref)
     if root is not None and results:
         table += reference_rows(root, results, split, preds)
@@ -403,16 +528,36 @@ def build_table(grid: list[dict], results: dict, split: str, root: Path | None =
         note = "; ".join(num["notes"]) if res else _why_empty(g, root)
         if best and g["row"] == best[1]:
             note = "selected on valid (best alpha)" + (f"; {note}" if note else "")
-        table.append({"row": g["row"], "group": g["group"], "label": g["label"], "source": "ours",
-                      "alpha": g.get("alpha"),
-                      "student": (res or {}).get("student", ""), "run_id": (res or {}).get("run_id", ""),
-                      **{k: num[k] for k in ("values", "ci", "sd", "n", "seeds", "paired")},
-                      "rel_gain": rel_gain(num["values"][6], ref), "note": note})
+        table.append(
+            {
+                "row": g["row"],
+                "group": g["group"],
+                "label": g["label"],
+                "source": "ours",
+                "alpha": g.get("alpha"),
+                "student": (res or {}).get("student", ""),
+                "run_id": (res or {}).get("run_id", ""),
+                **{k: num[k] for k in ("values", "ci", "sd", "n", "seeds", "paired")},
+                "rel_gain": rel_gain(num["values"][6], ref),
+                "note": note,
+            }
+        )
         if size and g.get("paper") in PAPER[size]:
             nums = PAPER[size][g["paper"]]
-            table.append({"row": g["row"], "group": g["group"], "label": f"paper {size} {PAPER_LABEL[g['paper']]}",
-                          "source": "paper", "student": next(iter(students)), "run_id": "", "values": list(nums),
-                          "seeds": 0, "rel_gain": rel_gain(nums[6], PAPER[size]["full_ft"][6]), "note": ""})
+            table.append(
+                {
+                    "row": g["row"],
+                    "group": g["group"],
+                    "label": f"paper {size} {PAPER_LABEL[g['paper']]}",
+                    "source": "paper",
+                    "student": next(iter(students)),
+                    "run_id": "",
+                    "values": list(nums),
+                    "seeds": 0,
+                    "rel_gain": rel_gain(nums[6], PAPER[size]["full_ft"][6]),
+                    "note": "",
+                }
+            )
     return table, size
 
 
@@ -423,19 +568,27 @@ def _local_teacher_rows(root: Path | None, results: dict, inference: dict | None
     if root is None or not (root / "params.yaml").exists():
         return []
     teachers = _params(root).get("teachers") or {}
-    shared = [n for n, t in teachers.items()
-              if isinstance(t, dict) and str(t.get("model", "")).rstrip("/") == "models/base"]
+    shared = [
+        n for n, t in teachers.items() if isinstance(t, dict) and str(t.get("model", "")).rstrip("/") == "models/base"
+    ]
     if not shared:
         return []
     res = results.get("inference")
     num = inference or {"values": [None] * 7}
-    return [{"row": "teacher_local", "group": "teacher", "source": "ours",
-             "label": f"Local teacher{'s' if len(shared) > 1 else ''} {', '.join(shared)} (models/base)",
-             "student": (res or {}).get("student", ""), "run_id": (res or {}).get("run_id", ""),
-             **{k: num.get(k) for k in ("values", "ci", "sd", "n", "seeds")},
-             "rel_gain": rel_gain(num["values"][6], ref),
-             "note": "same weights as the untrained student: its answers are the `inference` row's run"
-                     + ("" if res else " (not run yet)")}]
+    return [
+        {
+            "row": "teacher_local",
+            "group": "teacher",
+            "source": "ours",
+            "label": f"Local teacher{'s' if len(shared) > 1 else ''} {', '.join(shared)} (models/base)",
+            "student": (res or {}).get("student", ""),
+            "run_id": (res or {}).get("run_id", ""),
+            **{k: num.get(k) for k in ("values", "ci", "sd", "n", "seeds")},
+            "rel_gain": rel_gain(num["values"][6], ref),
+            "note": "same weights as the untrained student: its answers are the `inference` row's run"
+            + ("" if res else " (not run yet)"),
+        }
+    ]
 
 
 def comparisons(table: list[dict]) -> list[dict]:
@@ -506,19 +659,36 @@ def _p(p: float) -> str:
 GROUP_TITLE = {"teacher": "Teachers", "reference": "Reference rates", "baseline": "Baselines", "ablation": "Ablations"}
 
 
-def write_markdown(path: Path, table: list[dict], size: str | None, split: str, results: dict, compare_url: str | None,
-                   source: str, selection: str, comps: list[dict], option_shares: list[dict]) -> None:
+def write_markdown(
+    path: Path,
+    table: list[dict],
+    size: str | None,
+    split: str,
+    results: dict,
+    compare_url: str | None,
+    source: str,
+    selection: str,
+    comps: list[dict],
+    option_shares: list[dict],
+) -> None:
     students = sorted({r["student"] for r in results.values() if r.get("student")}) or ["(no runs)"]
     headlines = sorted({r["headline"] for r in results.values() if r.get("headline")}) or ["?"]
-    lines = [f"# Table 1: accuracy (%) on `{split}`", "",
-             f"Student: {', '.join(students)}. Decision rule: {', '.join(headlines)} "
-             f"(`evaluate.headline`). Source: {source}. Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
-             "by `scripts/report.py` (tinyllm.experiments.report).", "", f"**Selection.** {selection}", "",
-             "Cells: accuracy [95% CI] (Wilson per benchmark; bootstrap over questions within each benchmark for "
-             "the unweighted average); rows over several seeds: mean ± sd over seeds, CI of the seed-averaged "
-             "per-question correctness.", "",
-             "| Row | Setting | seeds | " + " | ".join(HEADER) + " | Δ Avg vs full FT |",
-             "|---|---|---:|" + "---:|" * (len(HEADER) + 1)]
+    lines = [
+        f"# Table 1: accuracy (%) on `{split}`",
+        "",
+        f"Student: {', '.join(students)}. Decision rule: {', '.join(headlines)} "
+        f"(`evaluate.headline`). Source: {source}. Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+        "by `scripts/report.py` (tinyllm.experiments.report).",
+        "",
+        f"**Selection.** {selection}",
+        "",
+        "Cells: accuracy [95% CI] (Wilson per benchmark; bootstrap over questions within each benchmark for "
+        "the unweighted average); rows over several seeds: mean ± sd over seeds, CI of the seed-averaged "
+        "per-question correctness.",
+        "",
+        "| Row | Setting | seeds | " + " | ".join(HEADER) + " | Δ Avg vs full FT |",
+        "|---|---|---:|" + "---:|" * (len(HEADER) + 1),
+    ]
     group = None
     for t in table:
         if t["group"] != group:
@@ -527,23 +697,35 @@ def write_markdown(path: Path, table: list[dict], size: str | None, split: str, 
         name = t["row"] if t["source"] == "ours" else f"↳ {t['row']}" if t["group"] != "teacher" else t["row"]
         label = t["label"] + (f" — *{t['note']}*" if t["note"] else "")
         seeds = str(t.get("seeds") or "") if t["source"] == "ours" and t["group"] != "reference" else ""
-        lines.append(f"| {name} | {label} | {seeds} | " + " | ".join(_cell(t, i) for i in range(7))
-                     + f" | {_gain(t['rel_gain'])} |")
+        lines.append(
+            f"| {name} | {label} | {seeds} | "
+            + " | ".join(_cell(t, i) for i in range(7))
+            + f" | {_gain(t['rel_gain'])} |"
+        )
     lines += ["", f"Teachers: {RELEASE_NOTE}"]
     if size:
         lines.append(f"↳ rows: the paper's FLAN-T5 {size} student in the same setting (paper v1, Table 1).")
     lines += _paired_section(comps, split) + _shares_section(option_shares, split)
     if not size:
-        lines += ["", "## Paper's Table 1 (reference only: students FLAN-T5 small/base/large, "
-                  f"not {', '.join(students)})",
-                  "", "| Student | Row | " + " | ".join(HEADER) + " | Δ Avg vs full FT |",
-                  "|---|---|" + "---:|" * (len(HEADER) + 1)]
+        lines += [
+            "",
+            f"## Paper's Table 1 (reference only: students FLAN-T5 small/base/large, not {', '.join(students)})",
+            "",
+            "| Student | Row | " + " | ".join(HEADER) + " | Δ Avg vs full FT |",
+            "|---|---|" + "---:|" * (len(HEADER) + 1),
+        ]
         for sz, rows in PAPER.items():
             for k, nums in rows.items():
-                lines.append(f"| {sz} | {PAPER_LABEL[k]} | " + " | ".join(map(_fmt, nums))
-                             + f" | {_gain(rel_gain(nums[6], rows['full_ft'][6]))} |")
-    lines += ["", "Δ Avg vs full FT = (Avg − Avg of full fine-tuning) / Avg of full fine-tuning, as in the paper.",
-              "– = not evaluated (benchmark not in `data.benchmarks`, row not run, or its teacher cache missing)."]
+                lines.append(
+                    f"| {sz} | {PAPER_LABEL[k]} | "
+                    + " | ".join(map(_fmt, nums))
+                    + f" | {_gain(rel_gain(nums[6], rows['full_ft'][6]))} |"
+                )
+    lines += [
+        "",
+        "Δ Avg vs full FT = (Avg − Avg of full fine-tuning) / Avg of full fine-tuning, as in the paper.",
+        "– = not evaluated (benchmark not in `data.benchmarks`, row not run, or its teacher cache missing).",
+    ]
     if compare_url:
         lines += ["", f"MLflow compare page for these runs: <{compare_url}>"]
     path.write_text("\n".join(lines) + "\n")
@@ -552,11 +734,15 @@ def write_markdown(path: Path, table: list[dict], size: str | None, split: str, 
 def _paired_section(comps: list[dict], split: str) -> list[str]:
     if not comps:
         return ["", "Paired tests: none (no per-question predictions for the reference rows full_ft / inference)."]
-    out = ["", f"## Paired tests on `{split}` (row − reference, accuracy points)", "",
-           "Δ [paired-bootstrap 95% CI] and the exact McNemar p-value on the questions both rows answered. Average: "
-           "the unweighted mean over benchmarks, bootstrap within each benchmark; its McNemar pools the discordant "
-           "pairs of all benchmarks. Seeds pooled per question (bootstrap: seed-averaged correctness; McNemar: "
-           "majority vote over seeds)."]
+    out = [
+        "",
+        f"## Paired tests on `{split}` (row − reference, accuracy points)",
+        "",
+        "Δ [paired-bootstrap 95% CI] and the exact McNemar p-value on the questions both rows answered. Average: "
+        "the unweighted mean over benchmarks, bootstrap within each benchmark; its McNemar pools the discordant "
+        "pairs of all benchmarks. Seeds pooled per question (bootstrap: seed-averaged correctness; McNemar: "
+        "majority vote over seeds).",
+    ]
     by = {(c["row"], c["reference"], c["benchmark"]): c for c in comps}
     for ref in REFERENCES:
         rows = list(dict.fromkeys(c["row"] for c in comps if c["reference"] == ref))
@@ -567,8 +753,12 @@ def _paired_section(comps: list[dict], split: str) -> list[str]:
             cells = []
             for b in NAMES:
                 c = by.get((r, ref, b))
-                cells.append("–" if c is None else f"{100 * c['diff']:+.1f} [{100 * c['ci_low']:+.1f}, "
-                             f"{100 * c['ci_high']:+.1f}] p={_p(c['p_mcnemar'])}")
+                cells.append(
+                    "–"
+                    if c is None
+                    else f"{100 * c['diff']:+.1f} [{100 * c['ci_low']:+.1f}, "
+                    f"{100 * c['ci_high']:+.1f}] p={_p(c['p_mcnemar'])}"
+                )
             out.append(f"| {r} | " + " | ".join(cells) + " |")
     return out
 
@@ -576,8 +766,13 @@ def _paired_section(comps: list[dict], split: str) -> list[str]:
 def _shares_section(option_shares: list[dict], split: str) -> list[str]:
     if not option_shares:
         return []
-    out = ["", f"## Predicted option position vs gold on `{split}` (% of questions for options a/b/c/...)", "",
-           "| Row | " + " | ".join(HEADER[:-1]) + " |", "|---|" + "---:|" * (len(HEADER) - 1)]
+    out = [
+        "",
+        f"## Predicted option position vs gold on `{split}` (% of questions for options a/b/c/...)",
+        "",
+        "| Row | " + " | ".join(HEADER[:-1]) + " |",
+        "|---|" + "---:|" * (len(HEADER) - 1),
+    ]
     by = {(s["row"], s["benchmark"]): s for s in option_shares}
     first = {}
     for s in option_shares:
@@ -591,8 +786,11 @@ def _shares_section(option_shares: list[dict], split: str) -> list[str]:
         cells = []
         for b in BENCHMARKS:
             s = by.get((r, b))
-            cells.append("–" if s is None else fmt(s["pred"]) + (f" (+{100 * s['unmatched']:.0f} unmatched)"
-                                                                 if s["unmatched"] else ""))
+            cells.append(
+                "–"
+                if s is None
+                else fmt(s["pred"]) + (f" (+{100 * s['unmatched']:.0f} unmatched)" if s["unmatched"] else "")
+            )
         out.append(f"| {r} | " + " | ".join(cells) + " |")
     return out
 
@@ -602,28 +800,91 @@ def write_csv(path: Path, table: list[dict], split: str) -> None:
     extra = [f"{b}_{k}" for b in NAMES for k in ("ci_low_pct", "ci_high_pct", "sd_pct", "n")]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["row", "group", "label", "source", "student", "run_id", "split", *cols,
-                    "rel_gain_vs_full_ft_pct", "note", "seeds", *extra])
+        w.writerow(
+            [
+                "row",
+                "group",
+                "label",
+                "source",
+                "student",
+                "run_id",
+                "split",
+                *cols,
+                "rel_gain_vs_full_ft_pct",
+                "note",
+                "seeds",
+                *extra,
+            ]
+        )
         for t in table:
             ci, sd, n = t.get("ci") or [None] * 7, t.get("sd") or [None] * 7, t.get("n") or [None] * 7
             more = []
             for i in range(7):
-                more += ["" if not ci[i] else repr(ci[i][0]), "" if not ci[i] else repr(ci[i][1]),
-                         "" if sd[i] is None else repr(sd[i]), "" if n[i] is None else str(n[i])]
-            w.writerow([t["row"], t["group"], t["label"], t["source"], t["student"], t["run_id"], split,
-                        *["" if v is None else repr(v) for v in t["values"]],
-                        "" if t["rel_gain"] is None else repr(t["rel_gain"]), t["note"], t.get("seeds") or "", *more])
+                more += [
+                    "" if not ci[i] else repr(ci[i][0]),
+                    "" if not ci[i] else repr(ci[i][1]),
+                    "" if sd[i] is None else repr(sd[i]),
+                    "" if n[i] is None else str(n[i]),
+                ]
+            w.writerow(
+                [
+                    t["row"],
+                    t["group"],
+                    t["label"],
+                    t["source"],
+                    t["student"],
+                    t["run_id"],
+                    split,
+                    *["" if v is None else repr(v) for v in t["values"]],
+                    "" if t["rel_gain"] is None else repr(t["rel_gain"]),
+                    t["note"],
+                    t.get("seeds") or "",
+                    *more,
+                ]
+            )
 
 
 def write_stats_csv(path: Path, comps: list[dict], option_shares: list[dict], split: str) -> None:
     """Long format: paired tests (kind=paired) and option shares (kind=share), one line each."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["kind", "split", "row", "reference", "benchmark", "position", "value", "ci_low", "ci_high",
-                    "p_mcnemar", "n", "b", "c", "gold_share"])
+        w.writerow(
+            [
+                "kind",
+                "split",
+                "row",
+                "reference",
+                "benchmark",
+                "position",
+                "value",
+                "ci_low",
+                "ci_high",
+                "p_mcnemar",
+                "n",
+                "b",
+                "c",
+                "gold_share",
+            ]
+        )
         for c in comps:
-            w.writerow(["paired", split, c["row"], c["reference"], c["benchmark"], "", c["diff"], c["ci_low"],
-                        c["ci_high"], c["p_mcnemar"], c["n"], c["b"], c["c"], ""])
+            w.writerow(
+                [
+                    "paired",
+                    split,
+                    c["row"],
+                    c["reference"],
+                    c["benchmark"],
+                    "",
+                    c["diff"],
+                    c["ci_low"],
+                    c["ci_high"],
+                    c["p_mcnemar"],
+                    c["n"],
+                    c["b"],
+                    c["c"],
+                    "",
+                ]
+            )
         for s in option_shares:
             for j, (p, g) in enumerate(zip(s["pred"], s["gold"], strict=True)):
                 w.writerow(["share", split, s["row"], "", s["benchmark"], j, p, "", "", "", "", "", "", g])
@@ -646,8 +907,14 @@ def report_metrics(table: list[dict], comps: list[dict]) -> dict[str, float]:
                 out[f"{t['row']}.{b}.n"] = t["n"][i]
     for c in comps:
         k = f"{c['row']}.vs_{c['reference']}.{c['benchmark']}"
-        out.update({f"{k}.diff": c["diff"], f"{k}.ci_low": c["ci_low"], f"{k}.ci_high": c["ci_high"],
-                    f"{k}.p_mcnemar": c["p_mcnemar"]})
+        out.update(
+            {
+                f"{k}.diff": c["diff"],
+                f"{k}.ci_low": c["ci_low"],
+                f"{k}.ci_high": c["ci_high"],
+                f"{k}.p_mcnemar": c["p_mcnemar"],
+            }
+        )
     return out
 
 
@@ -667,8 +934,11 @@ def plot_data(grid: list[dict], table: list[dict]) -> tuple[list[dict], list[dic
             if x is None:
                 continue
             ci = (t.get("ci") or [None] * 7)[i] or (None, None)
-            pt = {"accuracy": round(x, 4), "ci_low": None if ci[0] is None else round(ci[0], 4),
-                  "ci_high": None if ci[1] is None else round(ci[1], 4)}
+            pt = {
+                "accuracy": round(x, 4),
+                "ci_low": None if ci[0] is None else round(ci[0], 4),
+                "ci_high": None if ci[1] is None else round(ci[1], 4),
+            }
             if g["group"] == "baseline":
                 bars.append({"row": g["row"], "benchmark": b, **pt})
             if g.get("alpha") is not None:
@@ -706,8 +976,15 @@ def write_pngs(out: Path, bars: list[dict], alpha: list[dict], table: list[dict]
         w = 0.8 / len(rows)
         for i, r in enumerate(rows):
             pts = [val.get((r, b), {"accuracy": 0}) for b in benches]
-            ax.bar([j + i * w for j in range(len(benches))], [p["accuracy"] for p in pts], w, label=r,
-                   yerr=_yerr(pts), capsize=2, error_kw={"lw": 0.8})
+            ax.bar(
+                [j + i * w for j in range(len(benches))],
+                [p["accuracy"] for p in pts],
+                w,
+                label=r,
+                yerr=_yerr(pts),
+                capsize=2,
+                error_kw={"lw": 0.8},
+            )
         ax.set_xticks([j + 0.4 - w / 2 for j in range(len(benches))], benches)
         ax.set_ylabel(f"accuracy on {split} (%), 95% CI")
         ax.set_title("Baselines per benchmark")
@@ -722,8 +999,15 @@ def write_pngs(out: Path, bars: list[dict], alpha: list[dict], table: list[dict]
         for b in dict.fromkeys(p["benchmark"] for p in alpha):
             pts = [p for p in alpha if p["benchmark"] == b]
             if b == "average":
-                ax.errorbar([p["alpha"] for p in pts], [p["accuracy"] for p in pts], yerr=_yerr(pts), marker="o",
-                            lw=2.5, capsize=3, label="average (95% CI)")
+                ax.errorbar(
+                    [p["alpha"] for p in pts],
+                    [p["accuracy"] for p in pts],
+                    yerr=_yerr(pts),
+                    marker="o",
+                    lw=2.5,
+                    capsize=3,
+                    label="average (95% CI)",
+                )
             else:
                 ax.plot([p["alpha"] for p in pts], [p["accuracy"] for p in pts], marker="o", lw=1.2, label=b)
         ax.set_xscale("log")
@@ -739,14 +1023,16 @@ def write_pngs(out: Path, bars: list[dict], alpha: list[dict], table: list[dict]
 
 
 def _ci_panels(plt, out: Path, table: list[dict], split: str) -> list[Path]:
-    rows = [t for t in table if t["source"] == "ours" and t["group"] in ("baseline", "ablation")
-            and any(v is not None for v in t["values"])]
+    rows = [
+        t
+        for t in table
+        if t["source"] == "ours" and t["group"] in ("baseline", "ablation") and any(v is not None for v in t["values"])
+    ]
     if not rows:
         return []
     ref = {t["row"]: t["values"] for t in table if t["group"] == "reference"}
     cols = [i for i in range(len(NAMES)) if any(t["values"][i] is not None for t in rows)]
-    fig, axes = plt.subplots(1, len(cols), figsize=(3 * len(cols), 0.32 * len(rows) + 1.6), sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(cols), figsize=(3 * len(cols), 0.32 * len(rows) + 1.6), sharey=True, squeeze=False)
     for ax, i in zip(axes[0], cols, strict=True):
         b = HEADER[i]
         ys = list(range(len(rows)))[::-1]
@@ -786,9 +1072,22 @@ def dvc_plots_html(root: Path, out: Path, csvs: dict[str, Path], html_template: 
         if not path.is_relative_to(root):
             print(f"{path}: outside the DVC repo {root}, no `dvc plots show` page")
             continue
-        cmd = [str(Path(sys.executable).parent / "dvc"), "plots", "show", str(path.relative_to(root)),
-               "-t", str(PLOT_TEMPLATES / template), "-x", x, "-y", y,
-               "--html-template", str(html_template), "-o", str(dest)]
+        cmd = [
+            str(Path(sys.executable).parent / "dvc"),
+            "plots",
+            "show",
+            str(path.relative_to(root)),
+            "-t",
+            str(PLOT_TEMPLATES / template),
+            "-x",
+            x,
+            "-y",
+            y,
+            "--html-template",
+            str(html_template),
+            "-o",
+            str(dest),
+        ]
         res = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
         if res.returncode != 0:
             print(f"dvc plots show ({name}) failed: {res.stderr.strip()[-500:]}")
@@ -811,9 +1110,12 @@ def build_offline_template(vendor: Path) -> Path:
             js = tar.extractfile(f"package/build/{member}").read().decode("utf-8")
         js = js.replace("</script", "<\\/script")  # a literal end tag inside the JS would close the element
         libs.append(f"<!-- {packs[-1].name} (BSD-3-Clause) -->\n<script>{js}</script>")
-    page = ("<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n<title>DVC Plot (offline)</title>\n"
-            + "\n".join(libs) + "\n<style>table { border-spacing: 15px; }</style>\n</head>\n<body>\n"
-            "{plot_divs}\n</body>\n</html>\n")
+    page = (
+        '<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n<title>DVC Plot (offline)</title>\n'
+        + "\n".join(libs)
+        + "\n<style>table { border-spacing: 15px; }</style>\n</head>\n<body>\n"
+        "{plot_divs}\n</body>\n</html>\n"
+    )
     dest = vendor / "dvc-plots-offline.html"
     dest.write_text(page, encoding="utf-8")
     return dest
@@ -828,9 +1130,20 @@ def compare_url(results: dict, ui: str) -> str | None:
     return tracking.compare_url([r["run_id"] for r in runs], [r["experiment_id"] for r in runs], ui)
 
 
-def make_report(root: Path, grid: list[dict], out: Path, source: str = "mlflow", split: str = "auto",
-                experiment: str | None = None, ui_url: str = "http://127.0.0.1:5000", vendor: Path | None = None,
-                log_run: bool = True, pred_dir: Path | None = None, say=print, results: dict | None = None) -> dict:
+def make_report(
+    root: Path,
+    grid: list[dict],
+    out: Path,
+    source: str = "mlflow",
+    split: str = "auto",
+    experiment: str | None = None,
+    ui_url: str = "http://127.0.0.1:5000",
+    vendor: Path | None = None,
+    log_run: bool = True,
+    pred_dir: Path | None = None,
+    say=print,
+    results: dict | None = None,
+) -> dict:
     """Everything `python scripts/grid.py report` writes; returns {split, files, results, run_id}.
     `results` given: those (e.g. `collect_table_csv`) instead of collecting from `source`."""
     (out / "plots").mkdir(parents=True, exist_ok=True)
@@ -869,13 +1182,16 @@ def make_report(root: Path, grid: list[dict], out: Path, source: str = "mlflow",
         say(f"rows without results: {', '.join(missing)}")
     run_id = None
     if source == "mlflow" and results and log_run:
-        tags = {"split": split, "selection_split": SELECT_SPLIT,
-                "grid_runs": ",".join(r["run_id"] for res in results.values() for r in res["runs"].values())}
-        run_id = tracking.log_report_run(root, experiment, [f for f in files if f.suffix != ".html"], tags,
-                                         report_metrics(table, comps))
+        tags = {
+            "split": split,
+            "selection_split": SELECT_SPLIT,
+            "grid_runs": ",".join(r["run_id"] for res in results.values() for r in res["runs"].values()),
+        }
+        run_id = tracking.log_report_run(
+            root, experiment, [f for f in files if f.suffix != ".html"], tags, report_metrics(table, comps)
+        )
         say(f"report run {run_id} (artifacts: tables, statistics, plots)")
     if url:
         say(f"MLflow compare page: {url}")
     preds.tmp.cleanup()
-    return {"split": split, "files": files, "results": results, "table": table, "comparisons": comps,
-            "run_id": run_id}
+    return {"split": split, "files": files, "results": results, "table": table, "comparisons": comps, "run_id": run_id}

@@ -41,8 +41,9 @@ def _check_row(r: dict, where: str, seen: set) -> None:
     if not all(isinstance(s, str) and "=" in s for s in r.get("set") or []):
         raise ValueError(f"{where} ({name}): set must be a list of 'key=value' strings")
     seeds = r.get("seeds")
-    if seeds is not None and (not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds)
-                              or len(set(seeds)) != len(seeds)):
+    if seeds is not None and (
+        not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds)
+    ):
         raise ValueError(f"{where} ({name}): seeds must be a list of distinct integers, got {seeds!r}")
 
 
@@ -161,8 +162,9 @@ def missing_caches(row: dict, root: Path = ROOT) -> list[str]:
     return [n for n in row["needs"] if not (root / "data" / "rationales" / n).is_dir()]
 
 
-def exp_command(row: dict, params: dict, profile: list[str], mode: str, suffix: str = "",
-                seed: int | None = None) -> list[str]:
+def exp_command(
+    row: dict, params: dict, profile: list[str], mode: str, suffix: str = "", seed: int | None = None
+) -> list[str]:
     """`dvc exp run` for one row: mode `queue` (--queue) or `temp` (run now in a temp dir)."""
     cmd = ["dvc", "exp", "run", f"--{mode}", "-n", exp_name(row, seed, suffix)]
     for o in row_overrides(row, params, profile, seed):

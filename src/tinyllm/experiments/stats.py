@@ -75,8 +75,9 @@ def by_id(preds: list[dict], where: str = "predictions") -> dict[str, dict]:
     return out
 
 
-def seed_matrix(runs: list[list[dict]], rule: str = "score",
-                where: str = "predictions") -> tuple[list[str], np.ndarray]:
+def seed_matrix(
+    runs: list[list[dict]], rule: str = "score", where: str = "predictions"
+) -> tuple[list[str], np.ndarray]:
     """Question ids and a (seeds, questions) 0/1 correctness matrix over the questions every
     seed answered (sorted ids): the seeds of a row must be compared question by question."""
     keyed = [by_id(preds, f"{where} (seed {k})") for k, preds in enumerate(runs)]
@@ -110,8 +111,9 @@ def _mean_of_means(*samples, axis=-1):
     return np.mean([s.mean(axis=axis) for s in samples], axis=0)
 
 
-def bootstrap_ci(samples: list[np.ndarray], level: float = LEVEL, n_resamples: int = N_RESAMPLES,
-                 seed: int = SEED) -> tuple[float, float]:
+def bootstrap_ci(
+    samples: list[np.ndarray], level: float = LEVEL, n_resamples: int = N_RESAMPLES, seed: int = SEED
+) -> tuple[float, float]:
     """Percentile-bootstrap CI of the unweighted mean of the samples' means, each sample
     resampled on its own (stratified: one sample per benchmark). A sample with fewer than two
     values cannot be resampled; its mean is then taken as fixed."""
@@ -122,8 +124,16 @@ def bootstrap_ci(samples: list[np.ndarray], level: float = LEVEL, n_resamples: i
         return m, m
     k = len(free) + len(fixed)
     shift = sum(float(s.mean()) for s in fixed) / k
-    res = st.bootstrap(tuple(free), _mean_of_means, n_resamples=n_resamples, confidence_level=level,
-                       method="percentile", vectorized=True, paired=False, rng=seed)
+    res = st.bootstrap(
+        tuple(free),
+        _mean_of_means,
+        n_resamples=n_resamples,
+        confidence_level=level,
+        method="percentile",
+        vectorized=True,
+        paired=False,
+        rng=seed,
+    )
     scale = len(free) / k
     return float(res.confidence_interval.low * scale + shift), float(res.confidence_interval.high * scale + shift)
 
@@ -140,8 +150,9 @@ def mcnemar_exact(row: np.ndarray, ref: np.ndarray) -> tuple[float, int, int]:
 # ----------------------------------------------------------------------------- tables
 
 
-def accuracy_summary(mats: dict[str, np.ndarray], level: float = LEVEL, n_resamples: int = N_RESAMPLES,
-                     seed: int = SEED) -> dict[str, dict]:
+def accuracy_summary(
+    mats: dict[str, np.ndarray], level: float = LEVEL, n_resamples: int = N_RESAMPLES, seed: int = SEED
+) -> dict[str, dict]:
     """Per benchmark and `average`: n, seeds, accuracy (mean over seeds), sd over seeds (nan for
     one seed), 95% CI (Wilson for one seed; bootstrap of the seed-averaged correctness for
     several; stratified bootstrap for the average). `mats`: {benchmark: (seeds, questions)}."""
@@ -153,21 +164,36 @@ def accuracy_summary(mats: dict[str, np.ndarray], level: float = LEVEL, n_resamp
             lo, hi = wilson_ci(int(mat.sum()), n, level)
         else:
             lo, hi = bootstrap_ci([pooled(mat)], level, n_resamples, seed)
-        out[b] = {"n": n, "seeds": s, "accuracy": float(np.mean(per_seed)),
-                  "sd": float(np.std(per_seed, ddof=1)) if s > 1 else float("nan"), "ci_low": lo, "ci_high": hi}
+        out[b] = {
+            "n": n,
+            "seeds": s,
+            "accuracy": float(np.mean(per_seed)),
+            "sd": float(np.std(per_seed, ddof=1)) if s > 1 else float("nan"),
+            "ci_low": lo,
+            "ci_high": hi,
+        }
     if mats:
         seeds = min(m.shape[0] for m in mats.values())
         per_seed_avg = np.mean([m[:seeds].mean(axis=1) for m in mats.values()], axis=0)
         lo, hi = bootstrap_ci([pooled(m) for m in mats.values()], level, n_resamples, seed)
-        out["average"] = {"n": sum(m.shape[1] for m in mats.values()), "seeds": seeds,
-                          "accuracy": float(np.mean([o["accuracy"] for o in out.values()])),
-                          "sd": float(np.std(per_seed_avg, ddof=1)) if seeds > 1 else float("nan"),
-                          "ci_low": lo, "ci_high": hi}
+        out["average"] = {
+            "n": sum(m.shape[1] for m in mats.values()),
+            "seeds": seeds,
+            "accuracy": float(np.mean([o["accuracy"] for o in out.values()])),
+            "sd": float(np.std(per_seed_avg, ddof=1)) if seeds > 1 else float("nan"),
+            "ci_low": lo,
+            "ci_high": hi,
+        }
     return out
 
 
-def paired_comparison(row: dict[str, tuple[list[str], np.ndarray]], ref: dict[str, tuple[list[str], np.ndarray]],
-                      level: float = LEVEL, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> dict[str, dict]:
+def paired_comparison(
+    row: dict[str, tuple[list[str], np.ndarray]],
+    ref: dict[str, tuple[list[str], np.ndarray]],
+    level: float = LEVEL,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+) -> dict[str, dict]:
     """`row` minus `ref` on the questions both answered, per benchmark and `average`: diff
     (accuracy points as a fraction), paired-bootstrap CI, exact McNemar p, n, b, c. Inputs:
     {benchmark: (ids, (seeds, questions) matrix)} as from `seed_matrix`; seeds pooled as the
@@ -186,15 +212,29 @@ def paired_comparison(row: dict[str, tuple[list[str], np.ndarray]], ref: dict[st
         lo, hi = bootstrap_ci([d], level, n_resamples, seed)
         va, vr = majority_vote(a), majority_vote(r)
         p, nb, nc = mcnemar_exact(va, vr)
-        out[b] = {"diff": float(d.mean()), "ci_low": lo, "ci_high": hi, "p_mcnemar": p, "n": len(common),
-                  "b": nb, "c": nc}
+        out[b] = {
+            "diff": float(d.mean()),
+            "ci_low": lo,
+            "ci_high": hi,
+            "p_mcnemar": p,
+            "n": len(common),
+            "b": nb,
+            "c": nc,
+        }
         diffs.append(d)
         votes.append((va, vr))
     if diffs:
         lo, hi = bootstrap_ci(diffs, level, n_resamples, seed)
         p, nb, nc = mcnemar_exact(np.concatenate([v[0] for v in votes]), np.concatenate([v[1] for v in votes]))
-        out["average"] = {"diff": float(np.mean([d.mean() for d in diffs])), "ci_low": lo, "ci_high": hi,
-                          "p_mcnemar": p, "n": int(sum(len(d) for d in diffs)), "b": nb, "c": nc}
+        out["average"] = {
+            "diff": float(np.mean([d.mean() for d in diffs])),
+            "ci_low": lo,
+            "ci_high": hi,
+            "p_mcnemar": p,
+            "n": int(sum(len(d) for d in diffs)),
+            "b": nb,
+            "c": nc,
+        }
     return out
 
 
@@ -206,8 +246,11 @@ def option_shares(preds: list[dict], rule: str = "score") -> dict[str, list[floa
     n = len(preds) or 1
     chosen = Counter(prediction(p, rule) for p in preds)
     gold = Counter(p["label"] for p in preds)
-    return {"pred": [chosen.get(j, 0) / n for j in range(k)], "gold": [gold.get(j, 0) / n for j in range(k)],
-            "unmatched": chosen.get(None, 0) / n}
+    return {
+        "pred": [chosen.get(j, 0) / n for j in range(k)],
+        "gold": [gold.get(j, 0) / n for j in range(k)],
+        "unmatched": chosen.get(None, 0) / n,
+    }
 
 
 # ----------------------------------------------------------------------------- majority class and chance
@@ -255,9 +298,14 @@ def reference_rates(preds: list[dict], majority: dict | None) -> dict[str, float
     return out
 
 
-def summarize_split(preds_by_benchmark: dict[str, list[dict]], majority: dict[str, dict] | None = None,
-                    rule: str = "score", level: float = LEVEL, n_resamples: int = N_RESAMPLES,
-                    seed: int = SEED) -> dict[str, dict]:
+def summarize_split(
+    preds_by_benchmark: dict[str, list[dict]],
+    majority: dict[str, dict] | None = None,
+    rule: str = "score",
+    level: float = LEVEL,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+) -> dict[str, dict]:
     """Numbers for metrics/eval.json (numeric only: DVC metrics) of one model on one split:
     {benchmark|"average": {n, ci_low, ci_high, chance[, majority]}}; CIs as in
     `accuracy_summary`; the average's rates are unweighted means over benchmarks."""
@@ -270,8 +318,12 @@ def summarize_split(preds_by_benchmark: dict[str, list[dict]], majority: dict[st
         rates = reference_rates(preds, (majority or {}).get(b))
         out[b] = {"n": acc[b]["n"], "ci_low": acc[b]["ci_low"], "ci_high": acc[b]["ci_high"], **rates}
     if out:
-        avg = {"n": acc["average"]["n"], "ci_low": acc["average"]["ci_low"], "ci_high": acc["average"]["ci_high"],
-               "chance": float(np.mean([o["chance"] for o in out.values()]))}
+        avg = {
+            "n": acc["average"]["n"],
+            "ci_low": acc["average"]["ci_low"],
+            "ci_high": acc["average"]["ci_high"],
+            "chance": float(np.mean([o["chance"] for o in out.values()])),
+        }
         if all("majority" in o for o in out.values()):
             avg["majority"] = float(np.mean([o["majority"] for o in out.values()]))
         out["average"] = avg

@@ -60,8 +60,12 @@ class StudyConfig:
         return cls(**data)
 
     def runs(self) -> list[tuple[str, int]]:
-        return [(arm, seed) for seed in self.seeds for arm in self.arms
-                if not (arm in self.deterministic_arms and seed != self.seeds[0])]
+        return [
+            (arm, seed)
+            for seed in self.seeds
+            for arm in self.arms
+            if not (arm in self.deterministic_arms and seed != self.seeds[0])
+        ]
 
 
 def _write_json(path: Path, obj) -> None:
@@ -85,14 +89,20 @@ def run_one(root: Path, cfg: StudyConfig, arm: str, seed: int, out: Path, progre
     run_dir = out / "runs" / f"{arm}-s{seed}"
     dcfg = DistillConfig(**{**cfg.distill, **cfg.arms[arm], "seed": seed})
     teachers = active_teachers(dcfg.alphas)
-    examples, coverage = build_examples(root / cfg.prepared, root / cfg.rationales, cfg.benchmarks, teachers,
-                                        dcfg.train_per_benchmark, seed, dcfg.drop_flags)
+    examples, coverage = build_examples(
+        root / cfg.prepared,
+        root / cfg.rationales,
+        cfg.benchmarks,
+        teachers,
+        dcfg.train_per_benchmark,
+        seed,
+        dcfg.drop_flags,
+    )
     torch.manual_seed(seed)
     student = load_student(root / cfg.base)
     t0 = time.perf_counter()
     rows: list[dict] = []
-    res = train(student, examples, dcfg, log_path=run_dir / "train_log.tsv", progress=progress,
-                on_log=rows.append)
+    res = train(student, examples, dcfg, log_path=run_dir / "train_log.tsv", progress=progress, on_log=rows.append)
     res.pop("_is_main", None)
     train_s = time.perf_counter() - t0
     student.model.eval()
@@ -104,26 +114,52 @@ def run_one(root: Path, cfg: StudyConfig, arm: str, seed: int, out: Path, progre
         if cfg.eval_per_benchmark:
             records = records[: cfg.eval_per_benchmark]
         with torch.no_grad():
-            m, preds = evaluate_records(student, records, max_input_tokens=cfg.eval_max_input_tokens,
-                                        max_new_tokens=None, batch_size=cfg.eval_batch_size, device="cpu",
-                                        progress=False, generate=cfg.generate)
+            m, preds = evaluate_records(
+                student,
+                records,
+                max_input_tokens=cfg.eval_max_input_tokens,
+                max_new_tokens=None,
+                batch_size=cfg.eval_batch_size,
+                device="cpu",
+                progress=False,
+                generate=cfg.generate,
+            )
         write_jsonl(run_dir / "predictions" / cfg.eval_split / f"{b}.jsonl", preds)
         per[b] = m
         log.info("  %s-s%d %s/%s: option likelihood %.3f (n=%d)", arm, seed, b, cfg.eval_split, m["acc_score"], m["n"])
     per["average"] = average(per)
-    metrics = {"arm": arm, "seed": seed, "teachers": teachers, "train": res, "coverage": coverage,
-               cfg.eval_split: per, "train_s": train_s, "eval_s": time.perf_counter() - t1}
+    metrics = {
+        "arm": arm,
+        "seed": seed,
+        "teachers": teachers,
+        "train": res,
+        "coverage": coverage,
+        cfg.eval_split: per,
+        "train_s": train_s,
+        "eval_s": time.perf_counter() - t1,
+    }
     _write_json(run_dir / "metrics.json", metrics)
     if cfg.mlflow:
         from .. import tracking
 
-        flat_eval = {f"{cfg.eval_split}.{b}.{k}": v for b, m in per.items() for k, v in m.items()
-                     if isinstance(v, (int, float))}
-        tracking.log_run(root, cfg.experiment, f"{cfg.name} {arm} s{seed}",
-                         {"study": cfg.name, "arm": arm, "distill": {**cfg.distill, **cfg.arms[arm], "seed": seed},
-                          "benchmarks": cfg.benchmarks},
-                         {**flat_eval, "train_s": train_s}, {"row": f"study:{arm}", "study": cfg.name, "arm": arm},
-                         step_rows=rows, artifacts=[run_dir / "metrics.json"])
+        flat_eval = {
+            f"{cfg.eval_split}.{b}.{k}": v for b, m in per.items() for k, v in m.items() if isinstance(v, (int, float))
+        }
+        tracking.log_run(
+            root,
+            cfg.experiment,
+            f"{cfg.name} {arm} s{seed}",
+            {
+                "study": cfg.name,
+                "arm": arm,
+                "distill": {**cfg.distill, **cfg.arms[arm], "seed": seed},
+                "benchmarks": cfg.benchmarks,
+            },
+            {**flat_eval, "train_s": train_s},
+            {"row": f"study:{arm}", "study": cfg.name, "arm": arm},
+            step_rows=rows,
+            artifacts=[run_dir / "metrics.json"],
+        )
     _write_json(run_dir / "done.json", {"finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     return metrics
 
@@ -141,8 +177,10 @@ def run_study(root: Path, cfg: StudyConfig, out: Path, progress: bool = False) -
         parent = tracking.parent_run(root, f"study {cfg.name}", cfg.experiment, {"study": cfg.name})
     with parent:
         _run_all(root, cfg, out, todo, t0, progress)
-    _write_json(out / "progress.json", {"running": None, "done": len(todo), "of": len(todo),
-                                        "elapsed_s": time.perf_counter() - t0})
+    _write_json(
+        out / "progress.json",
+        {"running": None, "done": len(todo), "of": len(todo), "elapsed_s": time.perf_counter() - t0},
+    )
     write_report(root, cfg, out)
 
 
@@ -152,12 +190,22 @@ def _run_all(root, cfg, out, todo, t0, progress) -> None:
         if (run_dir / "done.json").exists():
             log.info("[%d/%d] %s-s%d: done before, skipped", i, len(todo), arm, seed)
             continue
-        _write_json(out / "progress.json", {"running": f"{arm}-s{seed}", "index": i, "of": len(todo),
-                                            "elapsed_s": time.perf_counter() - t0})
+        _write_json(
+            out / "progress.json",
+            {"running": f"{arm}-s{seed}", "index": i, "of": len(todo), "elapsed_s": time.perf_counter() - t0},
+        )
         log.info("[%d/%d] %s-s%d: training and evaluating", i, len(todo), arm, seed)
         m = run_one(root, cfg, arm, seed, out, progress)
-        log.info("[%d/%d] %s-s%d: average %.3f (train %.0f s, eval %.0f s)", i, len(todo), arm, seed,
-                 m[cfg.eval_split]["average"]["acc_score"], m["train_s"], m["eval_s"])
+        log.info(
+            "[%d/%d] %s-s%d: average %.3f (train %.0f s, eval %.0f s)",
+            i,
+            len(todo),
+            arm,
+            seed,
+            m[cfg.eval_split]["average"]["acc_score"],
+            m["train_s"],
+            m["eval_s"],
+        )
         write_report(root, cfg, out)  # partial results as they come
 
 
@@ -209,15 +257,21 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
     tables = study_tables(cfg, out)
     summary, comps = tables["summary"], tables["comparisons"]
     cols = cfg.benchmarks + ["average"]
-    lines = [f"# Study `{cfg.name}`", "",
-             f"Split: **{cfg.eval_split}** (every question"
-             f"{'' if not cfg.eval_per_benchmark else f', first {cfg.eval_per_benchmark}'}"
-             f" per benchmark); decision rule: **option likelihood** (mean token log-likelihood of each option). "
-             "Nothing was selected on this split inside the study (fixed steps, final checkpoint); the profile's "
-             "settings were chosen on this split by the pilot runs described in the README, so read it as a "
-             "validation result, not a held-out test.", "",
-             "Accuracy % (mean over seeds ± sd) [95% CI; seeds pooled per question], n questions:", "",
-             "| arm | seeds | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    lines = [
+        f"# Study `{cfg.name}`",
+        "",
+        f"Split: **{cfg.eval_split}** (every question"
+        f"{'' if not cfg.eval_per_benchmark else f', first {cfg.eval_per_benchmark}'}"
+        f" per benchmark); decision rule: **option likelihood** (mean token log-likelihood of each option). "
+        "Nothing was selected on this split inside the study (fixed steps, final checkpoint); the profile's "
+        "settings were chosen on this split by the pilot runs described in the README, so read it as a "
+        "validation result, not a held-out test.",
+        "",
+        "Accuracy % (mean over seeds ± sd) [95% CI; seeds pooled per question], n questions:",
+        "",
+        "| arm | seeds | " + " | ".join(cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
     for arm in cfg.arms:
         if arm not in summary:
             lines.append(f"| {arm} | pending | " + " | ".join("" for _ in cols) + " |")
@@ -233,29 +287,46 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
     if done:
         first = next(iter(next(iter(done.values())).values()))
         maj = majority_classes(root / cfg.prepared, cfg.benchmarks)
-        rates = {b: reference_rates(_read_preds(first / "predictions" / cfg.eval_split / f"{b}.jsonl"), maj.get(b))
-                 for b in cfg.benchmarks}
+        rates = {
+            b: reference_rates(_read_preds(first / "predictions" / cfg.eval_split / f"{b}.jsonl"), maj.get(b))
+            for b in cfg.benchmarks
+        }
         for key, label in (("majority", "majority class (train)"), ("chance", "chance")):
             vals = [rates[b].get(key) for b in cfg.benchmarks]
             if all(v is not None for v in vals):
                 avg = sum(vals) / len(vals)
                 lines.append(f"| {label} | – | " + " | ".join(_pct(v) for v in vals + [avg]) + " |")
-    lines += ["", "Paired differences (points) [95% paired-bootstrap CI], exact McNemar p (seeds: per-question "
-              "majority vote), on the same questions:", "",
-              "| comparison | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    lines += [
+        "",
+        "Paired differences (points) [95% paired-bootstrap CI], exact McNemar p (seeds: per-question "
+        "majority vote), on the same questions:",
+        "",
+        "| comparison | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
     for name, c in comps.items():
-        cells = [(f"{100 * c[b]['diff']:+.1f} [{100 * c[b]['ci_low']:+.1f}, {100 * c[b]['ci_high']:+.1f}] "
-                  f"p={c[b]['p_mcnemar']:.3g}") if b in c else "" for b in cols]
+        cells = [
+            (
+                f"{100 * c[b]['diff']:+.1f} [{100 * c[b]['ci_low']:+.1f}, {100 * c[b]['ci_high']:+.1f}] "
+                f"p={c[b]['p_mcnemar']:.3g}"
+            )
+            if b in c
+            else ""
+            for b in cols
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     key = f"{cfg.headline_arm} - {cfg.reference}"
     if key in comps and "average" in comps[key] and cfg.reference in summary:
         c, ref = comps[key]["average"], summary[cfg.reference]["average"]["accuracy"]
         rel = c["diff"] / ref if ref else float("nan")
-        lines += ["", f"**{key}** on the average: {100 * c['diff']:+.2f} points "
-                      f"(95% CI [{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}], "
-                      f"McNemar p = {c['p_mcnemar']:.3g}), "
-                      f"{100 * rel:+.1f}% relative to {cfg.reference}; CI half-width "
-                      f"{50 * (c['ci_high'] - c['ci_low']):.2f} points."]
+        lines += [
+            "",
+            f"**{key}** on the average: {100 * c['diff']:+.2f} points "
+            f"(95% CI [{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}], "
+            f"McNemar p = {c['p_mcnemar']:.3g}), "
+            f"{100 * rel:+.1f}% relative to {cfg.reference}; CI half-width "
+            f"{50 * (c['ci_high'] - c['ci_low']):.2f} points.",
+        ]
     text = "\n".join(lines) + "\n"
     from ..io import atomic_write
 

@@ -126,8 +126,13 @@ class TransformersBackend(Backend):
         t0 = time.perf_counter()
         self.model = model_class(mcfg).from_pretrained(self._src, dtype=dtype, **self._kw).to(device).eval()
         self.device = device
-        log.info("loaded %s (%s, %s) in %.1fs", self.cfg.model, type(self.model).__name__, precision,
-                 time.perf_counter() - t0)
+        log.info(
+            "loaded %s (%s, %s) in %.1fs",
+            self.cfg.model,
+            type(self.model).__name__,
+            precision,
+            time.perf_counter() - t0,
+        )
 
     def resolve_format(self) -> str:
         if self.cfg.prompt_format != "auto":
@@ -152,8 +157,14 @@ class TransformersBackend(Backend):
         texts = [self.render(p) for p in prompts]
         # A chat template already holds its special tokens; plain prompts get the tokenizer's (BOS/EOS).
         add_special = prompts[0].format != "chat"
-        enc = self.tok(texts, return_tensors="pt", padding=True, truncation=True,
-                       max_length=self.cfg.max_input_tokens, add_special_tokens=add_special).to(self.device)
+        enc = self.tok(
+            texts,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=self.cfg.max_input_tokens,
+            add_special_tokens=add_special,
+        ).to(self.device)
         gen_kw = dict(max_new_tokens=self.cfg.max_new_tokens, pad_token_id=self.tok.pad_token_id)
         if self.cfg.temperature > 0:
             torch.manual_seed(self.cfg.seed)
@@ -166,7 +177,7 @@ class TransformersBackend(Backend):
         with torch.inference_mode():
             out = self.model.generate(**enc, **gen_kw)  # (batch, prompt_len + new) or (batch, new) for seq2seq
         dt = time.perf_counter() - t0
-        new = out if self.seq2seq else out[:, enc["input_ids"].shape[1]:]
+        new = out if self.seq2seq else out[:, enc["input_ids"].shape[1] :]
         results = []
         for row, text in zip(new.tolist(), texts, strict=True):
             if self.seq2seq and row and row[0] == self.model.config.decoder_start_token_id:
@@ -176,9 +187,14 @@ class TransformersBackend(Backend):
                 if t in eos:
                     n, stopped = j, True
                     break
-            results.append(Generation(text=self.tok.decode(row[:n], skip_special_tokens=True),
-                                      new_tokens=n, finish_reason="stop" if stopped else "length",
-                                      prompt_text=text))
+            results.append(
+                Generation(
+                    text=self.tok.decode(row[:n], skip_special_tokens=True),
+                    new_tokens=n,
+                    finish_reason="stop" if stopped else "length",
+                    prompt_text=text,
+                )
+            )
         total = sum(g.new_tokens for g in results) or 1
         for g in results:  # each reply's share of the batch time, by its tokens
             g.seconds = dt * g.new_tokens / total
@@ -217,8 +233,13 @@ class LlamaCppBackend(Backend):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: GGUF file not found (teachers.{self.cfg.name}.model)")
         t0 = time.perf_counter()
-        self.llm = Llama(model_path=str(path), n_ctx=self.cfg.max_input_tokens + self.cfg.max_new_tokens,
-                         n_threads=self.cfg.n_threads, seed=self.cfg.seed, verbose=False)
+        self.llm = Llama(
+            model_path=str(path),
+            n_ctx=self.cfg.max_input_tokens + self.cfg.max_new_tokens,
+            n_threads=self.cfg.n_threads,
+            seed=self.cfg.seed,
+            verbose=False,
+        )
         log.info("loaded %s with llama.cpp in %.1fs", path, time.perf_counter() - t0)
 
     def resolve_format(self) -> str:
@@ -230,8 +251,12 @@ class LlamaCppBackend(Backend):
     def generate_batch(self, prompts: list[TeacherPrompt]) -> list[Generation]:
         self._load()
         # llama-cpp-python decodes one sequence at a time; its KV cache reuses a shared prefix.
-        kw = dict(max_tokens=self.cfg.max_new_tokens, temperature=float(self.cfg.temperature),
-                  top_p=float(self.cfg.top_p), seed=self.cfg.seed)
+        kw = dict(
+            max_tokens=self.cfg.max_new_tokens,
+            temperature=float(self.cfg.temperature),
+            top_p=float(self.cfg.top_p),
+            seed=self.cfg.seed,
+        )
         out = []
         for p in prompts:
             t0 = time.perf_counter()
@@ -242,13 +267,21 @@ class LlamaCppBackend(Backend):
                 else:
                     r = self.llm.create_completion(prompt=p.text, stop=PLAIN_STOP, **kw)
                     text = r["choices"][0]["text"]
-                out.append(Generation(text=text, new_tokens=r["usage"]["completion_tokens"],
-                                      finish_reason=r["choices"][0].get("finish_reason") or "stop",
-                                      seconds=time.perf_counter() - t0,
-                                      prompt_text=p.text if p.format == "plain" else None))
+                out.append(
+                    Generation(
+                        text=text,
+                        new_tokens=r["usage"]["completion_tokens"],
+                        finish_reason=r["choices"][0].get("finish_reason") or "stop",
+                        seconds=time.perf_counter() - t0,
+                        prompt_text=p.text if p.format == "plain" else None,
+                    )
+                )
             except Exception as e:  # one bad prompt (e.g. longer than n_ctx) must not lose the batch
-                out.append(Generation(finish_reason="error", error=f"{type(e).__name__}: {e}",
-                                      seconds=time.perf_counter() - t0))
+                out.append(
+                    Generation(
+                        finish_reason="error", error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0
+                    )
+                )
         return out
 
     def close(self) -> None:
@@ -280,8 +313,9 @@ def _deadline_transport(total_s: float):
         def __iter__(self):
             for chunk in self.inner:
                 if time.monotonic() > self.deadline:
-                    raise httpx2.ReadTimeout(f"no complete response within the {total_s:g} s request deadline",
-                                             request=self.request)
+                    raise httpx2.ReadTimeout(
+                        f"no complete response within the {total_s:g} s request deadline", request=self.request
+                    )
                 yield chunk
 
         def close(self):
@@ -291,8 +325,13 @@ def _deadline_transport(total_s: float):
         def handle_request(self, request):
             deadline = time.monotonic() + total_s
             resp = super().handle_request(request)
-            return httpx2.Response(resp.status_code, headers=resp.headers, extensions=resp.extensions,
-                                   stream=DeadlineStream(resp.stream, deadline, request), request=request)
+            return httpx2.Response(
+                resp.status_code,
+                headers=resp.headers,
+                extensions=resp.extensions,
+                stream=DeadlineStream(resp.stream, deadline, request),
+                request=request,
+            )
 
     return DeadlineTransport()
 
@@ -319,13 +358,18 @@ class OpenAIBackend(Backend):
         if cfg.api_key_env:
             key = os.environ.get(cfg.api_key_env)
             if not key:
-                raise RuntimeError(f"teachers.{cfg.name}.api_key_env names {cfg.api_key_env!r}, "
-                                   "which is not set in the environment")
+                raise RuntimeError(
+                    f"teachers.{cfg.name}.api_key_env names {cfg.api_key_env!r}, which is not set in the environment"
+                )
             self._secrets = (key,)
         t = float(cfg.request_timeout_s)
-        self.client = OpenAI(base_url=self.base_url, api_key=key or "not-needed", max_retries=cfg.max_retries,
-                             timeout=httpx2.Timeout(t, connect=min(t, 10.0)),
-                             http_client=httpx2.Client(transport=_deadline_transport(t)))
+        self.client = OpenAI(
+            base_url=self.base_url,
+            api_key=key or "not-needed",
+            max_retries=cfg.max_retries,
+            timeout=httpx2.Timeout(t, connect=min(t, 10.0)),
+            http_client=httpx2.Client(transport=_deadline_transport(t)),
+        )
         # the client's backoff is at most 8 s per retry: beyond this the request is abandoned
         self._overall_s = (cfg.max_retries + 1) * (t + 1.0) + 8.0 * cfg.max_retries
         self._pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="teacher")
@@ -341,8 +385,10 @@ class OpenAIBackend(Backend):
             if code in RETRY_STATUS or code >= 500:
                 msg = f"gave up after {n} attempts; last: HTTP {code} from {self.base_url}: {body}"
             else:
-                msg = (f"HTTP {code} from {self.base_url} (not retried: a client error; check base_url, model and "
-                       f"the API key): {body}")
+                msg = (
+                    f"HTTP {code} from {self.base_url} (not retried: a client error; check base_url, model and "
+                    f"the API key): {body}"
+                )
         elif isinstance(e, (openai.APIConnectionError, openai.APITimeoutError)):
             msg = f"gave up after {n} attempts; last: {type(e).__name__}: {e} ({e.__cause__ or ''})"
         else:
@@ -351,8 +397,11 @@ class OpenAIBackend(Backend):
 
     def _request(self, p: TeacherPrompt) -> Generation:
         t0 = time.perf_counter()
-        kw = {"model": self.cfg.model, "max_tokens": self.cfg.max_new_tokens,
-              "temperature": float(self.cfg.temperature)}
+        kw = {
+            "model": self.cfg.model,
+            "max_tokens": self.cfg.max_new_tokens,
+            "temperature": float(self.cfg.temperature),
+        }
         if self.cfg.temperature > 0:
             kw.update(top_p=float(self.cfg.top_p), seed=self.cfg.seed)
         try:
@@ -368,13 +417,19 @@ class OpenAIBackend(Backend):
             return Generation(finish_reason="error", error=self._describe(e), seconds=time.perf_counter() - t0)
         try:
             n = r.usage.completion_tokens if r.usage is not None else None
-            return Generation(text=text, new_tokens=int(n) if n is not None else len(text.split()),
-                              finish_reason=choice.finish_reason or "stop", seconds=time.perf_counter() - t0,
-                              prompt_text=p.text if p.format == "plain" else None)
+            return Generation(
+                text=text,
+                new_tokens=int(n) if n is not None else len(text.split()),
+                finish_reason=choice.finish_reason or "stop",
+                seconds=time.perf_counter() - t0,
+                prompt_text=p.text if p.format == "plain" else None,
+            )
         except (AttributeError, IndexError, TypeError, ValueError) as e:
-            return Generation(finish_reason="error", seconds=time.perf_counter() - t0,
-                              error=redact(f"malformed response from {self.base_url}: {type(e).__name__}: {e}",
-                                           self._secrets))
+            return Generation(
+                finish_reason="error",
+                seconds=time.perf_counter() - t0,
+                error=redact(f"malformed response from {self.base_url}: {type(e).__name__}: {e}", self._secrets),
+            )
 
     def _one(self, p: TeacherPrompt) -> Generation:
         """``_request`` bounded in wall time, whatever the server does (the safety net of the deadline)."""
@@ -392,8 +447,11 @@ class OpenAIBackend(Backend):
         worker.join(self._overall_s)
         if box:
             return box[0]
-        return Generation(finish_reason="error", seconds=time.perf_counter() - t0,
-                          error=f"no answer from {self.base_url} within {self._overall_s:g} s (all attempts)")
+        return Generation(
+            finish_reason="error",
+            seconds=time.perf_counter() - t0,
+            error=f"no answer from {self.base_url} within {self._overall_s:g} s (all attempts)",
+        )
 
     def generate_batch(self, prompts: list[TeacherPrompt]) -> list[Generation]:
         t0 = time.perf_counter()
@@ -421,6 +479,7 @@ def make_backend(cfg: TeacherConfig) -> Backend:
     try:
         cls = BACKENDS[cfg.backend]
     except KeyError:
-        raise ValueError(f"teachers.{cfg.name}.backend {cfg.backend!r} is unknown; "
-                         f"known: {', '.join(BACKENDS)}") from None
+        raise ValueError(
+            f"teachers.{cfg.name}.backend {cfg.backend!r} is unknown; known: {', '.join(BACKENDS)}"
+        ) from None
     return cls(cfg)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from ..config import ParamsError, from_dict, validate_fields
+from ..schema import ParamsError, from_dict, validate_fields
 
 # The keys of backends.BACKENDS (a test checks they agree); named here so that validating
 # params.yaml does not import the backends (torch, transformers) into every stage.
@@ -79,17 +79,29 @@ class TeacherConfig:
     # distill drops records carrying any "filtered:*" flag). Descriptive flags ("truncated",
     # "non_english", "answer_mismatch") are always recorded.
     filters: list[Literal["empty", "truncated", "answer_mismatch", "non_english"]] = field(
-        default_factory=lambda: ["empty", "non_english"])
+        default_factory=lambda: ["empty", "non_english"]
+    )
     # More failed records than this: exit non-zero after saving, so the next `dvc repro` retries them.
     # 0 (default): any failure does; a larger value accepts failures that DVC then never retries.
     max_failed_fraction: float = 0.0
 
     # Ranges (see tinyllm.config.check_range); every field is also checked against its annotation.
     RANGES: ClassVar[dict] = {
-        "model": "nonempty", "max_new_tokens": ">=1", "batch_size": ">=1", "concurrency": ">=1",
-        "max_input_tokens": ">=16", "limit_per_benchmark": ">=1", "max_question_words": ">=1",
-        "n_threads": ">=1", "max_retries": ">=0", "temperature": "0..5", "top_p": ">0,0..1",
-        "request_timeout_s": ">0", "backoff_s": ">=0", "max_failed_fraction": "0..1", "splits": "nonempty",
+        "model": "nonempty",
+        "max_new_tokens": ">=1",
+        "batch_size": ">=1",
+        "concurrency": ">=1",
+        "max_input_tokens": ">=16",
+        "limit_per_benchmark": ">=1",
+        "max_question_words": ">=1",
+        "n_threads": ">=1",
+        "max_retries": ">=0",
+        "temperature": "0..5",
+        "top_p": ">0,0..1",
+        "request_timeout_s": ">0",
+        "backoff_s": ">=0",
+        "max_failed_fraction": "0..1",
+        "splits": "nonempty",
         "seed": ">=0",
     }
 
@@ -98,15 +110,18 @@ class TeacherConfig:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ParamsError(f"params.yaml [teachers]: teacher name {self.name!r} must match {_NAME.pattern}")
         if self.backend not in BACKEND_NAMES:
-            raise ParamsError(f"params.yaml [{w}]: backend {self.backend!r} is unknown; "
-                              f"known: {', '.join(BACKEND_NAMES)}")
+            raise ParamsError(
+                f"params.yaml [{w}]: backend {self.backend!r} is unknown; known: {', '.join(BACKEND_NAMES)}"
+            )
         validate_fields(self, w)  # types + RANGES, naming teachers.<name>.<key>
         self.icl.check(w)
         if self.backend == "openai" and not self.base_url:
             raise ParamsError(f"params.yaml [{w}]: the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
         if self.api_key_env is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.api_key_env):
-            raise ParamsError(f"params.yaml [{w}]: api_key_env {self.api_key_env!r} must be an environment "
-                             "variable *name* (the key itself never goes into params.yaml)")
+            raise ParamsError(
+                f"params.yaml [{w}]: api_key_env {self.api_key_env!r} must be an environment "
+                "variable *name* (the key itself never goes into params.yaml)"
+            )
 
     @property
     def source(self) -> str:
@@ -115,8 +130,13 @@ class TeacherConfig:
 
     def decoding(self) -> dict:
         """Settings that change what the teacher writes; part of every record's prompt hash."""
-        d = {"backend": self.backend, "model": self.model, "gguf_file": self.gguf_file,
-             "max_new_tokens": self.max_new_tokens, "temperature": float(self.temperature)}
+        d = {
+            "backend": self.backend,
+            "model": self.model,
+            "gguf_file": self.gguf_file,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": float(self.temperature),
+        }
         if self.temperature > 0:  # seed and top_p only matter when sampling
             d.update(top_p=float(self.top_p), seed=self.seed)
         return d
@@ -129,9 +149,15 @@ class TeacherConfig:
         under other settings is stale even when it is still in the cache.
         """
         icl = dataclasses.asdict(self.icl) if self.icl.k > 0 else {"k": 0}
-        return {"teacher_forcing": self.teacher_forcing, "icl": icl, "prompt_format": self.prompt_format,
-                "system_prompt": self.system_prompt, "max_question_words": self.max_question_words,
-                "max_input_tokens": self.max_input_tokens, **self.decoding()}
+        return {
+            "teacher_forcing": self.teacher_forcing,
+            "icl": icl,
+            "prompt_format": self.prompt_format,
+            "system_prompt": self.system_prompt,
+            "max_question_words": self.max_question_words,
+            "max_input_tokens": self.max_input_tokens,
+            **self.decoding(),
+        }
 
     def settings_hash(self) -> str:
         payload = json.dumps(self.settings(), sort_keys=True, ensure_ascii=False)

@@ -61,30 +61,54 @@ def summary_path(root: Path, teacher: str, benchmark: str, split: str) -> Path:
     return cache_path(root, teacher, benchmark, split).with_suffix(".summary.json")
 
 
-def build_prompts(cfg: TeacherConfig, questions: list[dict], fmt: str,
-                  selector: ExampleSelector | None) -> list[TeacherPrompt]:
+def build_prompts(
+    cfg: TeacherConfig, questions: list[dict], fmt: str, selector: ExampleSelector | None
+) -> list[TeacherPrompt]:
     """One prompt per question (in-context examples chosen per question id)."""
     out = []
     for q in questions:
         examples = selector.select(q) if selector is not None else []
-        out.append(build_prompt(q, examples, teacher_forcing=cfg.teacher_forcing, fmt=fmt,
-                                system_prompt=cfg.system_prompt, max_words=cfg.max_question_words,
-                                decoding=cfg.decoding()))
+        out.append(
+            build_prompt(
+                q,
+                examples,
+                teacher_forcing=cfg.teacher_forcing,
+                fmt=fmt,
+                system_prompt=cfg.system_prompt,
+                max_words=cfg.max_question_words,
+                decoding=cfg.decoding(),
+            )
+        )
     return out
 
 
-def make_record(cfg: TeacherConfig, benchmark: str, split: str, q: dict, p: TeacherPrompt,
-                g: Generation) -> dict:
+def make_record(cfg: TeacherConfig, benchmark: str, split: str, q: dict, p: TeacherPrompt, g: Generation) -> dict:
     """The cache record of one reply, with its quality flags (see module docstring of rationales)."""
-    prompt = {"teacher_forcing": p.teacher_forcing, "icl_ids": p.icl_ids, "hash": p.hash,
-              "settings": cfg.settings_hash(), "format": p.format, "text": g.prompt_text or p.text}
+    prompt = {
+        "teacher_forcing": p.teacher_forcing,
+        "icl_ids": p.icl_ids,
+        "hash": p.hash,
+        "settings": cfg.settings_hash(),
+        "format": p.format,
+        "text": g.prompt_text or p.text,
+    }
     if p.messages is not None:
         prompt["messages"] = p.messages
-    rec = {"id": q["id"], "benchmark": benchmark, "split": split, "teacher": cfg.name,
-           "rationale": "", "status": "failed", "flags": [], "prompt": prompt, "source": cfg.source,
-           "teacher_answer": None, "answer_match": None,
-           # no timing here: the cache is a DVC output, and its bytes must depend on its inputs only
-           "gen": {"new_tokens": g.new_tokens, "finish_reason": g.finish_reason}}
+    rec = {
+        "id": q["id"],
+        "benchmark": benchmark,
+        "split": split,
+        "teacher": cfg.name,
+        "rationale": "",
+        "status": "failed",
+        "flags": [],
+        "prompt": prompt,
+        "source": cfg.source,
+        "teacher_answer": None,
+        "answer_match": None,
+        # no timing here: the cache is a DVC output, and its bytes must depend on its inputs only
+        "gen": {"new_tokens": g.new_tokens, "finish_reason": g.finish_reason},
+    }
     if g.error is not None:
         rec["error"] = redact(g.error)  # servers echo requests (keys included) in their error bodies
         return rec
@@ -106,8 +130,12 @@ def make_record(cfg: TeacherConfig, benchmark: str, split: str, q: dict, p: Teac
             flags.append("answer_unparsed")
         elif idx != q["label"]:
             flags.append("answer_mismatch")
-    reasons = {"empty": not text, "truncated": "truncated" in flags,
-               "answer_mismatch": "answer_mismatch" in flags, "non_english": "non_english" in flags}
+    reasons = {
+        "empty": not text,
+        "truncated": "truncated" in flags,
+        "answer_mismatch": "answer_mismatch" in flags,
+        "non_english": "non_english" in flags,
+    }
     flags += [f"filtered:{r}" for r in cfg.filters if reasons[r]]
     rec["flags"] = flags
     return rec
@@ -122,8 +150,10 @@ def _read_newest(path: Path, teacher: str, benchmark: str, split: str) -> tuple[
     for i, r in enumerate(iter_jsonl(path, tolerate_torn_tail=True), 1):
         for key, want in (("teacher", teacher), ("benchmark", benchmark), ("split", split)):
             if r.get(key) != want:
-                raise DataError(f"{path}: record {i} (id {r.get('id')!r}): field {key!r} is "
-                                f"{r.get(key)!r}, expected {want!r} (two teachers share one folder?)")
+                raise DataError(
+                    f"{path}: record {i} (id {r.get('id')!r}): field {key!r} is "
+                    f"{r.get(key)!r}, expected {want!r} (two teachers share one folder?)"
+                )
         if "id" not in r or "prompt" not in r or "status" not in r:
             raise DataError(f"{path}: record {i}: fields 'id', 'prompt' and 'status' are required")
         if r["id"] not in newest:
@@ -132,8 +162,15 @@ def _read_newest(path: Path, teacher: str, benchmark: str, split: str) -> tuple[
     return newest, order
 
 
-def compact(path: Path, teacher: str, benchmark: str, split: str, all_questions: list[dict],
-            current: dict[str, str] | None = None, settings: str | None = None) -> list[dict]:
+def compact(
+    path: Path,
+    teacher: str,
+    benchmark: str,
+    split: str,
+    all_questions: list[dict],
+    current: dict[str, str] | None = None,
+    settings: str | None = None,
+) -> list[dict]:
     """Rewrite ``path`` atomically with one record per id (the newest), in question-file order.
 
     Records of ids outside ``all_questions`` are kept after them: generated work is never dropped.
@@ -160,9 +197,15 @@ def _summary(cfg: TeacherConfig, records: list[dict], selected_ids: list[str]) -
     """Counts of the cache file (written beside it, so a pure function of its records: no timings)."""
     by_id = {r["id"]: r for r in records}
     sel = [by_id[i] for i in selected_ids if i in by_id]
-    out = {"teacher": cfg.name, "source": cfg.source, "teacher_forcing": cfg.teacher_forcing,
-           "icl_k": cfg.icl.k, "icl_strategy": cfg.icl.strategy, "selected": len(selected_ids),
-           **summarize(sel)}
+    out = {
+        "teacher": cfg.name,
+        "source": cfg.source,
+        "teacher_forcing": cfg.teacher_forcing,
+        "icl_k": cfg.icl.k,
+        "icl_strategy": cfg.icl.strategy,
+        "selected": len(selected_ids),
+        **summarize(sel),
+    }
     out["not_generated"] = len(selected_ids) - len(sel)
     out["failed_fraction"] = round((out["failed"] + out["not_generated"]) / max(1, len(selected_ids)), 4)
     reasons: dict[str, int] = {}
@@ -178,9 +221,17 @@ def _summary(cfg: TeacherConfig, records: list[dict], selected_ids: list[str]) -
     return out
 
 
-def generate_split(cfg: TeacherConfig, benchmark: str, split: str, questions: list[dict], root: Path, *,
-                   selector: ExampleSelector | None = None, backend: Backend | None = None,
-                   progress: bool = True) -> dict:
+def generate_split(
+    cfg: TeacherConfig,
+    benchmark: str,
+    split: str,
+    questions: list[dict],
+    root: Path,
+    *,
+    selector: ExampleSelector | None = None,
+    backend: Backend | None = None,
+    progress: bool = True,
+) -> dict:
     """Generate the missing or stale rationales of ``questions[:limit]``; returns the summary.
 
     ``questions``: normalised records of the split (``tinyllm.benchmarks``), in file order.
@@ -194,20 +245,40 @@ def generate_split(cfg: TeacherConfig, benchmark: str, split: str, questions: li
     own_backend = backend is None
     backend = backend or make_backend(cfg)
     t_start = time.perf_counter()
-    run = {"generated": 0, "failed": 0, "skipped": 0, "seconds": 0.0, "new_tokens": 0, "stopped_early": False,
-           "tokens_per_s": None}
+    run = {
+        "generated": 0,
+        "failed": 0,
+        "skipped": 0,
+        "seconds": 0.0,
+        "new_tokens": 0,
+        "stopped_early": False,
+        "tokens_per_s": None,
+    }
     current: dict[str, str] = {}
     try:
         fmt = backend.resolve_format()
         prompts = build_prompts(cfg, selected, fmt, selector)
         current = {q["id"]: p.hash for q, p in zip(selected, prompts, strict=True)}
         newest, _ = _read_newest(path, cfg.name, benchmark, split)
-        done = {q["id"] for q, p in zip(selected, prompts, strict=True)
-                if q["id"] in newest and newest[q["id"]]["prompt"].get("hash") == p.hash
-                and newest[q["id"]]["status"] != "failed"}
+        done = {
+            q["id"]
+            for q, p in zip(selected, prompts, strict=True)
+            if q["id"] in newest
+            and newest[q["id"]]["prompt"].get("hash") == p.hash
+            and newest[q["id"]]["status"] != "failed"
+        }
         run["skipped"] = len(done)
-        log.info("%s/%s/%s: %d questions, %d cached, %d to generate (%s, %s prompts)", cfg.name, benchmark,
-                 split, len(selected), len(done), len(selected) - len(done), cfg.source, fmt)
+        log.info(
+            "%s/%s/%s: %d questions, %d cached, %d to generate (%s, %s prompts)",
+            cfg.name,
+            benchmark,
+            split,
+            len(selected),
+            len(done),
+            len(selected) - len(done),
+            cfg.source,
+            fmt,
+        )
         if len(done) < len(selected):
             todo = list(zip(selected, prompts, strict=True))
             _generate(cfg, benchmark, split, todo, done, backend, path, run, progress)
@@ -230,11 +301,18 @@ def generate_split(cfg: TeacherConfig, benchmark: str, split: str, questions: li
             f"{summary['selected']} questions ({summary['failed_fraction']:.0%} > teachers.{cfg.name}."
             f"max_failed_fraction {cfg.max_failed_fraction:.0%}); the {summary['selected'] - missing} finished "
             f"records are saved. Run `{rerun}` (or `dvc repro`) to retry the {missing} missing ones. "
-            f"Last error: {redact(last)}", {split: summary})
+            f"Last error: {redact(last)}",
+            {split: summary},
+        )
     if missing:
-        log.warning("%s: %d failed/not generated records accepted (max_failed_fraction %.0f%%): DVC will commit "
-                    "this output and NOT retry them; `%s -f` retries them", path, missing,
-                    100 * cfg.max_failed_fraction, rerun)
+        log.warning(
+            "%s: %d failed/not generated records accepted (max_failed_fraction %.0f%%): DVC will commit "
+            "this output and NOT retry them; `%s -f` retries them",
+            path,
+            missing,
+            100 * cfg.max_failed_fraction,
+            rerun,
+        )
     return summary
 
 
@@ -246,7 +324,7 @@ def batch_layout(backend: Backend, pairs: list[tuple[dict, TeacherPrompt]], batc
     """
     lengths = [backend.prompt_length(p) for _, p in pairs]
     order = sorted(range(len(pairs)), key=lambda i: (lengths[i], i))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def _generate(cfg, benchmark, split, pairs, done, backend, path, run, progress) -> None:
@@ -258,12 +336,19 @@ def _generate(cfg, benchmark, split, pairs, done, backend, path, run, progress) 
     """
     from tqdm import tqdm
 
-    batches = [[i for i in b if backend.batch_invariant is False or pairs[i][0]["id"] not in done]
-               for b in batch_layout(backend, pairs, cfg.batch_size)
-               if any(pairs[i][0]["id"] not in done for i in b)]
+    batches = [
+        [i for i in b if backend.batch_invariant is False or pairs[i][0]["id"] not in done]
+        for b in batch_layout(backend, pairs, cfg.batch_size)
+        if any(pairs[i][0]["id"] not in done for i in b)
+    ]
     dead = 0
-    bar = tqdm(total=len(pairs) - len(done), desc=f"{cfg.name}/{benchmark}/{split}", unit="q",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(pairs) - len(done),
+        desc=f"{cfg.name}/{benchmark}/{split}",
+        unit="q",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     gen_s = 0.0
     with JsonlAppender(path) as out, bar:
         for n, idx in enumerate(batches):
@@ -277,8 +362,11 @@ def _generate(cfg, benchmark, split, pairs, done, backend, path, run, progress) 
                 log.error("%s: batch of %d failed: %s", path, len(batch), redact(f"{type(e).__name__}: {e}"))
                 gens = [Generation(finish_reason="error", error=f"{type(e).__name__}: {e}") for _ in batch]
             gen_s += time.perf_counter() - t0
-            records = [make_record(cfg, benchmark, split, q, p, g) for (q, p), g in zip(batch, gens, strict=True)
-                       if q["id"] not in done]
+            records = [
+                make_record(cfg, benchmark, split, q, p, g)
+                for (q, p), g in zip(batch, gens, strict=True)
+                if q["id"] not in done
+            ]
             out.append_many(records)  # flushed + fsynced: this batch survives kill -9 from here on
             n_failed = sum(r["status"] == "failed" for r in records)
             run["generated"] += len(records) - n_failed
@@ -311,14 +399,17 @@ def read_questions(path: Path) -> list[dict]:
             if key not in r:
                 raise DataError(f"{path}: record {i}: field {key!r} is missing")
         if not (isinstance(r["label"], int) and 0 <= r["label"] < len(r["choices"])):
-            raise DataError(f"{path}: record {i} (id {r['id']!r}): field 'label' {r['label']!r} "
-                            f"is not an index into its {len(r['choices'])} choices")
+            raise DataError(
+                f"{path}: record {i} (id {r['id']!r}): field 'label' {r['label']!r} "
+                f"is not an index into its {len(r['choices'])} choices"
+            )
         out.append(r)
     return out
 
 
-def generate_teacher(cfg: TeacherConfig, benchmark: str, prepared_root: Path, rationales_root: Path,
-                     progress: bool = True) -> dict[str, dict]:
+def generate_teacher(
+    cfg: TeacherConfig, benchmark: str, prepared_root: Path, rationales_root: Path, progress: bool = True
+) -> dict[str, dict]:
     """Every configured split of one benchmark for one teacher; returns {split: summary}.
 
     All splits run even when one has too many failures; then the first ``TooManyFailures`` is raised.
@@ -336,8 +427,16 @@ def generate_teacher(cfg: TeacherConfig, benchmark: str, prepared_root: Path, ra
         for split in cfg.splits:
             questions = read_questions(prepared_path(prepared_root, benchmark, split))
             try:
-                summaries[split] = generate_split(cfg, benchmark, split, questions, rationales_root,
-                                                  selector=selector, backend=backend, progress=progress)
+                summaries[split] = generate_split(
+                    cfg,
+                    benchmark,
+                    split,
+                    questions,
+                    rationales_root,
+                    selector=selector,
+                    backend=backend,
+                    progress=progress,
+                )
             except TooManyFailures as e:
                 errors.append(e)
                 summaries.update(e.summaries)

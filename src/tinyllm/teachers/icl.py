@@ -36,8 +36,9 @@ class ExampleSelector:
     ``pool`` is a list of (train record, rationale); its order fixes the random draws.
     """
 
-    def __init__(self, pool: list[tuple[dict, str]], k: int, strategy: str = "random",
-                 seed: int = 0, benchmark: str = ""):
+    def __init__(
+        self, pool: list[tuple[dict, str]], k: int, strategy: str = "random", seed: int = 0, benchmark: str = ""
+    ):
         if strategy not in ("random", "similar"):
             raise ValueError(f"in-context strategy {strategy!r}; known: random, similar")
         self.pool, self.k, self.strategy, self.seed, self.benchmark = pool, k, strategy, seed, benchmark
@@ -76,8 +77,9 @@ class ExampleSelector:
         return [self.pool[i] for i in chosen]
 
 
-def build_pool(train_records: list[dict], source_root: Path, source: str, benchmark: str,
-               split: str = "train") -> list[tuple[dict, str]]:
+def build_pool(
+    train_records: list[dict], source_root: Path, source: str, benchmark: str, split: str = "train"
+) -> list[tuple[dict, str]]:
     """(train record, rationale) pairs of questions whose source rationale is ``ok`` and non-empty.
 
     Raises ``DataError`` naming the cache file when the source has no usable rationale at all.
@@ -85,13 +87,19 @@ def build_pool(train_records: list[dict], source_root: Path, source: str, benchm
     from ..rationales import cache_path
 
     cache = load_cache(source_root, source, benchmark, split)
-    rationales = {r["id"]: r["rationale"] for r in cache
-                  if r["status"] == "ok" and r["rationale"].strip()
-                  and not any(f.startswith("filtered:") for f in r.get("flags", []))}
+    rationales = {
+        r["id"]: r["rationale"]
+        for r in cache
+        if r["status"] == "ok"
+        and r["rationale"].strip()
+        and not any(f.startswith("filtered:") for f in r.get("flags", []))
+    }
     pool = [(r, rationales[r["id"]]) for r in train_records if r["id"] in rationales]
     if not pool:
-        raise DataError(f"{cache_path(source_root, source, benchmark, split)}: no 'ok' rationale of the "
-                        f"{len(train_records)} {split} questions; in-context examples need a source "
-                        f"(set icl.source to an existing cache, or icl.k: 0)")
+        raise DataError(
+            f"{cache_path(source_root, source, benchmark, split)}: no 'ok' rationale of the "
+            f"{len(train_records)} {split} questions; in-context examples need a source "
+            f"(set icl.source to an existing cache, or icl.k: 0)"
+        )
     log.info("%s: %d in-context example candidates from %s", benchmark, len(pool), source)
     return pool

@@ -31,10 +31,13 @@ from dataclasses import dataclass, field
 from ..rationales import prompt_hash
 
 COT = "Let's think step by step."
-SYSTEM_FORCED = ("You are a science teacher. The correct answer is given; explain in one or two "
-                 "sentences why it is correct.")
-SYSTEM_OPEN = ("You are a science teacher. Choose the correct option, write its letter and text, "
-               "then explain in one or two sentences why it is correct.")
+SYSTEM_FORCED = (
+    "You are a science teacher. The correct answer is given; explain in one or two sentences why it is correct."
+)
+SYSTEM_OPEN = (
+    "You are a science teacher. Choose the correct option, write its letter and text, "
+    "then explain in one or two sentences why it is correct."
+)
 # A teacher that keeps going writes the next exercise; everything from there on is cut.
 _RUNON = re.compile(r"\n\s*(?:Question:|Q:|Options:|Answer Choices:|#{2,})|<\|im_(?:start|end)\|>")
 
@@ -94,9 +97,16 @@ class TeacherPrompt:
         return self.text
 
 
-def build_prompt(record: dict, examples: list[tuple[dict, str]], *, teacher_forcing: bool,
-                 fmt: str, system_prompt: str | None = None, max_words: int | None = None,
-                 decoding: dict | None = None) -> TeacherPrompt:
+def build_prompt(
+    record: dict,
+    examples: list[tuple[dict, str]],
+    *,
+    teacher_forcing: bool,
+    fmt: str,
+    system_prompt: str | None = None,
+    max_words: int | None = None,
+    decoding: dict | None = None,
+) -> TeacherPrompt:
     """The prompt for ``record`` with ``examples`` = [(example record, its rationale), ...].
 
     ``fmt`` is "chat" or "plain" (resolve "auto" with the backend first). ``decoding`` (model,
@@ -110,8 +120,10 @@ def build_prompt(record: dict, examples: list[tuple[dict, str]], *, teacher_forc
         # Forced: "... Let's think step by step. <rationale>"; open: "Answer:\n(x) ...\nRationale:\n...".
         # The question's own block ends exactly where the examples' replies start.
         sep = " " if teacher_forcing else ""
-        parts = [question_block(ex, teacher_forcing, max_words) + sep + example_reply(ex, rat, teacher_forcing)
-                 for ex, rat in examples]
+        parts = [
+            question_block(ex, teacher_forcing, max_words) + sep + example_reply(ex, rat, teacher_forcing)
+            for ex, rat in examples
+        ]
         text = "\n\n".join([*parts, block])
         messages = None
     else:
@@ -123,8 +135,15 @@ def build_prompt(record: dict, examples: list[tuple[dict, str]], *, teacher_forc
         messages.append({"role": "user", "content": block})
         text = "\n\n".join(f"<{m['role']}>\n{m['content']}" for m in messages)
     settings = {"teacher_forcing": teacher_forcing, "icl_ids": icl_ids, "format": fmt, **(decoding or {})}
-    p = TeacherPrompt(qid=record["id"], format=fmt, text=text, messages=messages, icl_ids=icl_ids,
-                      teacher_forcing=teacher_forcing, settings=settings)
+    p = TeacherPrompt(
+        qid=record["id"],
+        format=fmt,
+        text=text,
+        messages=messages,
+        icl_ids=icl_ids,
+        teacher_forcing=teacher_forcing,
+        settings=settings,
+    )
     p.hash = prompt_hash(p.key_text(), settings)
     return p
 
@@ -138,7 +157,7 @@ def clean_output(text: str) -> tuple[str, list[str]]:
         flags.append("runon_cut")
     text = text.strip()
     if text.startswith(COT):  # some teachers echo the opener
-        text = text[len(COT):].strip()
+        text = text[len(COT) :].strip()
     return text, flags
 
 
