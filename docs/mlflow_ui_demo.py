@@ -67,8 +67,17 @@ def run_row(root: Path, params: dict, row: str, alphas: dict, tok) -> None:
     run = tracking.start_distill_run(root, p)
     teachers = list(alphas)
     examples = [{"record": r, "rationales": {t: RATIONALES[r["id"]] for t in teachers}} for r in records()]
-    cfg = DistillConfig(alphas=alphas, steps=30, batch_size=2, lr=5e-3, max_input_tokens=64, max_rationale_tokens=24,
-                        precision="fp32", log_every=100, valid_loss_per_benchmark=0)
+    cfg = DistillConfig(
+        alphas=alphas,
+        steps=30,
+        batch_size=2,
+        lr=5e-3,
+        max_input_tokens=64,
+        max_rationale_tokens=24,
+        precision="fp32",
+        log_every=100,
+        valid_loss_per_benchmark=0,
+    )
     student = CausalStudent(tiny_causal(tok), tok)
     result = train(student, examples, cfg, progress=False, on_log=run.log_row)
     result = {k: v for k, v in result.items() if not k.startswith("_")}
@@ -76,11 +85,19 @@ def run_row(root: Path, params: dict, row: str, alphas: dict, tok) -> None:
 
     ev = tracking.open_evaluate_run(root, p)
     student.model.eval()
-    m, _ = evaluate_records(student, records("valid"), max_input_tokens=64, max_new_tokens=4, batch_size=4,
-                            device="cpu", progress=False)
+    m, _ = evaluate_records(
+        student, records("valid"), max_input_tokens=64, max_new_tokens=4, batch_size=4, device="cpu", progress=False
+    )
     results = {"valid": {"obqa": m, "average": average({"obqa": m})}}
-    tracking.finish_evaluate_run(ev, results, eval_splits=["valid"], model=student.model, tokenizer=tok,
-                                 log_model=True, registered_model="tinyllm-student")
+    tracking.finish_evaluate_run(
+        ev,
+        results,
+        eval_splits=["valid"],
+        model=student.model,
+        tokenizer=tok,
+        log_model=True,
+        registered_model="tinyllm-student",
+    )
 
 
 def screenshots(root: Path, out: Path, parent: str, node_modules: Path | None) -> None:
@@ -99,8 +116,12 @@ def screenshots(root: Path, out: Path, parent: str, node_modules: Path | None) -
     with MlflowUI(root) as ui:
         if node_modules:
             env = {**os.environ, "NODE_PATH": str(node_modules)}
-            subprocess.run(["node", str(ROOT / "docs" / "mlflow_ui_shots.js"), ui, exp_id, best, str(out.resolve())],
-                           env=env, check=True, timeout=600)
+            subprocess.run(
+                ["node", str(ROOT / "docs" / "mlflow_ui_shots.js"), ui, exp_id, best, str(out.resolve())],
+                env=env,
+                check=True,
+                timeout=600,
+            )
             print(f"screenshots in {out}: runs, run, datasets, system-metrics, model")
             return
         ml = "?workflowType=machine_learning"
@@ -144,8 +165,12 @@ def main() -> int:
     params = yaml.safe_load((root / "params.yaml").read_text())
     tok = build_tiny_tokenizer()
     t0 = time.perf_counter()
-    with tracking.parent_run(root, "grid demo (tiny students)", experiment=params["tracking"]["experiment"],
-                             tags={"grid": "experiments/grid.yaml", "rows": ",".join(r for r, _ in ROWS)}) as parent:
+    with tracking.parent_run(
+        root,
+        "grid demo (tiny students)",
+        experiment=params["tracking"]["experiment"],
+        tags={"grid": "experiments/grid.yaml", "rows": ",".join(r for r, _ in ROWS)},
+    ) as parent:
         for row, alphas in ROWS:
             run_row(root, params, row, alphas, tok)
             time.sleep(2)  # a few system-metrics samples per row
