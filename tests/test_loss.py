@@ -84,3 +84,14 @@ def test_step_denominators_make_micro_batches_add_up_to_the_full_batch():
     full = multitask_loss(s_all, w, c_all)
     parts = [task_sums(nll[a:b], task[a:b], 2)[0] for a, b in ((0, 12), (12, 20))]
     assert torch.allclose(sum(multitask_loss(p, w, c_all) for p in parts), full)
+
+
+def test_chunked_token_nll_without_gradients_equals_one_projection():
+    # guards: evaluation (validation losses) projecting every target token at once (a 2 GB spike)
+    g = torch.Generator().manual_seed(2)
+    h, w = torch.randn(23, 8, generator=g), torch.randn(50, 8, generator=g)
+    y = torch.randint(0, 50, (23,), generator=g)
+    with torch.no_grad():
+        assert torch.allclose(
+            token_nll(h, w, None, y, chunk=4), F.cross_entropy(h @ w.T, y, reduction="none"), atol=1e-6
+        )

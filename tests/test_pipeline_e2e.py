@@ -43,7 +43,7 @@ def test_repro_writes_metrics_and_one_mlflow_run_with_lineage(repo):
     assert r["tags.teachers"] == "flan_t5_xl,llama2_7b" and r["params.distill.steps"] == "2"
 
 
-def test_second_repro_runs_nothing_and_alpha_change_reruns_only_distill_evaluate(repo):
+def test_second_repro_runs_nothing_and_alpha_change_reruns_only_trainset_distill_evaluate(repo):
     d, env, _ = repo
     out = run(["dvc", "repro"], d, env)
     assert "Running stage" not in out
@@ -52,4 +52,5 @@ def test_second_repro_runs_nothing_and_alpha_change_reruns_only_distill_evaluate
     (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     out = run(["dvc", "repro"], d, env)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"distill", "evaluate"}  # data, rationale and student_base stages untouched
+    # data, rationale and student_base stages untouched; trainset (reads distill.alphas, seconds) reruns
+    assert ran == {"trainset", "distill", "evaluate"}

@@ -41,8 +41,15 @@ def token_nll(
     the backward pass recomputes each chunk's logits instead of keeping them, so peak memory
     holds one (chunk, V) block. ``chunk <= 0`` projects everything at once (the reference).
     """
-    if chunk <= 0 or hidden.shape[0] <= chunk or not torch.is_grad_enabled():
+    if chunk <= 0 or hidden.shape[0] <= chunk:
         return _chunk_nll(hidden, weight, bias, labels, softcap)
+    if not torch.is_grad_enabled():  # evaluation (validation losses): chunks, nothing to recompute
+        return torch.cat(
+            [
+                _chunk_nll(hidden[i : i + chunk], weight, bias, labels[i : i + chunk], softcap)
+                for i in range(0, hidden.shape[0], chunk)
+            ]
+        )
     parts = [
         checkpoint(_chunk_nll, hidden[i : i + chunk], weight, bias, labels[i : i + chunk], softcap, use_reentrant=False)
         for i in range(0, hidden.shape[0], chunk)
