@@ -239,7 +239,9 @@ def study_tables(cfg: StudyConfig, out: Path, rule: str = "score") -> dict:
     summary = {arm: accuracy_summary({b: m for b, (_, m) in per.items()}) for arm, per in mats.items()}
     comps = {}
     for arm in mats:
-        for ref in (cfg.reference, "untrained"):
+        if arm in cfg.deterministic_arms:
+            continue  # the untrained student is a reference, not a treatment
+        for ref in (cfg.reference, *cfg.deterministic_arms):
             if arm != ref and ref in mats:
                 comps[f"{arm} - {ref}"] = paired_comparison(mats[arm], mats[ref])
     return {"summary": summary, "comparisons": comps, "seeds": {a: sorted(s) for a, s in done.items()}, "rule": rule}
@@ -260,12 +262,12 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
     lines = [
         f"# Study `{cfg.name}`",
         "",
-        f"Split: **{cfg.eval_split}** (every question"
-        f"{'' if not cfg.eval_per_benchmark else f', first {cfg.eval_per_benchmark}'}"
-        f" per benchmark); decision rule: **option likelihood** (mean token log-likelihood of each option). "
-        "Nothing was selected on this split inside the study (fixed steps, final checkpoint); the profile's "
-        "settings were chosen on this split by the pilot runs described in the README, so read it as a "
-        "validation result, not a held-out test.",
+        f"Split: **{cfg.eval_split}** ("
+        f"{'every question' if not cfg.eval_per_benchmark else f'the first {cfg.eval_per_benchmark} questions'}"
+        " per benchmark); decision rule: **option likelihood** (mean token log-likelihood of each option). "
+        "Nothing was selected on this split: steps, learning rate, caps and alphas were fixed in the profile "
+        "before any run (from the compute budget and the measured rationale lengths), and every arm is "
+        "reported at its final step. The mirror has no test split, so these are validation numbers.",
         "",
         "Accuracy % (mean over seeds ± sd) [95% CI; seeds pooled per question], n questions:",
         "",
