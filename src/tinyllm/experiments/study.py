@@ -317,6 +317,15 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
             for b in cols
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    even = sorted(a for a, seeds in tables["seeds"].items() if len(seeds) % 2 == 0)
+    if even:
+        lines += [
+            "",
+            f"**Caution:** {', '.join(even)} ha{'s' if len(even) == 1 else 've'} an even number of finished "
+            "seeds. McNemar's majority vote then counts a question that half the seeds got right as wrong, "
+            "which biases p against the arm that is right on split questions: read the bootstrap CIs, not "
+            "these p-values, until the study has an odd number of seeds (it resumes: `scripts/study.py run`).",
+        ]
     key = f"{cfg.headline_arm} - {cfg.reference}"
     if key in comps and "average" in comps[key] and cfg.reference in summary:
         c, ref = comps[key]["average"], summary[cfg.reference]["average"]["accuracy"]
