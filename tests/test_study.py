@@ -2,10 +2,11 @@
 carries n / CIs / paired tests, and a restarted job resumes without redoing finished runs."""
 
 import json
+import math
 
 from conftest import RATIONALES, records, tiny_causal
 
-from tinyllm.experiments.study import StudyConfig, run_study
+from tinyllm.experiments.study import StudyConfig, loss_curves, run_study, write_report
 
 
 def _setup(tmp_path, tok):
@@ -60,6 +61,10 @@ def test_study_runs_reports_and_resumes(tiny_tokenizer, tmp_path, monkeypatch):
     assert "| tinyllm | 2 |" in report and "n=4" in report and "tinyllm - ft" in report and "McNemar" in report
     tables = json.loads((out / "report.json").read_text())
     assert set(tables["comparisons"]) >= {"tinyllm - ft", "ft - untrained", "tinyllm - untrained"}
+    # plots: written next to report.md, linked relatively; the profile logged no validation loss
+    for png in ("accuracy_ci.png", "loss_curves.png"):
+        assert (out / png).stat().st_size > 0 and f"]({png})" in report
+    assert "## Plots" in report and "`valid_loss_per_benchmark: 0`" in report
     m = json.loads((out / "runs" / "tinyllm-s1" / "metrics.json").read_text())
     assert m["teachers"] == ["teacher_a"] and m["train"]["sequences"] == 8
 
@@ -78,3 +83,59 @@ def test_study_runs_reports_and_resumes(tiny_tokenizer, tmp_path, monkeypatch):
     )
     run_study(tmp_path, cfg, out)
     assert redone == [("ft", 1)]
+
+
+def _fake_run(out, name, log=None, preds=()):
+    d = out / "runs" / name
+    (d / "predictions" / "valid").mkdir(parents=True)
+    (d / "predictions" / "valid" / "obqa.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+    if log is not None:
+        (d / "train_log.tsv").write_text(log)
+    (d / "done.json").write_text("{}")
+
+
+def test_report_plots_and_loss_curves_average_seeds(tmp_path):
+    """Two seeds with known losses: the loss plot's curves are their per-step mean/min/max (a
+    task absent from a step, an empty cell, is left out); an untrained arm and a run without a
+    train log are skipped; both PNGs are written and linked, with no model or training."""
+    d = tmp_path / "prepared" / "obqa"
+    d.mkdir(parents=True)
+    (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records("train")))
+    cfg = StudyConfig(
+        name="fake",
+        benchmarks=["obqa"],
+        seeds=[0, 1],
+        arms={"untrained": {"steps": 0}, "ft": {"alphas": {}}, "tinyllm": {"alphas": {"teacher_a": 1.0}}},
+        distill={"steps": 2},
+        prepared=str(tmp_path / "prepared"),
+        mlflow=False,
+    )
+    out = tmp_path / "out"
+    preds = [
+        {"id": r["id"], "label": r["label"], "pred_score": (r["label"] + k) % 3, "scores": [0.0, 0.0, 0.0]}
+        for k, r in enumerate(records("valid"))
+    ]
+    head = "step\tloss\tloss_answer\tloss_teacher_a\tlr\ttokens_per_s\telapsed_s\tvalid_loss_answer\n"
+    _fake_run(out, "untrained-s0", "step\tloss\n", preds)
+    _fake_run(out, "ft-s0", "step\tloss\tloss_answer\n1\t2\t2\n2\t1\t1\n", preds)
+    _fake_run(out, "ft-s1", None, preds)  # no train log: skipped, not a crash
+    _fake_run(out, "tinyllm-s0", head + "1\t5\t2\t3\t1e-4\t10\t1\t\n2\t3\t1\t\t1e-4\t10\t2\t4\n", preds)
+    _fake_run(out, "tinyllm-s1", head + "1\t9\t4\t5\t1e-4\t10\t1\t\n2\t5\t2\t3\t1e-4\t10\t2\t6\n", preds)
+
+    curves = loss_curves(cfg, out)
+    assert set(curves) == {"ft", "tinyllm"}  # untrained: steps 0
+    assert curves["ft"]["loss_answer"] == {"step": [1, 2], "mean": [2, 1], "min": [2, 1], "max": [2, 1], "seeds": 1}
+    t = curves["tinyllm"]
+    assert t["loss_answer"] == {"step": [1, 2], "mean": [3, 1.5], "min": [2, 1], "max": [4, 2], "seeds": 2}
+    assert t["loss_teacher_a"]["mean"] == [4, 3] and t["loss_teacher_a"]["min"] == [3, 3]  # s0 step 2: absent
+    v = t["valid_loss_answer"]
+    assert math.isnan(v["mean"][0]) and v["mean"][1] == 5 and (v["min"][1], v["max"][1]) == (4, 6)
+    assert "loss" not in t and "lr" not in t
+
+    report = write_report(tmp_path, cfg, out)
+    assert report == (out / "report.md").read_text()
+    assert "| tinyllm | 2 |" in report and "| ft | 2 |" in report  # tables as before
+    tail = report.split("## Plots", 1)[1]
+    for png in ("accuracy_ci.png", "loss_curves.png"):
+        assert (out / png).stat().st_size > 0 and f"]({png})" in tail
+    assert "dashed: validation loss" in tail and "no curve for untrained" in tail
