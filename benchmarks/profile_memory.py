@@ -35,7 +35,7 @@ def _rss_gb() -> float:
     return float("nan")
 
 
-def profile(overrides: dict, steps: int, trainset: str, model: str) -> dict:
+def profile(overrides: dict, steps: int, trainset: str, model: str, save: str | None = None) -> dict:
     """Train ``steps`` steps in this process; return the peak RSS per phase and s/step."""
     phase, peaks = ["start"], {}
 
@@ -73,6 +73,11 @@ def profile(overrides: dict, steps: int, trainset: str, model: str) -> dict:
     t = time.perf_counter()
     result = distill.train(student, examples, cfg, progress=False, valid_examples=valid)
     wall = time.perf_counter() - t
+    if save:  # what the distill stage does next
+        from tinyllm.student import save_student
+
+        phase[0] = "save"
+        save_student(student.model, student.tok, ROOT / save, {"profile": overrides})
     phase[0] = "end"
     time.sleep(0.05)
     return {"peaks": peaks, "s_per_step": wall / steps, "tokens_per_s": result["tokens_per_s"]}
@@ -84,11 +89,12 @@ def main() -> None:
     ap.add_argument("--trainset", default="data/trainset")
     ap.add_argument("--model", default="models/base")
     ap.add_argument("--setting", action="append", default=[], help="NAME={key: value, ...} (distill params)")
+    ap.add_argument("--save", help="also save the student to this folder afterwards (as the stage does)")
     ap.add_argument("--only", help=argparse.SUPPRESS)  # child: JSON overrides
     ap.add_argument("--phases", action="store_true", help="print the peak of every phase too")
     args = ap.parse_args()
     if args.only is not None:
-        print(json.dumps(profile(json.loads(args.only), args.steps, args.trainset, args.model)))
+        print(json.dumps(profile(json.loads(args.only), args.steps, args.trainset, args.model, args.save)))
         return
     settings = {}
     for s in args.setting or ["params.yaml="]:
@@ -101,6 +107,7 @@ def main() -> None:
     rows = []
     for name, over in settings.items():
         cmd = [sys.executable, __file__, "--steps", str(args.steps), "--trainset", args.trainset]
+        cmd += ["--save", args.save] if args.save else []
         out = subprocess.run([*cmd, "--model", args.model, "--only", json.dumps(over)], capture_output=True, text=True)
         if out.returncode != 0:
             print(f"{name}: failed\n{out.stderr[-2000:]}")
