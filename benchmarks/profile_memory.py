@@ -11,7 +11,9 @@ savings can be weighed against their speed (compare rows of one run only).
         --setting 'label-only={alphas: {}}'
 
 Each ``--setting NAME=MAPPING`` overrides keys of params.yaml's ``distill`` section with a YAML
-flow mapping (no setting: params.yaml as it is). It trains on ``data/trainset`` (the trainset stage's output) from ``models/base``.
+flow mapping (no setting: params.yaml as it is). It trains on ``data/trainset`` (the trainset
+stage's output) from ``models/base``, or with ``--benchmarks`` on examples built from ``data/``
+for the setting's own teachers (no validation loss then).
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ def _rss_gb() -> float:
     return float("nan")
 
 
-def profile(overrides: dict, steps: int, trainset: str, model: str, save: str | None = None) -> dict:
+def profile(
+    overrides: dict, steps: int, trainset: str, model: str, save: str | None = None, benchmarks: list | None = None
+) -> dict:
     """Train ``steps`` steps in this process; return the peak RSS per phase and s/step."""
     phase, peaks = ["start"], {}
 
@@ -54,8 +58,17 @@ def profile(overrides: dict, steps: int, trainset: str, model: str, save: str | 
     params = load_params(ROOT / "params.yaml")["distill"] | overrides | {"steps": steps}
     cfg = from_dict(DistillConfig, params, "distill")
     teachers = distill.active_teachers(cfg.alphas)
-    examples, _ = load_trainset(ROOT / trainset, teachers)
-    valid = load_trainset(ROOT / trainset, teachers, "valid")[0]
+    if benchmarks:  # straight from the caches: any teachers, these benchmarks, no validation loss
+        from tinyllm.trainset import build_examples
+
+        data = ROOT / "data"
+        examples, _ = build_examples(
+            data / "prepared", data / "rationales", benchmarks, teachers, cfg.train_per_benchmark, 0, cfg.drop_flags
+        )
+        valid = []
+    else:  # the trainset stage's output (built for params.yaml's teachers)
+        examples, _ = load_trainset(ROOT / trainset, teachers)
+        valid = load_trainset(ROOT / trainset, teachers, "valid")[0]
     phase[0] = "load"
     student = load_student(ROOT / model)
     step = [0]
@@ -89,12 +102,14 @@ def main() -> None:
     ap.add_argument("--trainset", default="data/trainset")
     ap.add_argument("--model", default="models/base")
     ap.add_argument("--setting", action="append", default=[], help="NAME={key: value, ...} (distill params)")
+    ap.add_argument("--benchmarks", nargs="+", help="build examples of these benchmarks from data/ instead")
     ap.add_argument("--save", help="also save the student to this folder afterwards (as the stage does)")
     ap.add_argument("--only", help=argparse.SUPPRESS)  # child: JSON overrides
     ap.add_argument("--phases", action="store_true", help="print the peak of every phase too")
     args = ap.parse_args()
     if args.only is not None:
-        print(json.dumps(profile(json.loads(args.only), args.steps, args.trainset, args.model, args.save)))
+        over = json.loads(args.only)
+        print(json.dumps(profile(over, args.steps, args.trainset, args.model, args.save, args.benchmarks)))
         return
     settings = {}
     for s in args.setting or ["params.yaml="]:
@@ -103,11 +118,12 @@ def main() -> None:
         if not isinstance(settings[name], dict):
             raise SystemExit(f"--setting {s!r}: expected NAME={{key: value, ...}}")
     print(f"machine: {machine()}")
-    print(f"real distill loop (AdamW included), {args.steps} steps of params.yaml's distill section, overridden per row")
+    print(f"real distill loop (AdamW included), {args.steps} steps of params.yaml's distill section, per-row overrides")
     rows = []
     for name, over in settings.items():
         cmd = [sys.executable, __file__, "--steps", str(args.steps), "--trainset", args.trainset]
         cmd += ["--save", args.save] if args.save else []
+        cmd += ["--benchmarks", *args.benchmarks] if args.benchmarks else []
         out = subprocess.run([*cmd, "--model", args.model, "--only", json.dumps(over)], capture_output=True, text=True)
         if out.returncode != 0:
             print(f"{name}: failed\n{out.stderr[-2000:]}")
