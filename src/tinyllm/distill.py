@@ -216,10 +216,13 @@ def train(
         for i, mb in enumerate(micro):
             tokens += sum(e.n_tokens() for e in mb)
             sync = acc.no_sync(model) if i < len(micro) - 1 else contextlib.nullcontext()
-            with sync, acc.autocast():
-                part = student.losses(model, mb, k, cfg.forward, cfg.pack_tokens, cfg.ce_chunk_tokens, acc.device)
-                # DDP averages gradients over processes: scale by the number of processes
-                loss = multitask_loss(part.sums, weights, denom) * acc.num_processes
+            with sync:
+                with acc.autocast():
+                    part = student.losses(model, mb, k, cfg.forward, cfg.pack_tokens, cfg.ce_chunk_tokens, acc.device)
+                    # DDP averages gradients over processes: scale by the number of processes
+                    loss = multitask_loss(part.sums, weights, denom) * acc.num_processes
+                # backward outside autocast (PyTorch's advice): autocast's bf16 copies of the
+                # weights are freed before the backward pass allocates its gradients
                 acc.backward(loss)
             sums += part.sums.detach().float()
         opt.step()
