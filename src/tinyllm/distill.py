@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import logging
 import math
 import random
@@ -124,15 +125,21 @@ def malloc_trim() -> bool:
     up step after step (default profile, 3 steps with gradient checkpointing: 4.1 GB, 3.8 GB
     with a trim after every step; ``benchmarks/profile_memory.py``). False where there is no
     glibc (macOS, musl): nothing happens."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
+    trim = _libc_malloc_trim()
+    if trim is None:
         return False
     trim(0)
     return True
+
+
+@functools.cache
+def _libc_malloc_trim():
+    """glibc's ``malloc_trim``, looked up once per process (None without glibc)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
 
 
 def train(
