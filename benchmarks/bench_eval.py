@@ -7,10 +7,13 @@ one-at-a-time path; exactness is the largest score difference and the number of 
 predictions / texts (batch invariance).
 
 ``--full``: the whole evaluation as the evaluate stage runs it (both decision rules) on every
-valid question of the chosen benchmarks, with its wall time.
+valid question of the chosen benchmarks, with its wall time: the default path (greedy answers read
+off option scoring where they follow an option, the rest decoded) and, with ``--reference``, the
+reference path (option scoring, then every question decoded) side by side, with the number of
+identical generated texts and option-scoring predictions.
 
     python benchmarks/bench_eval.py [--model models/base] [--questions 24] [--benchmark arc] [--precision fp32]
-    python benchmarks/bench_eval.py --full [--benchmarks obqa arc piqa riddle pubmedqa bioasq]
+    python benchmarks/bench_eval.py --full [--reference] [--benchmarks obqa arc piqa riddle pubmedqa bioasq]
 """
 
 from __future__ import annotations
@@ -34,13 +37,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--full", action="store_true", help="time the full evaluation of every valid question")
+    ap.add_argument("--reference", action="store_true", help="--full: also time the reference path")
     ap.add_argument("--benchmarks", nargs="+", default=["obqa", "arc", "piqa", "riddle", "pubmedqa", "bioasq"])
     args = ap.parse_args()
 
     import torch
 
     from tinyllm.benchmarks import load_prepared
-    from tinyllm.evaluate import average, evaluate_records
     from tinyllm.student import load_student
 
     student = load_student(args.model)
@@ -49,26 +52,7 @@ def main() -> None:
     amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.precision == "bf16" else contextlib.nullcontext
     print(f"machine: {machine()}")
     if args.full:
-        per, t0 = {}, time.perf_counter()
-        for b in args.benchmarks:
-            recs = load_prepared(args.data / "prepared", b, "valid")
-            t = time.perf_counter()
-            with amp():
-                m, _ = evaluate_records(
-                    student, recs, max_input_tokens=mi, max_new_tokens=None, batch_size=bs, device="cpu", progress=False
-                )
-            per[b] = m
-            print(
-                f"{b}: {m['n']} questions, {time.perf_counter() - t:.1f} s, score {m['acc_score']:.3f}, "
-                f"generate {m['acc_generate']:.3f}, unmatched {m['unmatched_generate']:.3f}",
-                flush=True,
-            )
-        wall = time.perf_counter() - t0
-        avg = average(per)
-        print(
-            f"all: {avg['n']} valid questions, both rules, {args.precision}, batch {bs}: {wall:.0f} s "
-            f"({avg['n'] / wall:.1f} questions/s)"
-        )
+        full(args, student, amp)
         return
 
     recs = load_prepared(args.data / "prepared", args.benchmark, "valid")[: args.questions]
@@ -130,6 +114,59 @@ def main() -> None:
     )
     print(f"student: {args.model}; {n} {args.benchmark} valid questions, {args.precision}, median of {args.repeats}")
     print(table(rows, ["path", "s", "questions/s", "speed-up", "exactness vs one at a time"]))
+
+
+def full(args, student, amp) -> None:
+    from tinyllm.benchmarks import load_prepared
+    from tinyllm.evaluate import average, evaluate_records
+
+    paths = {"default": True, "reference": False} if args.reference else {"default": True}
+    per = {p: {} for p in paths}
+    preds = {p: {} for p in paths}
+    secs = {p: {} for p in paths}
+    for b in args.benchmarks:
+        recs = load_prepared(args.data / "prepared", b, "valid")
+        for path, reuse in paths.items():
+            t = time.perf_counter()
+            with amp():
+                per[path][b], preds[path][b] = evaluate_records(
+                    student,
+                    recs,
+                    max_input_tokens=args.max_input_tokens,
+                    max_new_tokens=None,
+                    batch_size=args.batch_size,
+                    device="cpu",
+                    progress=False,
+                    reuse_scores=reuse,
+                )
+            secs[path][b] = time.perf_counter() - t
+            m = per[path][b]
+            print(
+                f"{b} [{path}]: {m['n']} questions, {secs[path][b]:.1f} s, score {m['acc_score']:.3f}, "
+                f"generate {m['acc_generate']:.3f}, unmatched {m['unmatched_generate']:.3f}, "
+                f"decoded {m['n_decoded']}",
+                flush=True,
+            )
+    rows = []
+    for b in [*args.benchmarks, "all"]:
+        bs = args.benchmarks if b == "all" else [b]
+        row = {"benchmark": b, "n": sum(per["default"][x]["n"] for x in bs)}
+        row["decoded"] = sum(per["default"][x]["n_decoded"] for x in bs)
+        for path in paths:
+            row[f"{path} s"] = f"{sum(secs[path][x] for x in bs):.0f}"
+        if args.reference:
+            pairs = [(p, q) for x in bs for p, q in zip(preds["default"][x], preds["reference"][x], strict=True)]
+            row["speed-up"] = f"{float(row['reference s']) / float(row['default s']):.2f}x"
+            row["identical texts"] = f"{sum(p['generated'] == q['generated'] for p, q in pairs)}/{len(pairs)}"
+            row["identical score preds"] = f"{sum(p['pred_score'] == q['pred_score'] for p, q in pairs)}/{len(pairs)}"
+        rows.append(row)
+    wall = sum(secs["default"].values())
+    avg = average(per["default"])
+    print(
+        f"student: {args.model}; every valid question, both rules, {args.precision}, batch {args.batch_size}: "
+        f"default path {wall:.0f} s ({avg['n'] / wall:.1f} questions/s)"
+    )
+    print(table(rows, list(rows[0])))
 
 
 if __name__ == "__main__":

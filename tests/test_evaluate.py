@@ -1,16 +1,18 @@
 """Evaluation: option matching rules, the KV-cached scorer equals the pairwise reference,
-predictions do not depend on batch neighbours, generation length comes from the options, and a
-student trained until it knows the answers scores 100% both ways."""
+predictions do not depend on batch neighbours, generation length comes from the options, greedy
+answers read off option scoring equal decoding, and a student trained until it knows the answers
+scores 100% both ways."""
 
 import random
 
 import pytest
+import torch
 from conftest import QUESTIONS, records, tiny_causal, tiny_seq2seq
 
 from tinyllm.config import DistillConfig
 from tinyllm.distill import train
 from tinyllm.evaluate import average, evaluate_records, match_option
-from tinyllm.student import CausalStudent, Seq2SeqStudent
+from tinyllm.student import CausalStudent, Seq2SeqStudent, greedy_along_options
 
 KINDS = [(tiny_causal, CausalStudent), (tiny_seq2seq, Seq2SeqStudent)]
 
@@ -106,6 +108,21 @@ def test_student_that_knows_the_answers_scores_100(tiny_tokenizer, make, cls):
     )
     assert metrics["acc_score"] == 1.0 and metrics["acc_generate"] == 1.0
     assert [p["generated"] for p in preds] == [r["answer"] for r in records()]
+    # its greedy answers follow the options, so they are read off scoring: nothing is decoded,
+    # and decoding every question (the reference path) gives the same texts
+    assert metrics["n_decoded"] == 0
+    ref_metrics, ref = evaluate_records(
+        s,
+        records("valid"),
+        max_input_tokens=64,
+        max_new_tokens=None,
+        batch_size=3,
+        device="cpu",
+        progress=False,
+        reuse_scores=False,
+    )
+    assert [p["generated"] for p in ref] == [p["generated"] for p in preds]
+    assert ref_metrics["n_decoded"] == len(ref)
     # an untrained student of the same shape does not know them
     fresh, _ = evaluate_records(
         cls(make(tok, seed=1).eval(), tok),
@@ -124,3 +141,70 @@ def test_average_is_unweighted_over_benchmarks():
         {"a": {"accuracy": 1.0, "acc_score": 1.0, "n": 10}, "b": {"accuracy": 0.0, "acc_score": 0.0, "n": 90}}
     )
     assert avg["accuracy"] == 0.5 and avg["n"] == 100
+
+
+def test_greedy_path_along_options():
+    # greedy[j][t]: the argmax after the prompt and options[j][:t] (options 0 and 1 share [5], so
+    # greedy[0][1] == greedy[1][1]); EOS = 0
+    options = [[5, 6, 0], [5, 7, 8, 0], [9, 0]]
+    # follows option 1 to its EOS: read off scoring, complete
+    assert greedy_along_options(options, [[5, 7, 1], [5, 7, 8, 0], [5, 0]], 0, 4) == ([5, 7, 8], True)
+    # first token shared by options 0 and 1; then option 0 and its EOS
+    assert greedy_along_options(options, [[5, 6, 0], [5, 6, 8, 0], [5, 0]], 0, 4) == ([5, 6], True)
+    # token 4 after [5] leaves every option: decoding continues after [5, 4]
+    assert greedy_along_options(options, [[5, 4, 0], [5, 4, 8, 0], [5, 0]], 0, 4) == ([5, 4], False)
+    # a first token no option starts with
+    assert greedy_along_options(options, [[3, 6, 0], [3, 7, 8, 0], [3, 0]], 0, 4) == ([3], False)
+    # ... but with a budget of one token there is nothing more to know
+    assert greedy_along_options(options, [[3, 6, 0], [3, 7, 8, 0], [3, 0]], 0, 1) == ([3], True)
+    # the budget cuts a path that is still on an option
+    assert greedy_along_options(options, [[5, 7, 1], [5, 7, 8, 0], [5, 0]], 0, 2) == ([5, 7], True)
+    # EOS first: an empty answer
+    assert greedy_along_options(options, [[0, 6, 0], [0, 7, 8, 0], [0, 0]], 0, 4) == ([], True)
+
+
+@pytest.mark.parametrize("make, cls", KINDS)
+def test_reading_greedy_off_scores_equals_decoding(tiny_tokenizer, make, cls):
+    # guards: the fast generate-and-match path changing a text. A random student leaves the
+    # options (decoded); a few questions get a fixed cap on new tokens
+    s = cls(make(tiny_tokenizer, seed=4).eval(), tiny_tokenizer)
+    recs = many_records(16, seed=2)
+    for cap in (None, 2):
+        fast_m, fast = evaluate_records(
+            s, recs, max_input_tokens=64, max_new_tokens=cap, batch_size=4, device="cpu", progress=False
+        )
+        ref_m, ref = evaluate_records(
+            s,
+            recs,
+            max_input_tokens=64,
+            max_new_tokens=cap,
+            batch_size=4,
+            device="cpu",
+            progress=False,
+            reuse_scores=False,
+        )
+        assert [p["generated"] for p in fast] == [p["generated"] for p in ref]
+        assert [p["pred_generate"] for p in fast] == [p["pred_generate"] for p in ref]
+        assert fast_m["acc_generate"] == ref_m["acc_generate"] and ref_m["n_decoded"] == len(recs)
+
+
+def test_generation_continues_an_answer_from_its_first_tokens(tiny_tokenizer):
+    # guards: a continued answer (the fast path, after its greedy tokens leave the options)
+    # shifting its budget or dropping/duplicating the tokens it started from
+    s = CausalStudent(tiny_causal(tiny_tokenizer, seed=5).eval(), tiny_tokenizer)
+    recs = many_records(10, seed=3)
+    ref = s.generate(recs, 64, None, 4, "cpu")
+    prompts = [s.answer_prompt(r, 64) for r in recs]
+    full = s.model.generate(
+        input_ids=torch.tensor([prompts[0]]),
+        max_new_tokens=3,
+        do_sample=False,
+        pad_token_id=s.pad_id,
+        eos_token_id=s.eos_id,
+    )[0, len(prompts[0]) :].tolist()
+    assert s.eos_id not in full[:2]  # two real tokens to start from
+    for k in (1, 2):
+        started = [[]] * len(recs)
+        started[0] = full[:k]  # question 0 continues after its first k greedy tokens
+        assert s.generate(recs, 64, None, 4, "cpu", started=started) == ref
+    assert s.continues_answers and not Seq2SeqStudent.continues_answers

@@ -62,23 +62,34 @@ def evaluate_records(
     progress: bool = True,
     generate: bool = True,
     generate_limit: int | None = None,
+    reuse_scores: bool = True,
 ) -> tuple[dict, list[dict]]:
     """Metrics (both decision rules) and per-question predictions for one benchmark split.
 
     Every question is scored; generate-and-match runs on all of them, or on the first
-    ``generate_limit`` (``n_generate`` in the metrics says how many: a cheaper fixed subset)."""
+    ``generate_limit`` (``n_generate`` in the metrics says how many: a cheaper fixed subset).
+    ``reuse_scores``: read greedy answers off option scoring where they follow an option, and
+    decode only the rest (``Student.score_and_generate``; ``n_decoded`` says how many); False
+    decodes every one (the reference path, same texts)."""
     from tqdm.auto import tqdm
 
     if not records:
         raise ValueError("no records to evaluate")
-    with tqdm(total=len(records), desc="  score options", disable=not progress, leave=False) as bar:
-        scores = student.score_options(records, max_input_tokens, batch_size, device, bar)
-    texts = [None] * len(records)
     n_gen = 0
     if generate:
         n_gen = len(records) if generate_limit is None else min(generate_limit, len(records))
+    texts = [None] * len(records)
+    with tqdm(total=len(records), desc="  score options", disable=not progress, leave=False) as bar:
+        if n_gen and reuse_scores:
+            scores, texts[:n_gen], n_decoded = student.score_and_generate(
+                records, max_input_tokens, max_new_tokens, batch_size, device, n_gen, bar
+            )
+        else:
+            scores = student.score_options(records, max_input_tokens, batch_size, device, bar)
+    if n_gen and not reuse_scores:
         with tqdm(total=n_gen, desc="  generate", disable=not progress, leave=False) as bar:
             texts[:n_gen] = student.generate(records[:n_gen], max_input_tokens, max_new_tokens, batch_size, device, bar)
+            n_decoded = n_gen
     preds = []
     for rec, sc, text in zip(records, scores, texts, strict=True):
         preds.append(
@@ -99,6 +110,7 @@ def evaluate_records(
         metrics["acc_generate"] = sum(p["pred_generate"] == p["label"] for p in gen) / n_gen
         metrics["unmatched_generate"] = sum(p["pred_generate"] is None for p in gen) / n_gen
         metrics["n_generate"] = n_gen
+        metrics["n_decoded"] = n_decoded
     metrics["accuracy"] = metrics["acc_score"] if headline == "score" else metrics["acc_generate"]
     return metrics, preds
 
@@ -112,7 +124,7 @@ def average(per_benchmark: dict[str, dict]) -> dict:
     ]
     k = len(per_benchmark)
     out = {key: sum(m[key] for m in per_benchmark.values()) / k for key in keys}
-    for key in ("n", "n_generate"):
+    for key in ("n", "n_generate", "n_decoded"):
         if all(key in m for m in per_benchmark.values()):
             out[key] = sum(m[key] for m in per_benchmark.values())
     return out

@@ -136,6 +136,7 @@ class Student:
     """A model and its tokenizer, with everything that depends on the kind of model."""
 
     kind = "?"
+    continues_answers = False  # generate(started=...) continues answers from their first tokens
 
     def __init__(self, model, tokenizer):
         self.model = model
@@ -257,9 +258,57 @@ class Student:
         return [self.encode_target(c, max_tokens)[0] for c in choices]
 
     def score_options(
-        self, records: list[dict], max_input_tokens: int, batch_size: int, device, progress=None
-    ) -> list[list[float]]:
+        self, records: list[dict], max_input_tokens: int, batch_size: int, device, progress=None, with_greedy=False
+    ):
         raise NotImplementedError
+
+    def score_and_generate(
+        self,
+        records: list[dict],
+        max_input_tokens: int,
+        max_new_tokens: int | None,
+        batch_size: int,
+        device,
+        n_generate: int,
+        progress=None,
+    ) -> tuple[list[list[float]], list[str], int]:
+        """Option scores of every record and greedy answers of the first ``n_generate``, from
+        one pass: (scores, texts, how many texts needed their own decoding).
+
+        Scoring already runs the student over the prompt followed by each option, so it knows
+        the greedy next token after every prefix of every option. As long as greedy decoding
+        stays on some option's tokens, its path is read off those argmaxes
+        (``greedy_along_options``): a student that answers with an option (EOS included) costs
+        no decoding. Only a question whose greedy path leaves every option is decoded by
+        ``generate``. Same result as ``generate`` (tests/test_evaluate.py: identical texts)."""
+        scores, greedy = self.score_options(records, max_input_tokens, batch_size, device, progress, with_greedy=True)
+        texts: list[str] = []
+        decode, started = [], []
+        for i, rec in enumerate(records[:n_generate]):
+            options = self.option_ids(rec["choices"], 1 << 30)
+            limit = max(map(len, options))  # as generate: the longest option (+ EOS), capped
+            if max_new_tokens:
+                limit = min(limit, max_new_tokens)
+            path, complete = greedy_along_options(options, greedy[i], self.eos_id, limit)
+            texts.append(self.tok.decode(path, skip_special_tokens=True).strip())
+            if not complete:
+                decode.append(i)
+                started.append(path)
+        if decode:
+            log.info(
+                "  decoding %d of %d generations (their greedy answer leaves every option)", len(decode), n_generate
+            )
+            decoded = self.generate(
+                [records[i] for i in decode],
+                max_input_tokens,
+                max_new_tokens,
+                batch_size,
+                device,
+                started=started if self.continues_answers else None,
+            )
+            for i, text in zip(decode, decoded, strict=True):
+                texts[i] = text
+        return scores, texts, len(decode)
 
     def generate(
         self,
@@ -269,11 +318,40 @@ class Student:
         batch_size: int,
         device,
         progress=None,
+        started: list[list[int]] | None = None,
     ) -> list[str]:
+        """Greedy answers (text before EOS, at most as many tokens as the longest option + EOS,
+        or ``max_new_tokens`` where lower); ``started``: each answer's first tokens, already
+        known, to continue from (students with ``continues_answers``)."""
         raise NotImplementedError
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def greedy_along_options(
+    options: list[list[int]], greedy: list[list[int]], eos_id: int | None, limit: int
+) -> tuple[list[int], bool]:
+    """The greedy answer read off option scoring: (tokens, complete).
+
+    ``greedy[j][t]`` is the student's argmax after the prompt and ``options[j][:t]``. Greedy
+    decoding emits ``greedy[j][0]`` (the same for every j); while the tokens so far are a
+    prefix of some option j, the next one is ``greedy[j][t]``. Complete: the answer ended (EOS,
+    not included, or ``limit`` tokens). Not complete: its last token left every option, so what
+    follows it is unknown and must be decoded, continuing from these tokens."""
+    path: list[int] = []
+    alive = list(range(len(options)))  # options whose first len(path) tokens are the path
+    for t in range(limit):
+        tok = greedy[alive[0]][t]
+        if tok == eos_id:
+            break
+        path.append(tok)
+        if t + 1 == limit:
+            break
+        alive = [j for j in alive if t + 1 < len(options[j]) and options[j][t] == tok]
+        if not alive:
+            return path, False
+    return path, True
 
 
 def _inner(model):
@@ -343,6 +421,8 @@ def pack_rows(batch: list[Encoded], pack_tokens: int) -> list[list[Encoded]]:
 
 
 class CausalStudent(Student):
+    continues_answers = True
+    option_rows = None  # option rows per scoring forward (None: the batch size)
     kind = "causal"
 
     @staticmethod
@@ -501,12 +581,17 @@ class CausalStudent(Student):
         return ids, mask, (mask.cumsum(-1) - 1).clamp_min(0)
 
     @torch.no_grad()
-    def score_options(self, records, max_input_tokens, batch_size, device, progress=None):
+    def score_options(self, records, max_input_tokens, batch_size, device, progress=None, with_greedy=False):
         """Mean token log-likelihood of every option (text + EOS) of every record.
 
         Each question's prompt runs once; all its options are scored from the prompt's KV
-        cache (a prompt is ~10x longer than an option)."""
+        cache (a prompt is ~10x longer than an option). The option rows of a batch run sorted
+        by length in chunks of ``batch_size`` rows, so a long option pads only its peers
+        (PIQA's options are 3-60 tokens). ``with_greedy``: also return, per record and option,
+        the greedy next token after the prompt and each prefix of the option
+        (``greedy_along_options``)."""
         scores = [[0.0] * len(r["choices"]) for r in records]
+        greedy = [[None] * len(r["choices"]) for r in records]
         prompts = [self.answer_prompt(r, max_input_tokens) for r in records]
         options = [self.option_ids(r["choices"], 1 << 30) for r in records]
         order = sorted(range(len(records)), key=lambda i: len(prompts[i]))
@@ -521,37 +606,53 @@ class CausalStudent(Student):
                 logits_to_keep=1,
             )
             first_logp = torch.log_softmax(out.logits[:, -1].float(), -1).cpu()  # predicts option token 0
+            first_arg = first_logp.argmax(-1).tolist()
+            prompt_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
             opts = [(r, i, j, o) for r, i in enumerate(qs) for j, o in enumerate(options[i])]
-            rows = torch.tensor([o[0] for o in opts])
-            o_len = max(len(o[3]) for o in opts)
-            tgt = torch.full((len(opts), o_len), self.pad_id, dtype=torch.long)
-            tmask = torch.zeros((len(opts), o_len), dtype=torch.long)
-            for n, o in enumerate(opts):
-                tgt[n, : len(o[3])] = torch.tensor(o[3])
-                tmask[n, : len(o[3])] = 1
-            cache = out.past_key_values
-            for layer in cache.layers:  # one copy of each question's prompt per option
-                layer.batch_select_indices(rows.to(device))
-            full_mask = torch.cat([mask[rows], tmask], 1)
-            opos = pos[rows, -1:] + 1 + torch.arange(o_len)[None]
-            lp = torch.zeros(len(opts), o_len)
-            lp[:, 0] = first_logp[rows, tgt[:, 0]]
-            if o_len > 1:
-                logits = self.model(
-                    input_ids=tgt[:, :-1].to(device),
-                    attention_mask=full_mask[:, :-1].to(device),
-                    position_ids=opos[:, :-1].to(device),
-                    past_key_values=cache,
-                    use_cache=True,
-                ).logits
-                nxt = torch.log_softmax(logits.float(), -1).gather(-1, tgt[:, 1:, None].to(device))[..., 0]
-                lp[:, 1:] = nxt.cpu()
-            mean = (lp * tmask).sum(-1) / tmask.sum(-1)
-            for (_, i, j, _), v in zip(opts, mean.tolist(), strict=True):
-                scores[i][j] = v
+            opts.sort(key=lambda o: len(o[3]))
+            step = self.option_rows or batch_size
+            for c in range(0, len(opts), step):
+                chunk = opts[c : c + step]
+                mean, arg = self._score_chunk(chunk, prompt_kv, mask, pos, first_logp, device)
+                for (r, i, j, o), v, a in zip(chunk, mean, arg, strict=True):
+                    scores[i][j] = v
+                    greedy[i][j] = [first_arg[r]] + a[: len(o) - 1]
             if progress is not None:
                 progress.update(len(qs))
-        return scores
+        return (scores, greedy) if with_greedy else scores
+
+    def _score_chunk(self, chunk, prompt_kv, mask, pos, first_logp, device):
+        """Mean log-likelihood and per-position greedy tokens of option rows ``(row, i, j, ids)``
+        continuing the prompts whose KV cache is ``prompt_kv`` (one copy per option row)."""
+        from transformers import DynamicCache
+
+        rows = torch.tensor([o[0] for o in chunk])
+        o_len = max(len(o[3]) for o in chunk)
+        tgt = torch.full((len(chunk), o_len), self.pad_id, dtype=torch.long)
+        tmask = torch.zeros((len(chunk), o_len), dtype=torch.long)
+        for n, o in enumerate(chunk):
+            tgt[n, : len(o[3])] = torch.tensor(o[3])
+            tmask[n, : len(o[3])] = 1
+        lp = torch.zeros(len(chunk), o_len)
+        lp[:, 0] = first_logp[rows, tgt[:, 0]]
+        arg = torch.zeros(len(chunk), max(o_len - 1, 0), dtype=torch.long)
+        if o_len > 1:
+            dev_rows = rows.to(device)
+            cache = DynamicCache(  # the config keeps each layer's kind (sliding window or full)
+                ddp_cache_data=[(k[dev_rows], v[dev_rows]) for k, v in prompt_kv], config=self.model.config
+            )
+            logits = self.model(
+                input_ids=tgt[:, :-1].to(device),
+                attention_mask=torch.cat([mask[rows], tmask[:, :-1]], 1).to(device),
+                position_ids=(pos[rows, -1:] + 1 + torch.arange(o_len - 1)[None]).to(device),
+                past_key_values=cache,
+                use_cache=True,
+            ).logits
+            logp = torch.log_softmax(logits.float(), -1)
+            lp[:, 1:] = logp.gather(-1, tgt[:, 1:, None].to(device))[..., 0].cpu()
+            arg = logp.argmax(-1).cpu()
+        mean = (lp * tmask).sum(-1) / tmask.sum(-1)
+        return mean.tolist(), arg.tolist()
 
     @torch.no_grad()
     def score_options_pairwise(self, records, max_input_tokens, batch_size, device, progress=None):
@@ -577,34 +678,36 @@ class CausalStudent(Student):
         return scores
 
     @torch.no_grad()
-    def generate(self, records, max_input_tokens, max_new_tokens, batch_size, device, progress=None):
-        """Greedy answers, batched by prompt length with left padding, in record order. Each
-        batch decodes at most as many tokens as its longest option (+ EOS) needs, unless
-        ``max_new_tokens`` caps it lower."""
-        prompts = [self.answer_prompt(r, max_input_tokens) for r in records]
-        need = [max(len(o) for o in self.option_ids(r["choices"], 1 << 30)) for r in records]
-        order = sorted(range(len(records)), key=lambda i: (len(prompts[i]), need[i]))
+    def generate(self, records, max_input_tokens, max_new_tokens, batch_size, device, progress=None, started=None):
+        """Greedy answers, batched by decoding budget then prompt length, with left padding, in
+        record order. Each batch decodes at most as many tokens as its longest option (+ EOS)
+        needs, unless ``max_new_tokens`` caps it lower. ``started``: the answer's first tokens
+        join its prompt, and decoding continues after them within the same budget."""
+        started = started or [[] for _ in records]
+        prompts = [self.answer_prompt(r, max_input_tokens) + s for r, s in zip(records, started, strict=True)]
+        budget = []
+        for r, s in zip(records, started, strict=True):
+            limit = max(len(o) for o in self.option_ids(r["choices"], 1 << 30))
+            budget.append((min(limit, max_new_tokens) if max_new_tokens else limit) - len(s))
+        order = sorted(range(len(records)), key=lambda i: (budget[i], len(prompts[i])))
         out = [""] * len(records)
         for start in range(0, len(order), batch_size):
             qs = order[start : start + batch_size]
             ids, mask, _ = self._left_pad([prompts[i] for i in qs])
-            n_new = max(need[i] for i in qs)
-            if max_new_tokens:
-                n_new = min(n_new, max_new_tokens)
             gen = self.model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
-                max_new_tokens=n_new,
+                max_new_tokens=max(budget[i] for i in qs),
                 do_sample=False,
                 pad_token_id=self.pad_id,
                 eos_token_id=self.eos_id,
             )
             for r, i in enumerate(qs):
-                new = gen[r, ids.shape[1] :].tolist()
+                new = gen[r, ids.shape[1] :].tolist()[: budget[i]]
                 # a prediction depends on its own tokens only: stop at its own EOS, whatever its batch
                 if self.eos_id in new:
                     new = new[: new.index(self.eos_id)]
-                out[i] = self.tok.decode(new[: need[i]], skip_special_tokens=True).strip()
+                out[i] = self.tok.decode(started[i] + new, skip_special_tokens=True).strip()
             if progress is not None:
                 progress.update(len(qs))
         return out
@@ -695,9 +798,11 @@ class Seq2SeqStudent(Student):
         return self._nll(model, device, kwargs, d, dmask, labels, task, k, ce_chunk)
 
     @torch.no_grad()
-    def score_options(self, records, max_input_tokens, batch_size, device, progress=None):
-        """Encoder once per question; every option decoded after the answer tag, batched."""
+    def score_options(self, records, max_input_tokens, batch_size, device, progress=None, with_greedy=False):
+        """Encoder once per question; every option decoded after the answer tag, batched.
+        ``with_greedy`` as for the decoder-only student."""
         scores = [[0.0] * len(r["choices"]) for r in records]
+        greedy = [[None] * len(r["choices"]) for r in records]
         for start in range(0, len(records), batch_size):
             chunk = list(range(start, min(len(records), start + batch_size)))
             prompts = [self.answer_prompt(records[i], max_input_tokens) for i in chunk]
@@ -725,16 +830,21 @@ class Seq2SeqStudent(Student):
             keep = labels != IGNORE
             tok_lp = logp.gather(-1, labels.clamp_min(0)[..., None])[..., 0] * keep
             mean = tok_lp.sum(-1) / keep.sum(-1)
-            for (_, i, j, _), v in zip(opts, mean.tolist(), strict=True):
+            arg = logp.argmax(-1).tolist()
+            for n, ((r, i, j, o), v) in enumerate(zip(opts, mean.tolist(), strict=True)):
                 scores[i][j] = v
+                first = len(prompts[r][1]) - 1  # the position that predicts the option's first token
+                greedy[i][j] = arg[n][first : first + len(o)]
             if progress is not None:
                 progress.update(len(chunk))
-        return scores
+        return (scores, greedy) if with_greedy else scores
 
     score_options_pairwise = score_options  # the encoder-decoder scorer is already exact per pair
 
     @torch.no_grad()
-    def generate(self, records, max_input_tokens, max_new_tokens, batch_size, device, progress=None):
+    def generate(self, records, max_input_tokens, max_new_tokens, batch_size, device, progress=None, started=None):
+        if started is not None:
+            raise ValueError("the encoder-decoder student decodes answers from their start (continues_answers False)")
         prompts = [self.answer_prompt(r, max_input_tokens) for r in records]
         need = [max(len(o) for o in self.option_ids(r["choices"], 1 << 30)) for r in records]
         out = [""] * len(records)
