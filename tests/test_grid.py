@@ -90,6 +90,39 @@ def test_row_overrides_give_exactly_the_rows_parameters(row, tmp_path):
     # nothing else changes: the data, the student and the evaluation are the same for every row
     for section in ("data", "student", "evaluate"):
         assert p[section] == PARAMS[section]
+    # a row's own local teacher: params.yaml's `like` teacher with only `with` changed, added
+    # beside the default teachers (which stay as they are)
+    t = row.get("teacher")
+    if t:
+        assert p["teachers"] == {**PARAMS["teachers"], t["name"]: {**PARAMS["teachers"][t["like"]], **t["with"]}}
+        assert t["name"] in cfg.alphas
+    else:
+        assert p["teachers"] == PARAMS["teachers"]
+
+
+def test_a_rows_own_teacher_gets_its_generate_stages_only_in_that_experiment(tmp_path):
+    # guards: the prompt-ablation teachers generating in every default `dvc repro` (they cost 12
+    # of 18 generate stages), or an ablation row whose teacher never reaches DVC's matrix
+    import subprocess
+
+    def stages(params: dict) -> set[str]:
+        d = tmp_path / str(len(list(tmp_path.iterdir())))
+        d.mkdir()
+        shutil.copy(ROOT / "dvc.yaml", d / "dvc.yaml")
+        (d / "params.yaml").write_text(yaml.safe_dump(params))
+        subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=d, check=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=d, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        return {s for s in out.stdout.split() if s.startswith("generate_rationales@")}
+
+    benchmarks = PARAMS["data"]["benchmarks"]
+    assert stages(PARAMS) == {f"generate_rationales@smollm2_135m-{b}" for b in benchmarks}
+    row = next(r for r in ROWS if r["row"] == "no_icl")
+    applied = apply_like_dvc(tmp_path, gridrows.row_overrides(row, PARAMS))
+    assert stages(applied) - stages(PARAMS) == {f"generate_rationales@smollm2_135m_noicl-{b}" for b in benchmarks}
+    assert gridrows.missing_caches(row, tmp_path) == []  # it generates its own cache: not skipped
 
 
 def test_load_grid_rejects_bad_rows(tmp_path):
@@ -98,6 +131,7 @@ def test_load_grid_rejects_bad_rows(tmp_path):
         ({"row": "a", "group": "baseline", "sett": []}, "unknown key"),
         ({"row": "a b", "group": "baseline"}, "must match"),
         ({"row": "a", "group": "baselines"}, "group"),
+        ({"row": "a", "group": "ablation", "teacher": {"name": "x", "with": {}}}, "teacher must be"),
     ):
         f = tmp_path / "g.yaml"
         f.write_text(yaml.safe_dump({"rows": [bad]}))

@@ -23,7 +23,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[3]  # the repo (src/tinyllm/experiments/rows.py)
 GRID = ROOT / "experiments" / "grid.yaml"
 GROUPS = ("baseline", "ablation")
-ROW_KEYS = {"row", "group", "label", "paper", "alpha", "needs", "set", "seeds"}
+ROW_KEYS = {"row", "group", "label", "paper", "alpha", "needs", "set", "seeds", "teacher"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -40,6 +40,16 @@ def _check_row(r: dict, where: str, seen: set) -> None:
         raise ValueError(f"{where} ({name}): group {r.get('group')!r} not in {GROUPS}")
     if not all(isinstance(s, str) and "=" in s for s in r.get("set") or []):
         raise ValueError(f"{where} ({name}): set must be a list of 'key=value' strings")
+    teacher = r.get("teacher")
+    if teacher is not None and (
+        not isinstance(teacher, dict)
+        or set(teacher) - {"name", "like", "with"}
+        or not all(isinstance(teacher.get(k), str) and _NAME.match(teacher[k]) for k in ("name", "like"))
+        or not isinstance(teacher.get("with", {}), dict)
+    ):
+        raise ValueError(
+            f"{where} ({name}): teacher must be {{name: <new>, like: <teacher>, with: {{...}}}}, got {teacher!r}"
+        )
     seeds = r.get("seeds")
     if seeds is not None and (
         not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds)
@@ -130,9 +140,25 @@ def expand_overrides(sets: list[str], params: dict) -> list[str]:
     return out
 
 
+def teacher_override(row: dict, params: dict) -> list[str]:
+    """`+teachers.<name>={...}`: the local teacher a row adds (its ``teacher`` key), a copy of
+    params.yaml's `teachers.<like>` with the settings in ``with`` replaced; [] without one."""
+    t = row.get("teacher")
+    if not t:
+        return []
+    base = (params.get("teachers") or {}).get(t["like"])
+    if not isinstance(base, dict):
+        raise ValueError(f"row {row['row']}: teacher.like {t['like']!r} is not a teacher in params.yaml `teachers:`")
+    spec = {**base, **(t.get("with") or {})}
+    flow = yaml.safe_dump(spec, default_flow_style=True, sort_keys=False, width=1 << 16).strip()
+    return [f"+teachers.{t['name']}={flow}"]
+
+
 def row_overrides(row: dict, params: dict, profile: list[str] = (), seed: int | None = None) -> list[str]:
-    """All `-S` overrides of one row: its MLflow tag, the profile, the row's own, then the seed."""
-    out = [f"tracking.row={row['row']}", *expand_overrides([*profile, *row["set"]], params)]
+    """All `-S` overrides of one row: its MLflow tag, the profile, the teacher it adds, the
+    row's own, then the seed."""
+    sets = [*profile, *teacher_override(row, params), *row["set"]]
+    out = [f"tracking.row={row['row']}", *expand_overrides(sets, params)]
     return out + ([f"distill.seed={seed}"] if seed is not None else [])
 
 
@@ -158,8 +184,10 @@ def exp_name(row: dict, seed: int | None, suffix: str = "") -> str:
 
 
 def missing_caches(row: dict, root: Path = ROOT) -> list[str]:
-    """Rationale caches the row trains on that do not exist under `root`/data/rationales."""
-    return [n for n in row["needs"] if not (root / "data" / "rationales" / n).is_dir()]
+    """Rationale caches the row trains on that do not exist under `root`/data/rationales (a
+    teacher the row adds generates its own cache in the row's experiment)."""
+    own = (row.get("teacher") or {}).get("name")
+    return [n for n in row["needs"] if n != own and not (root / "data" / "rationales" / n).is_dir()]
 
 
 def exp_command(
