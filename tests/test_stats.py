@@ -137,6 +137,24 @@ def test_summarize_split_gives_numeric_metrics_for_dvc():
     assert "majority" not in stats.summarize_split(by_b)["obqa"]  # no train split: no majority rate
 
 
+def test_summarize_split_gives_each_rule_its_ci_over_the_questions_it_decided():
+    # guards: the generate-and-match CI missing from metrics/eval.json, or counting questions
+    # that were only scored (generate_per_benchmark) as wrong generations
+    obqa = preds([1] * 30 + [0] * 70)
+    for p in obqa[:50]:  # generated on the first 50 only, 20 of them right
+        p["pred_generate"] = p["label"] if p["id"] in {f"q{i}" for i in range(20)} else None
+    for p in obqa[50:]:
+        p["generated"], p["pred_generate"] = None, None
+    s = stats.summarize_split({"obqa": obqa}, None, rule="score")["obqa"]
+    assert s["n"] == s["n_score"] == 100 and s["n_generate"] == 50
+    assert (s["ci_low"], s["ci_high"]) == (s["ci_low_score"], s["ci_high_score"])
+    assert (s["ci_low_generate"], s["ci_high_generate"]) == pytest.approx(stats.wilson_ci(20, 50))
+    headline_gen = stats.summarize_split({"obqa": obqa}, None, rule="generate")["obqa"]
+    assert headline_gen["n"] == 50 and headline_gen["ci_low"] == s["ci_low_generate"]
+    scored_only = [{**p, "generated": None, "pred_generate": None} for p in obqa]
+    assert "ci_low_generate" not in stats.summarize_split({"obqa": scored_only})["obqa"]
+
+
 def test_option_shares_and_generate_rule():
     # guards: the position bias hidden (shares of the wrong prediction field), an unmatched
     # generation (None) counted as a right answer or as option (a)

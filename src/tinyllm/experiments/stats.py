@@ -298,6 +298,12 @@ def reference_rates(preds: list[dict], majority: dict | None) -> dict[str, float
     return out
 
 
+def decided(preds: list[dict], rule: str) -> list[dict]:
+    """The predictions `rule` decided: all for option scoring; for generate-and-match the ones
+    that were generated (the evaluate stage may generate on a fixed subset only)."""
+    return preds if rule == "score" else [p for p in preds if p.get("generated") is not None]
+
+
 def summarize_split(
     preds_by_benchmark: dict[str, list[dict]],
     majority: dict[str, dict] | None = None,
@@ -307,24 +313,38 @@ def summarize_split(
     seed: int = SEED,
 ) -> dict[str, dict]:
     """Numbers for metrics/eval.json (numeric only: DVC metrics) of one model on one split:
-    {benchmark|"average": {n, ci_low, ci_high, chance[, majority]}}; CIs as in
-    `accuracy_summary`; the average's rates are unweighted means over benchmarks."""
-    mats = {b: correct(p, rule)[None, :] for b, p in preds_by_benchmark.items() if p}
-    acc = accuracy_summary(mats, level, n_resamples, seed)
+    {benchmark|"average": {n, ci_low, ci_high, chance[, majority]}} for the headline `rule`, and
+    for each rule with predictions `n_<rule>`, `ci_low_<rule>`, `ci_high_<rule>` (each over the
+    questions it decided); CIs as in `accuracy_summary`; the average's rates are unweighted
+    means over benchmarks."""
+    per_rule = {}
+    for r in RULES:
+        mats = {b: correct(decided(p, r), r)[None, :] for b, p in preds_by_benchmark.items() if decided(p, r)}
+        if mats and len(mats) == sum(1 for p in preds_by_benchmark.values() if p):
+            per_rule[r] = accuracy_summary(mats, level, n_resamples, seed)
     out = {}
     for b, preds in preds_by_benchmark.items():
         if not preds:
             continue
         rates = reference_rates(preds, (majority or {}).get(b))
-        out[b] = {"n": acc[b]["n"], "ci_low": acc[b]["ci_low"], "ci_high": acc[b]["ci_high"], **rates}
+        out[b] = {**_ci(per_rule, rule, b), **rates}
     if out:
-        avg = {
-            "n": acc["average"]["n"],
-            "ci_low": acc["average"]["ci_low"],
-            "ci_high": acc["average"]["ci_high"],
-            "chance": float(np.mean([o["chance"] for o in out.values()])),
-        }
+        avg = {**_ci(per_rule, rule, "average"), "chance": float(np.mean([o["chance"] for o in out.values()]))}
         if all("majority" in o for o in out.values()):
             avg["majority"] = float(np.mean([o["majority"] for o in out.values()]))
         out["average"] = avg
+    return out
+
+
+def _ci(per_rule: dict, headline: str, key: str) -> dict:
+    if headline not in per_rule:
+        raise ValueError(f"headline rule {headline!r}: some benchmark has no {headline} predictions")
+    acc = per_rule[headline][key]
+    out = {"n": acc["n"], "ci_low": acc["ci_low"], "ci_high": acc["ci_high"]}
+    for r, summary in per_rule.items():
+        out |= {
+            f"n_{r}": summary[key]["n"],
+            f"ci_low_{r}": summary[key]["ci_low"],
+            f"ci_high_{r}": summary[key]["ci_high"],
+        }
     return out
