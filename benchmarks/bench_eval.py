@@ -14,6 +14,11 @@ identical generated texts and option-scoring predictions.
 
     python benchmarks/bench_eval.py [--model models/base] [--questions 24] [--benchmark arc] [--precision fp32]
     python benchmarks/bench_eval.py --full [--reference] [--benchmarks obqa arc piqa riddle pubmedqa bioasq]
+    python benchmarks/bench_eval.py --roofline   # the arithmetic bound of scoring every valid question
+
+``--roofline``: tokens through the student when every valid question is scored (prompts once,
+options from the prompt's cache), the matrix-multiply FLOPs that takes, this CPU's measured fp32
+and bf16 GEMM rates at the student's shapes, and so the least time scoring can take here.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ def main() -> None:
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--full", action="store_true", help="time the full evaluation of every valid question")
     ap.add_argument("--reference", action="store_true", help="--full: also time the reference path")
+    ap.add_argument("--roofline", action="store_true", help="the arithmetic bound of scoring every valid question")
     ap.add_argument("--benchmarks", nargs="+", default=["obqa", "arc", "piqa", "riddle", "pubmedqa", "bioasq"])
     args = ap.parse_args()
 
@@ -53,6 +59,9 @@ def main() -> None:
     print(f"machine: {machine()}")
     if args.full:
         full(args, student, amp)
+        return
+    if args.roofline:
+        roofline(args, student)
         return
 
     recs = load_prepared(args.data / "prepared", args.benchmark, "valid")[: args.questions]
@@ -167,6 +176,47 @@ def full(args, student, amp) -> None:
         f"default path {wall:.0f} s ({avg['n'] / wall:.1f} questions/s)"
     )
     print(table(rows, list(rows[0])))
+
+
+def roofline(args, student) -> None:
+    """Matmul FLOPs of scoring every valid question (2 x parameters per token through the body,
+    + the output layer at option positions) against this CPU's GEMM rate."""
+    import torch
+
+    from tinyllm.benchmarks import load_prepared
+
+    model = student.model
+    head = model.get_output_embeddings().weight
+    emb = model.get_input_embeddings().weight
+    body = sum(p.numel() for p in model.parameters()) - emb.numel()  # tied head: counted once below
+    if head.data_ptr() != emb.data_ptr():
+        body -= head.numel()
+    rows, prompt_tok, option_tok = [], 0, 0
+    for b in args.benchmarks:
+        recs = load_prepared(args.data / "prepared", b, "valid")
+        p = sum(len(student.answer_prompt(r, args.max_input_tokens)) for r in recs)
+        o = sum(len(o) for r in recs for o in student.option_ids(r["choices"], 1 << 30))
+        rows.append({"benchmark": b, "n": len(recs), "prompt tokens": p, "option tokens": o})
+        prompt_tok, option_tok = prompt_tok + p, option_tok + o
+    rows.append(
+        {"benchmark": "all", "n": sum(r["n"] for r in rows), "prompt tokens": prompt_tok, "option tokens": option_tok}
+    )
+    flops = 2 * body * (prompt_tok + option_tok) + 2 * head.numel() * option_tok
+    d = emb.shape[1]
+    ff = getattr(model.config, "intermediate_size", 4 * d)
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, w = torch.randn(1024, d, dtype=dtype), torch.randn(d, ff, dtype=dtype)
+        med, _ = timeit(lambda a=a, w=w: a @ w, repeats=10, warmup=3)
+        rates[dtype] = 2 * 1024 * d * ff / med
+    print(f"student: {args.model}; body {body / 1e6:.0f}M parameters, output layer {head.numel() / 1e6:.0f}M")
+    print(table(rows, ["benchmark", "n", "prompt tokens", "option tokens"]))
+    print(f"matmul work of scoring every question: {flops / 1e12:.1f} TFLOP")
+    for dtype, rate in rates.items():
+        print(
+            f"GEMM [1024 x {d}] @ [{d} x {ff}] {str(dtype).removeprefix('torch.')}: {rate / 1e9:.0f} GFLOP/s "
+            f"-> scoring takes at least {flops / rate:.0f} s at that rate"
+        )
 
 
 if __name__ == "__main__":

@@ -142,6 +142,7 @@ def stage_repo(tmp_path):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["data"]["benchmarks"] = ["obqa"]
+    p["teachers"]["smollm2_135m_noicl"] = {**p["teachers"]["smollm2_135m"], "icl": {"k": 0}}  # as grid row no_icl
     p["distill"]["alphas"] = {"flan_t5_xl": 1.0, "smollm2_135m_noicl": 0.0}
     p["distill"]["train_per_benchmark"] = 6
     p["distill"]["drop_flags"] = ["filtered"]
