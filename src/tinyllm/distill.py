@@ -232,6 +232,9 @@ def train(
                 # weights are freed before the backward pass allocates its gradients
                 acc.backward(loss)
             sums += part.sums.detach().float()
+            if cfg.malloc_trim and acc.device.type == "cpu" and i < len(micro) - 1:
+                del part, loss
+                malloc_trim()  # this micro-batch's activations, before the next one's forward
         opt.step()
         opt.zero_grad()
         sched.step()
