@@ -49,6 +49,13 @@ def test_match_option_rules():
     assert match_option("jar", ch) is None
 
 
+def both_paths(student, recs, **kw):
+    """(metrics, predictions) of the default evaluation path, then of the reference path
+    (every question decoded)."""
+    kw = {"max_input_tokens": 64, "device": "cpu", "progress": False, **kw}
+    return evaluate_records(student, recs, **kw), evaluate_records(student, recs, reuse_scores=False, **kw)
+
+
 @pytest.mark.parametrize("make, cls", KINDS)
 def test_kv_cached_scores_equal_pairwise(tiny_tokenizer, make, cls):
     # the fast scorer must not change any score (fp32, atol 1e-4)
@@ -111,17 +118,8 @@ def test_student_that_knows_the_answers_scores_100(tiny_tokenizer, make, cls):
     # its greedy answers follow the options, so they are read off scoring: nothing is decoded,
     # and decoding every question (the reference path) gives the same texts
     assert metrics["n_decoded"] == 0
-    ref_metrics, ref = evaluate_records(
-        s,
-        records("valid"),
-        max_input_tokens=64,
-        max_new_tokens=None,
-        batch_size=3,
-        device="cpu",
-        progress=False,
-        reuse_scores=False,
-    )
-    assert [p["generated"] for p in ref] == [p["generated"] for p in preds]
+    (_, fast), (ref_metrics, ref) = both_paths(s, records("valid"), max_new_tokens=None, batch_size=3)
+    assert [p["generated"] for p in ref] == [p["generated"] for p in preds] == [p["generated"] for p in fast]
     assert ref_metrics["n_decoded"] == len(ref)
     # an untrained student of the same shape does not know them
     fresh, _ = evaluate_records(
@@ -170,19 +168,7 @@ def test_reading_greedy_off_scores_equals_decoding(tiny_tokenizer, make, cls):
     s = cls(make(tiny_tokenizer, seed=4).eval(), tiny_tokenizer)
     recs = many_records(16, seed=2)
     for cap in (None, 2):
-        fast_m, fast = evaluate_records(
-            s, recs, max_input_tokens=64, max_new_tokens=cap, batch_size=4, device="cpu", progress=False
-        )
-        ref_m, ref = evaluate_records(
-            s,
-            recs,
-            max_input_tokens=64,
-            max_new_tokens=cap,
-            batch_size=4,
-            device="cpu",
-            progress=False,
-            reuse_scores=False,
-        )
+        (fast_m, fast), (ref_m, ref) = both_paths(s, recs, max_new_tokens=cap, batch_size=4)
         assert [p["generated"] for p in fast] == [p["generated"] for p in ref]
         assert [p["pred_generate"] for p in fast] == [p["pred_generate"] for p in ref]
         assert fast_m["acc_generate"] == ref_m["acc_generate"] and ref_m["n_decoded"] == len(recs)

@@ -286,9 +286,7 @@ class Student:
         decode, started = [], []
         for i, rec in enumerate(records[:n_generate]):
             options = self.option_ids(rec["choices"], 1 << 30)
-            limit = max(map(len, options))  # as generate: the longest option (+ EOS), capped
-            if max_new_tokens:
-                limit = min(limit, max_new_tokens)
+            limit = answer_limit(options, max_new_tokens)  # the budget generate gives it
             path, complete = greedy_along_options(options, greedy[i], self.eos_id, limit)
             texts.append(self.tok.decode(path, skip_special_tokens=True).strip())
             if not complete:
@@ -327,6 +325,13 @@ class Student:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def answer_limit(options: list[list[int]], max_new_tokens: int | None) -> int:
+    """Tokens a greedy answer may take: the longest option (+ EOS), or ``max_new_tokens``
+    where that is lower. A per-question budget, so no answer depends on its batch."""
+    limit = max(map(len, options))
+    return min(limit, max_new_tokens) if max_new_tokens else limit
 
 
 def greedy_along_options(
@@ -685,10 +690,10 @@ class CausalStudent(Student):
         join its prompt, and decoding continues after them within the same budget."""
         started = started or [[] for _ in records]
         prompts = [self.answer_prompt(r, max_input_tokens) + s for r, s in zip(records, started, strict=True)]
-        budget = []
-        for r, s in zip(records, started, strict=True):
-            limit = max(len(o) for o in self.option_ids(r["choices"], 1 << 30))
-            budget.append((min(limit, max_new_tokens) if max_new_tokens else limit) - len(s))
+        budget = [
+            answer_limit(self.option_ids(r["choices"], 1 << 30), max_new_tokens) - len(s)
+            for r, s in zip(records, started, strict=True)
+        ]
         order = sorted(range(len(records)), key=lambda i: (budget[i], len(prompts[i])))
         out = [""] * len(records)
         for start in range(0, len(order), batch_size):
@@ -846,20 +851,17 @@ class Seq2SeqStudent(Student):
         if started is not None:
             raise ValueError("the encoder-decoder student decodes answers from their start (continues_answers False)")
         prompts = [self.answer_prompt(r, max_input_tokens) for r in records]
-        need = [max(len(o) for o in self.option_ids(r["choices"], 1 << 30)) for r in records]
+        need = [answer_limit(self.option_ids(r["choices"], 1 << 30), max_new_tokens) for r in records]
         out = [""] * len(records)
         for start in range(0, len(records), batch_size):
             qs = list(range(start, min(len(records), start + batch_size)))
             ids, mask = self._pad_right([prompts[i][0] for i in qs], self.pad_id)
             dec = torch.tensor([prompts[i][1] for i in qs])  # same tag for every question
-            n_new = max(need[i] for i in qs)
-            if max_new_tokens:
-                n_new = min(n_new, max_new_tokens)
             gen = self.model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 decoder_input_ids=dec.to(device),
-                max_new_tokens=n_new,
+                max_new_tokens=max(need[i] for i in qs),
                 do_sample=False,
                 pad_token_id=self.pad_id,
                 eos_token_id=self.eos_id,
