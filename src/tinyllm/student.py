@@ -427,7 +427,6 @@ def pack_rows(batch: list[Encoded], pack_tokens: int) -> list[list[Encoded]]:
 
 class CausalStudent(Student):
     continues_answers = True
-    option_rows = None  # option rows per scoring forward (None: the batch size)
     kind = "causal"
 
     @staticmethod
@@ -615,9 +614,8 @@ class CausalStudent(Student):
             prompt_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
             opts = [(r, i, j, o) for r, i in enumerate(qs) for j, o in enumerate(options[i])]
             opts.sort(key=lambda o: len(o[3]))
-            step = self.option_rows or batch_size
-            for c in range(0, len(opts), step):
-                chunk = opts[c : c + step]
+            for c in range(0, len(opts), batch_size):
+                chunk = opts[c : c + batch_size]
                 mean, arg = self._score_chunk(chunk, prompt_kv, mask, pos, first_logp, device)
                 for (r, i, j, o), v, a in zip(chunk, mean, arg, strict=True):
                     scores[i][j] = v
