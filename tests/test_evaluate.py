@@ -174,23 +174,36 @@ def test_reading_greedy_off_scores_equals_decoding(tiny_tokenizer, make, cls):
         assert fast_m["acc_generate"] == ref_m["acc_generate"] and ref_m["n_decoded"] == len(recs)
 
 
-def test_generation_continues_an_answer_from_its_first_tokens(tiny_tokenizer):
-    # guards: a continued answer (the fast path, after its greedy tokens leave the options)
-    # shifting its budget or dropping/duplicating the tokens it started from
+def test_an_answer_continued_from_its_prompts_cache_equals_uninterrupted_decoding(tiny_tokenizer):
+    # guards: the fast path's continuation (prompt KV cache kept from scoring, then the answer's
+    # first tokens) shifting positions across the masked gaps between prompts and answers of
+    # different lengths, dropping/duplicating a token, or a row's budget or EOS leaking into
+    # another row when rows leave the batch
     s = CausalStudent(tiny_causal(tiny_tokenizer, seed=5).eval(), tiny_tokenizer)
-    recs = many_records(10, seed=3)
-    ref = s.generate(recs, 64, None, 4, "cpu")
+    with torch.no_grad():  # sharp attention, so a token's position (its distance to the prompt) matters
+        for layer in s.model.model.layers:
+            layer.self_attn.q_proj.weight *= 8
+            layer.self_attn.k_proj.weight *= 8
+    recs = many_records(6, seed=3)
     prompts = [s.answer_prompt(r, 64) for r in recs]
-    full = s.model.generate(
-        input_ids=torch.tensor([prompts[0]]),
-        max_new_tokens=3,
-        do_sample=False,
-        pad_token_id=s.pad_id,
-        eos_token_id=s.eos_id,
-    )[0, len(prompts[0]) :].tolist()
-    assert s.eos_id not in full[:2]  # two real tokens to start from
-    for k in (1, 2):
-        started = [[]] * len(recs)
-        started[0] = full[:k]  # question 0 continues after its first k greedy tokens
-        assert s.generate(recs, 64, None, 4, "cpu", started=started) == ref
-    assert s.continues_answers and not Seq2SeqStudent.continues_answers
+    assert len(set(map(len, prompts))) > 2  # prompts of different lengths share the batch
+    kvs, paths, budgets, expect = [], [], [], []
+    for g, p in enumerate(prompts):
+        ids = torch.tensor([p])
+        full = s.model.generate(
+            input_ids=ids, max_new_tokens=8, do_sample=False, pad_token_id=s.pad_id, eos_token_id=s.eos_id
+        )[0, len(p) :].tolist()
+        assert s.eos_id not in full[:3]  # three real tokens to start from
+        k, budget = 1 + g % 3, 3 + g  # answers begun after 1-3 tokens; budgets 3..8 tokens in all
+        tail = full[k:budget]
+        if s.eos_id in tail:
+            tail = tail[: tail.index(s.eos_id)]
+        with torch.no_grad():
+            cache = s.model(input_ids=ids, use_cache=True).past_key_values
+        kvs.append([(layer.keys, layer.values) for layer in cache.layers])
+        paths.append(full[:k])
+        budgets.append(budget - k)
+        expect.append(tail)
+    assert s._continue(kvs, paths, budgets, "cpu") == expect
+    # and one at a time
+    assert [s._continue([kv], [p], [b], "cpu")[0] for kv, p, b in zip(kvs, paths, budgets, strict=True)] == expect

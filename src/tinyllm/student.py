@@ -136,7 +136,6 @@ class Student:
     """A model and its tokenizer, with everything that depends on the kind of model."""
 
     kind = "?"
-    continues_answers = False  # generate(started=...) continues answers from their first tokens
 
     def __init__(self, model, tokenizer):
         self.model = model
@@ -279,34 +278,34 @@ class Student:
         the greedy next token after every prefix of every option. As long as greedy decoding
         stays on some option's tokens, its path is read off those argmaxes
         (``greedy_along_options``): a student that answers with an option (EOS included) costs
-        no decoding. Only a question whose greedy path leaves every option is decoded by
-        ``generate``. Same result as ``generate`` (tests/test_evaluate.py: identical texts)."""
+        no decoding. Only a question whose greedy path leaves every option is decoded: here by
+        ``generate`` from the start; the decoder-only student continues it from the prompt's
+        KV cache instead. Same texts as ``generate`` (tests/test_evaluate.py)."""
         scores, greedy = self.score_options(records, max_input_tokens, batch_size, device, progress, with_greedy=True)
         texts: list[str] = []
-        decode, started = [], []
+        decode = []
         for i, rec in enumerate(records[:n_generate]):
-            options = self.option_ids(rec["choices"], 1 << 30)
-            limit = answer_limit(options, max_new_tokens)  # the budget generate gives it
-            path, complete = greedy_along_options(options, greedy[i], self.eos_id, limit)
-            texts.append(self.tok.decode(path, skip_special_tokens=True).strip())
+            path, complete, _ = self._read_greedy(rec, greedy[i], max_new_tokens)
+            texts.append(self._text(path))
             if not complete:
                 decode.append(i)
-                started.append(path)
         if decode:
-            log.info(
-                "  decoding %d of %d generations (their greedy answer leaves every option)", len(decode), n_generate
-            )
-            decoded = self.generate(
-                [records[i] for i in decode],
-                max_input_tokens,
-                max_new_tokens,
-                batch_size,
-                device,
-                started=started if self.continues_answers else None,
-            )
+            _log_decoding(len(decode), n_generate)
+            decoded = self.generate([records[i] for i in decode], max_input_tokens, max_new_tokens, batch_size, device)
             for i, text in zip(decode, decoded, strict=True):
                 texts[i] = text
         return scores, texts, len(decode)
+
+    def _read_greedy(self, record: dict, greedy: list[list[int]], max_new_tokens: int | None):
+        """(tokens, complete, budget): the record's greedy answer as far as option scoring knows
+        it (``greedy_along_options``), within the budget ``generate`` gives it."""
+        options = self.option_ids(record["choices"], 1 << 30)
+        limit = answer_limit(options, max_new_tokens)
+        path, complete = greedy_along_options(options, greedy, self.eos_id, limit)
+        return path, complete, limit
+
+    def _text(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True).strip()
 
     def generate(
         self,
@@ -316,15 +315,18 @@ class Student:
         batch_size: int,
         device,
         progress=None,
-        started: list[list[int]] | None = None,
     ) -> list[str]:
         """Greedy answers (text before EOS, at most as many tokens as the longest option + EOS,
-        or ``max_new_tokens`` where lower); ``started``: each answer's first tokens, already
-        known, to continue from (students with ``continues_answers``)."""
+        or ``max_new_tokens`` where lower), each question decoded from its prompt by
+        ``transformers``' ``generate``: the reference for the fast path above."""
         raise NotImplementedError
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _log_decoding(n: int, of: int) -> None:
+    log.info("  decoding %d of %d generations (their greedy answer leaves every option)", n, of)
 
 
 def answer_limit(options: list[list[int]], max_new_tokens: int | None) -> int:
@@ -426,7 +428,6 @@ def pack_rows(batch: list[Encoded], pack_tokens: int) -> list[list[Encoded]]:
 
 
 class CausalStudent(Student):
-    continues_answers = True
     kind = "causal"
 
     @staticmethod
@@ -596,6 +597,16 @@ class CausalStudent(Student):
         (``greedy_along_options``)."""
         scores = [[0.0] * len(r["choices"]) for r in records]
         greedy = [[None] * len(r["choices"]) for r in records]
+        for qs, _, _ in self._score_batches(records, max_input_tokens, batch_size, device, scores, greedy):
+            if progress is not None:
+                progress.update(len(qs))
+        return (scores, greedy) if with_greedy else scores
+
+    def _score_batches(self, records, max_input_tokens, batch_size, device, scores, greedy):
+        """``score_options``' work, one batch of questions (sorted by prompt length) at a time:
+        fills ``scores`` / ``greedy`` and yields ``(qs, mask, prompt_kv)``: the batch's record
+        indices, its left-padded prompt mask and the prompts' KV cache, per layer (keys,
+        values)."""
         prompts = [self.answer_prompt(r, max_input_tokens) for r in records]
         options = [self.option_ids(r["choices"], 1 << 30) for r in records]
         order = sorted(range(len(records)), key=lambda i: len(prompts[i]))
@@ -620,9 +631,114 @@ class CausalStudent(Student):
                 for (r, i, j, o), v, a in zip(chunk, mean, arg, strict=True):
                     scores[i][j] = v
                     greedy[i][j] = [first_arg[r]] + a[: len(o) - 1]
+            yield qs, mask, prompt_kv
+
+    @torch.no_grad()
+    def score_and_generate(
+        self, records, max_input_tokens, max_new_tokens, batch_size, device, n_generate, progress=None
+    ):
+        """``Student.score_and_generate``, with the answers that leave every option continued
+        from the prompt's KV cache, kept from scoring (``_continue``): no prompt runs twice.
+        They are decoded ``batch_size`` at a time as they come."""
+        scores = [[0.0] * len(r["choices"]) for r in records]
+        greedy = [[None] * len(r["choices"]) for r in records]
+        texts: list[str] = [""] * min(n_generate, len(records))
+        pending, n_decoded = [], 0  # (record index, its prompt's KV cache, answer so far, budget left)
+
+        def flush(items):
+            tails = self._continue([p[1] for p in items], [p[2] for p in items], [p[3] for p in items], device)
+            for (i, _, path, _), tail in zip(items, tails, strict=True):
+                texts[i] = self._text(path + tail)
+
+        for qs, mask, prompt_kv in self._score_batches(records, max_input_tokens, batch_size, device, scores, greedy):
+            for r, i in enumerate(qs):
+                if i >= n_generate:
+                    continue
+                path, complete, limit = self._read_greedy(records[i], greedy[i], max_new_tokens)
+                texts[i] = self._text(path)
+                if not complete:  # this prompt's cache alone (a copy: the batch's is freed)
+                    n = int(mask[r].sum())
+                    kv = [(k[r : r + 1, :, -n:].clone(), v[r : r + 1, :, -n:].clone()) for k, v in prompt_kv]
+                    pending.append((i, kv, path, limit - len(path)))
+                    n_decoded += 1
+            if len(pending) >= batch_size:
+                flush(pending[:batch_size])
+                del pending[:batch_size]
             if progress is not None:
                 progress.update(len(qs))
-        return (scores, greedy) if with_greedy else scores
+        if pending:
+            flush(pending)
+        if n_decoded:
+            _log_decoding(n_decoded, len(texts))
+        return scores, texts, n_decoded
+
+    @torch.no_grad()
+    def _continue(self, kvs, paths, budgets, device) -> list[list[int]]:
+        """Greedy tokens after each answer begun: ``kvs[g]`` is its prompt's KV cache (per
+        layer (keys, values) of shape [1, heads, prompt tokens, dim]), ``paths[g]`` the answer
+        tokens already chosen (not yet in the cache), ``budgets[g]`` how many more it may take.
+        Stops at EOS (not returned). Prompts and answers of different lengths sit side by side
+        with masked gaps and their own position ids; rows leave the batch as they finish."""
+        from transformers import DynamicCache
+
+        g_n = len(paths)
+        n = [kv[0][0].shape[2] for kv in kvs]
+        p_len, a_len = max(n), max(map(len, paths))
+        layers = []
+        for layer in range(len(kvs[0])):
+            k0 = kvs[0][layer][0]
+            keys = k0.new_zeros((g_n, k0.shape[1], p_len, k0.shape[3]))
+            values = torch.zeros_like(keys)
+            for g, kv in enumerate(kvs):
+                keys[g, :, p_len - n[g] :] = kv[layer][0][0]
+                values[g, :, p_len - n[g] :] = kv[layer][1][0]
+            layers.append((keys, values))
+        cache = DynamicCache(ddp_cache_data=layers, config=self.model.config)
+        ids = torch.full((g_n, a_len), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((g_n, p_len + a_len), dtype=torch.long)
+        pos = torch.zeros((g_n, a_len), dtype=torch.long)
+        for g, path in enumerate(paths):
+            ids[g, a_len - len(path) :] = torch.tensor(path)
+            mask[g, p_len - n[g] : p_len] = 1
+            mask[g, p_len + a_len - len(path) :] = 1
+            pos[g, a_len - len(path) :] = n[g] + torch.arange(len(path))
+        out: list[list[int]] = [[] for _ in range(g_n)]
+        alive = list(range(g_n))
+        logits = self.model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=pos.to(device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits
+        nxt_pos = pos[:, -1] + 1
+        while True:
+            nxt = logits[:, -1].argmax(-1).tolist()
+            keep = []
+            for r, g in enumerate(alive):
+                if nxt[r] == self.eos_id:
+                    continue
+                out[g].append(nxt[r])
+                if len(out[g]) < budgets[g]:
+                    keep.append(r)
+            if not keep:
+                return out
+            if len(keep) < len(alive):
+                idx = torch.tensor(keep)
+                for layer in cache.layers:
+                    layer.batch_select_indices(idx.to(device))
+                mask, nxt_pos = mask[idx], nxt_pos[idx]
+                alive, nxt = [alive[r] for r in keep], [nxt[r] for r in keep]
+            mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=torch.long)], 1)
+            logits = self.model(
+                input_ids=torch.tensor(nxt)[:, None].to(device),
+                attention_mask=mask.to(device),
+                position_ids=nxt_pos[:, None].to(device),
+                past_key_values=cache,
+                use_cache=True,
+            ).logits
+            nxt_pos = nxt_pos + 1
 
     def _score_chunk(self, chunk, prompt_kv, mask, pos, first_logp, device):
         """Mean log-likelihood and per-position greedy tokens of option rows ``(row, i, j, ids)``
@@ -681,17 +797,12 @@ class CausalStudent(Student):
         return scores
 
     @torch.no_grad()
-    def generate(self, records, max_input_tokens, max_new_tokens, batch_size, device, progress=None, started=None):
+    def generate(self, records, max_input_tokens, max_new_tokens, batch_size, device, progress=None):
         """Greedy answers, batched by decoding budget then prompt length, with left padding, in
         record order. Each batch decodes at most as many tokens as its longest option (+ EOS)
-        needs, unless ``max_new_tokens`` caps it lower. ``started``: the answer's first tokens
-        join its prompt, and decoding continues after them within the same budget."""
-        started = started or [[] for _ in records]
-        prompts = [self.answer_prompt(r, max_input_tokens) + s for r, s in zip(records, started, strict=True)]
-        budget = [
-            answer_limit(self.option_ids(r["choices"], 1 << 30), max_new_tokens) - len(s)
-            for r, s in zip(records, started, strict=True)
-        ]
+        needs, unless ``max_new_tokens`` caps it lower."""
+        prompts = [self.answer_prompt(r, max_input_tokens) for r in records]
+        budget = [answer_limit(self.option_ids(r["choices"], 1 << 30), max_new_tokens) for r in records]
         order = sorted(range(len(records)), key=lambda i: (budget[i], len(prompts[i])))
         out = [""] * len(records)
         for start in range(0, len(order), batch_size):
@@ -710,7 +821,7 @@ class CausalStudent(Student):
                 # a prediction depends on its own tokens only: stop at its own EOS, whatever its batch
                 if self.eos_id in new:
                     new = new[: new.index(self.eos_id)]
-                out[i] = self.tok.decode(started[i] + new, skip_special_tokens=True).strip()
+                out[i] = self._text(new)
             if progress is not None:
                 progress.update(len(qs))
         return out
@@ -845,9 +956,7 @@ class Seq2SeqStudent(Student):
     score_options_pairwise = score_options  # the encoder-decoder scorer is already exact per pair
 
     @torch.no_grad()
-    def generate(self, records, max_input_tokens, max_new_tokens, batch_size, device, progress=None, started=None):
-        if started is not None:
-            raise ValueError("the encoder-decoder student decodes answers from their start (continues_answers False)")
+    def generate(self, records, max_input_tokens, max_new_tokens, batch_size, device, progress=None):
         prompts = [self.answer_prompt(r, max_input_tokens) for r in records]
         need = [answer_limit(self.option_ids(r["choices"], 1 << 30), max_new_tokens) for r in records]
         out = [""] * len(records)
