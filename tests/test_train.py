@@ -9,7 +9,7 @@ import torch
 from conftest import RATIONALES, records, tiny_causal, tiny_seq2seq
 
 from tinyllm.config import DistillConfig
-from tinyllm.distill import active_teachers, apply_lora, batches, encode_examples, train
+from tinyllm.distill import active_teachers, apply_lora, batches, encode_examples, train, valid_losses
 from tinyllm.student import CausalStudent, Seq2SeqStudent, load_student, save_student
 
 TEACHERS = ["teacher_a", "teacher_b"]
@@ -204,7 +204,7 @@ def test_grad_accum_gives_the_step_of_the_full_batch(tiny_tokenizer):
 
 def test_memory_savers_change_no_number(tiny_tokenizer, monkeypatch):
     # gradient checkpointing recomputes activations and malloc_trim hands freed heap pages back
-    # to the OS after every step: less memory, the same weights (fp32, atol 1e-6)
+    # to the OS after every step and validation pass: less memory, the same weights (fp32, atol 1e-6)
     import sys
 
     import tinyllm.distill as distill
@@ -214,9 +214,9 @@ def test_memory_savers_change_no_number(tiny_tokenizer, monkeypatch):
     out = []
     for kw in ({}, {"gradient_checkpointing": True, "malloc_trim": True}):
         s = student(tiny_causal, CausalStudent, tiny_tokenizer)
-        train(s, examples(), cfg(steps=3, lr=1e-3, **kw), progress=False)
+        train(s, examples(), cfg(steps=3, lr=1e-3, log_every=2, **kw), progress=False, valid_examples=examples()[:2])
         out.append(torch.cat([p.detach().flatten() for p in s.model.parameters()]))
-    assert calls == [1, 1, 1]  # once per optimizer step, only when asked
+    assert calls == [1] * 5  # once per optimizer step (3) and validation pass (steps 2, 3), only when asked
     assert torch.allclose(out[0], out[1], atol=1e-6)
     if sys.platform.startswith("linux"):
         assert real() is True  # glibc found: the trim really runs
@@ -229,6 +229,19 @@ def test_steps_zero_leaves_the_student_unchanged(tiny_tokenizer, tmp_path):
     assert res["steps"] == 0
     assert all(torch.equal(before[k], v) for k, v in s.model.state_dict().items())
     assert (tmp_path / "log.tsv").read_text() == "step\tloss\n"
+
+
+def test_validation_pass_keeps_no_graph(tiny_tokenizer, monkeypatch):
+    # guards: the per-task validation loss building an autograd graph (eval mode turns
+    # checkpointing off, so the graph would hold every activation of the pass)
+    s, c = student(tiny_causal, CausalStudent, tiny_tokenizer), cfg()
+    grad_mode, losses = [], CausalStudent.losses
+    monkeypatch.setattr(
+        CausalStudent, "losses", lambda *a, **kw: grad_mode.append(torch.is_grad_enabled()) or losses(*a, **kw)
+    )
+    vl = valid_losses(s, s.model, encode_examples(s, examples()[:2], TEACHERS, c), 3, c, "cpu")
+    assert vl.shape == (3,) and torch.isfinite(vl).all()
+    assert grad_mode == [False]
 
 
 def test_valid_losses_are_logged_per_task(tiny_tokenizer):

@@ -102,8 +102,9 @@ class DistillConfig:
     pack_tokens: int = 512  # shared path: pack whole questions into rows of up to N tokens (0: one per row)
     ce_chunk_tokens: int = 1024  # vocabulary projection + cross-entropy N target tokens at a time (0: at once)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~15% slower here
-    # CPU (glibc): hand the heap's free pages back to the OS after every step (malloc_trim), so
-    # steps of varying shapes do not ratchet the resident set up; costs well under 1% of a step.
+    # CPU (glibc): hand the heap's free pages back to the OS (malloc_trim) after every micro-batch,
+    # optimizer step and validation pass, so batches of varying shapes do not ratchet the resident
+    # set up; costs well under 1% of a step.
     malloc_trim: bool = False
     lr_schedule: Literal["linear", "cosine", "constant"] = "linear"  # transformers.get_scheduler, after warmup
     # Per-task loss on the first N valid questions per benchmark, every log_every steps (0: off).

@@ -163,6 +163,7 @@ def train(
     """
     from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState
+    from accelerate.utils import AutocastKwargs
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
@@ -185,7 +186,14 @@ def train(
     # Accelerate keeps its settings in a process-wide singleton; forget the previous call's
     # mixed-precision choice (several train() calls in one process: tests, benchmarks).
     AcceleratorState._reset_state(reset_partial_state=False)
-    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if precision == "bf16" else "no")
+    acc = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision="bf16" if precision == "bf16" else "no",
+        # autocast's cache keeps a bf16 copy of every weight until the forward ends (0.27 GB for
+        # the default student); each weight is used once per forward here (checkpointed layers
+        # recompute, and so recast, in backward anyway), so casting on use costs nothing
+        kwargs_handlers=[AutocastKwargs(cache_enabled=False)],
+    )
     torch.manual_seed(cfg.seed)
 
     valid_enc = encode_examples(student, valid_examples or [], teachers, cfg)
@@ -257,6 +265,8 @@ def train(
         if valid_enc and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
             vl = valid_losses(student, model, valid_enc, k, cfg, acc.device)
             row.update({f"valid_loss_{n}": float(v) for n, v in zip(names, vl, strict=True)})
+            if cfg.malloc_trim and acc.device.type == "cpu":
+                malloc_trim()  # the validation pass's blocks, before the next step's forward
         rows.append(row)
         if acc.is_main_process:
             if on_log is not None:
