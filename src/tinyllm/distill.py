@@ -190,8 +190,9 @@ def train(
         cpu=not torch.cuda.is_available(),
         mixed_precision="bf16" if precision == "bf16" else "no",
         # autocast's cache keeps a bf16 copy of every weight until the forward ends (0.27 GB for
-        # the default student); each weight is used once per forward here (checkpointed layers
-        # recompute, and so recast, in backward anyway), so casting on use costs nothing
+        # the default student); checkpointed layers recompute, and so recast, in backward anyway,
+        # so casting on use costs nothing. A weight used several times per forward (the tied
+        # output layer, once per cross-entropy chunk) now gets its gradient per use in fp32.
         kwargs_handlers=[AutocastKwargs(cache_enabled=False)],
     )
     torch.manual_seed(cfg.seed)
