@@ -61,7 +61,10 @@ def main() -> None:
     if not is_main:
         return
     save_student(
-        model.model, model.tok, root / args.out, {"teachers": teachers, "kind": model.kind, "distill": config_dict(cfg)}
+        model.model,
+        model.tok,
+        root / args.out,
+        {"teachers": teachers, "kind": model.kind, "distill": config_dict(cfg), **model.format_meta()},
     )
     result["stage_wall_s"] = time.perf_counter() - t0
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -35,7 +35,7 @@ def main() -> None:
     import torch
 
     from tinyllm.benchmarks import load_prepared
-    from tinyllm.evaluate import average, evaluate_records
+    from tinyllm.evaluate import RULES, average, evaluate_records
     from tinyllm.io import write_json, write_jsonl
     from tinyllm.student import default_device, load_student, resolve_precision
 
@@ -74,22 +74,17 @@ def main() -> None:
             write_jsonl(root / args.predictions / split / f"{b}.jsonl", preds)
             per[b], preds_by[b] = m, preds
             rows.append(
-                {
-                    "split": split,
-                    "benchmark": b,
-                    "accuracy": m["accuracy"],
-                    "acc_score": m["acc_score"],
-                    "acc_generate": m["acc_generate"],
-                }
+                {"split": split, "benchmark": b, "accuracy": m["accuracy"]}
+                | {f"acc_{r}": m.get(f"acc_{r}") for r in RULES}
             )
             logging.info(
-                "%s/%s: accuracy %.3f (score %.3f, generate %.3f, unmatched %.2f)",
+                "%s/%s: accuracy %.3f (%s; %s, unmatched %.2f)",
                 b,
                 split,
                 m["accuracy"],
-                m["acc_score"],
-                m["acc_generate"],
-                m["unmatched_generate"],
+                cfg.headline,
+                ", ".join(f"{r} {m[f'acc_{r}']:.3f}" for r in RULES if f"acc_{r}" in m),
+                m.get("unmatched_generate", float("nan")),
             )
         if per:
             per["average"] = average(per)

@@ -56,14 +56,24 @@ def both_paths(student, recs, **kw):
     return evaluate_records(student, recs, **kw), evaluate_records(student, recs, reuse_scores=False, **kw)
 
 
+def close(x, y, tol=1e-4):
+    return all(abs(a - b) < tol for fx, fy in zip(x, y, strict=True) for a, b in zip(fx, fy, strict=True))
+
+
+@pytest.mark.parametrize("fmt", ["listed", "cloze"])
 @pytest.mark.parametrize("make, cls", KINDS)
-def test_kv_cached_scores_equal_pairwise(tiny_tokenizer, make, cls):
-    # the fast scorer must not change any score (fp32, atol 1e-4)
-    s = cls(make(tiny_tokenizer).eval(), tiny_tokenizer)
+def test_kv_cached_scores_equal_pairwise(tiny_tokenizer, make, cls, fmt):
+    # the fast scorer must not change any score (fp32, atol 1e-4): means (text + EOS), text
+    # sums, and the unconditional sums of the PMI rule, in both answer formats
+    s = cls(make(tiny_tokenizer).eval(), tiny_tokenizer, answer_format=fmt)
     recs = many_records(12)
     fast = s.score_options(recs, 64, 5, "cpu")
     ref = s.score_options_pairwise(recs, 64, 3, "cpu")
-    assert all(abs(a - b) < 1e-4 for fa, fr in zip(fast, ref, strict=True) for a, b in zip(fa, fr, strict=True))
+    assert close(fast.mean, ref.mean) and close(fast.total, ref.total)
+    fast_u = s.score_options(recs, 64, 5, "cpu", unconditional=True)
+    ref_u = s.score_options_pairwise(recs, 64, 3, "cpu", unconditional=True)
+    assert close(fast_u.total, ref_u.total)
+    assert not close(fast.total, fast_u.total)  # the question matters to the conditional scores
 
 
 @pytest.mark.parametrize("make, cls", KINDS)

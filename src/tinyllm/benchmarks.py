@@ -207,3 +207,31 @@ def load_prepared(prepared_dir: Path, benchmark: str, split: str) -> list[dict] 
 
     path = Path(prepared_dir) / benchmark / f"{split}.jsonl"
     return read_jsonl(path) if path.exists() else None
+
+
+# ----------------------------------------------------------------------------- dev / report halves of valid
+
+HALVES = ("dev", "report")
+HALF_SALT = "tinyllm-valid-halves-v1"  # fixed before any pilot (2026-12-01); changing it re-draws the halves
+
+
+def valid_half(record: dict) -> str:
+    """``dev`` or ``report``: a fixed, seeded half of the validation split for each question.
+
+    Pilots and every choice (regime, rule, alpha, steps, checkpoint) are made on ``dev``; a
+    study's numbers come from ``report`` (and from ``test`` where a source has it). The half is a
+    hash of (salt, benchmark, id), so it does not depend on file order, on which other questions
+    are loaded or on the machine, and each benchmark splits about 50/50."""
+    import hashlib
+
+    key = f"{HALF_SALT}:{record['benchmark']}:{record['id']}".encode()
+    return HALVES[hashlib.sha256(key).digest()[0] & 1]
+
+
+def select_half(records: list[dict], half: str | None) -> list[dict]:
+    """The records of one half (file order kept); ``None``: all of them."""
+    if half is None:
+        return records
+    if half not in HALVES:
+        raise ValueError(f"half {half!r} not in {HALVES}")
+    return [r for r in records if valid_half(r) == half]

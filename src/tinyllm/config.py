@@ -94,12 +94,22 @@ class DistillConfig:
     max_input_tokens: int = 256
     max_answer_tokens: int = 32
     max_rationale_tokens: int = 64
+    # How the student reads a question and writes its answer (prompts.py): "listed" = the paper's
+    # (options listed with letters, answer = option text), "cloze" = the question alone, answer =
+    # the option text, every option scored as a continuation (lm-evaluation-harness style).
+    answer_format: Literal["listed", "cloze"] = "listed"
+    # Where a rationale task sits: "branch" = after the question (the paper); "after_answer" =
+    # after the gold answer ("A: <answer>\nExplain (t): <rationale>"; Wadhwa et al. 2024).
+    rationale_position: Literal["branch", "after_answer"] = "branch"
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto (bf16 where supported) | bf16 | fp32
     # How the multi-task loss is computed (all three give the same loss; student.py):
     # shared = the question encoded once, tasks branch from it; fused = one row per (question, task)
     # in one forward; per_task = one forward per task with full logits (the authors' trainer).
     forward: Literal["shared", "fused", "per_task"] = "shared"
     pack_tokens: int = 512  # shared path: pack whole questions into rows of up to N tokens (0: one per row)
+    # shared path: pad rows to a multiple of N tokens (0: to the longest row). Bounds the distinct
+    # GEMM shapes of a long run (oneDNN caches kernels per shape; the heap grew ~25 MB/step without).
+    pad_multiple: int = 0
     ce_chunk_tokens: int = 1024  # vocabulary projection + cross-entropy N target tokens at a time (0: at once)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~15% slower here
     # CPU (glibc): hand the heap's free pages back to the OS (malloc_trim) after every micro-batch,
@@ -132,6 +142,7 @@ class DistillConfig:
         "seed": ">=0",
         "log_every": ">=1",
         "pack_tokens": ">=0",
+        "pad_multiple": ">=0",
         "ce_chunk_tokens": ">=0",
         "valid_loss_per_benchmark": ">=0",
     }
@@ -146,10 +157,12 @@ class DistillConfig:
 class EvaluateConfig:
     splits: list[Literal["train", "valid", "test"]] = field(default_factory=lambda: ["valid", "test"])
     max_per_benchmark: int | None = 50  # questions per benchmark and split (None: all)
-    # How an answer is decided: "score" picks the option with the highest mean token
-    # log-likelihood; "generate" greedy-decodes and matches the text to an option (the paper's).
-    # Both are always computed and reported; this one is the headline "accuracy".
-    headline: Literal["score", "generate"] = "score"
+    # How an answer is decided (evaluate.py RULES; every rule is computed and reported, this one
+    # is the headline "accuracy"): "score" = highest mean token log-likelihood of option + EOS;
+    # "sum" = highest summed log-likelihood of the option text; "norm" = sum / characters
+    # (lm-evaluation-harness acc_norm); "pmi" = sum minus the option's log-likelihood after the
+    # answer tag alone; "generate" = greedy decoding matched to an option (the paper's).
+    headline: Literal["score", "sum", "norm", "pmi", "generate"] = "score"
     # Generation stops at the longest option's length (+ EOS) of each batch; a number caps it lower.
     max_new_tokens: int | None = None
     # Generate-and-match on the first N questions per benchmark and split only (null: all); every

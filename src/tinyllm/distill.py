@@ -103,7 +103,14 @@ def valid_losses(student: Student, model, encoded: list[Encoded], k: int, cfg: D
     counts = torch.zeros(k)
     for i in range(0, len(encoded), cfg.batch_size):
         part = student.losses(
-            model, encoded[i : i + cfg.batch_size], k, cfg.forward, cfg.pack_tokens, cfg.ce_chunk_tokens, device
+            model,
+            encoded[i : i + cfg.batch_size],
+            k,
+            cfg.forward,
+            cfg.pack_tokens,
+            cfg.ce_chunk_tokens,
+            device,
+            cfg.pad_multiple,
         )
         sums += part.sums.float().cpu()
         counts += part.counts.float().cpu()
@@ -150,6 +157,7 @@ def train(
     progress: bool = True,
     on_log: Callable[[dict], None] | None = None,
     valid_examples: list[dict] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> dict:
     """Train ``student.model`` in place for ``cfg.steps`` optimizer steps; return summary metrics.
 
@@ -160,6 +168,9 @@ def train(
     ``accelerate launch`` / ``torchrun`` (batch_size is per process; each process takes its
     share of every global batch). ``on_log(row)`` is called on the main process with every
     logged row (MLflow logs it live); ``valid_examples`` give the per-task validation loss.
+    ``on_step(step)`` is called on the main process after every optimizer step (checkpoint
+    evaluation: it may switch ``student.model`` to eval mode; training resumes in train mode).
+    The student reads and answers questions in ``cfg.answer_format`` from here on (saved with it).
     """
     from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState
@@ -167,6 +178,7 @@ def train(
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
+    student.set_format(cfg.answer_format, cfg.rationale_position)
     teachers = active_teachers(cfg.alphas)
     missing = [t for t in teachers if not any(ex["rationales"].get(t) for ex in examples)]
     if missing:
@@ -234,7 +246,9 @@ def train(
             sync = acc.no_sync(model) if i < len(micro) - 1 else contextlib.nullcontext()
             with sync:
                 with acc.autocast():
-                    part = student.losses(model, mb, k, cfg.forward, cfg.pack_tokens, cfg.ce_chunk_tokens, acc.device)
+                    part = student.losses(
+                        model, mb, k, cfg.forward, cfg.pack_tokens, cfg.ce_chunk_tokens, acc.device, cfg.pad_multiple
+                    )
                     # DDP averages gradients over processes: scale by the number of processes
                     loss = multitask_loss(part.sums, weights, denom) * acc.num_processes
                 # backward outside autocast (PyTorch's advice): autocast's bf16 copies of the
@@ -270,6 +284,9 @@ def train(
                 malloc_trim()  # the validation pass's blocks, before the next step's forward
         rows.append(row)
         if acc.is_main_process:
+            if on_step is not None:
+                on_step(step + 1)
+                model.train()
             if on_log is not None:
                 on_log(row)
             bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
@@ -283,7 +300,9 @@ def train(
                     row["tokens_per_s"],
                 )
     acc.wait_for_everyone()
-    student.model = acc.unwrap_model(model)
+    # keep_fp32_wrapper=False: drop Accelerate's autocast wrapper of forward(), so the student
+    # evaluates in fp32 in this process too (under bf16 autocast, predictions depend on the batch)
+    student.model = acc.unwrap_model(model, keep_fp32_wrapper=False)
     if log_path is not None and acc.is_main_process:
         _write_tsv(log_path, rows)
     wall = time.perf_counter() - t0

@@ -1,10 +1,19 @@
-"""Accuracy of a student on multiple-choice questions, decided two ways:
+"""Accuracy of a student on multiple-choice questions, under every decision rule (``RULES``):
 
 - ``score`` (option likelihood): the option whose tokens (option text + EOS) have the highest
-  mean log-likelihood after the answer prompt; ties go to the first option.
+  mean log-likelihood after the answer prompt.
+- ``sum``: the highest summed log-likelihood of the option text (no EOS): lm-evaluation-harness
+  ``acc`` in the cloze format.
+- ``norm``: that sum divided by the option's length in characters (lm-evaluation-harness
+  ``acc_norm``; the OLMES standard for cloze multiple choice).
+- ``pmi``: that sum minus the option's summed log-likelihood after the answer tag alone, without
+  the question (pointwise mutual information: removes the prior of frequent answers).
 - ``generate`` (generate-and-match, the paper's rule): greedy decoding after the answer prompt,
   the text matched to an option after normalisation — the option text itself, or a bare letter
   such as "(d)"; text that names no option counts as wrong and is counted as ``unmatched``.
+
+Ties go to the first option. The answer format (listed options or cloze) is the student's own,
+read from its checkpoint (``Student.answer_format``); every rule applies to either format.
 
 The student (``student.py``) computes scores and texts; this module turns them into
 predictions and accuracies. Predictions are batch-invariant: a question gets the same
@@ -46,8 +55,36 @@ def match_option(text: str, choices: list[str]) -> int | None:
     return hits[0] if len(hits) == 1 else None
 
 
+RULES = ("score", "sum", "norm", "pmi", "generate")
+LIKELIHOOD_RULES = RULES[:-1]
+
+
 def argmax(scores: list[float]) -> int:
     return max(range(len(scores)), key=lambda j: (scores[j], -j))
+
+
+def rule_scores(choices: list[str], mean: list[float], total: list[float], uncond: list[float] | None) -> dict:
+    """{rule: per-option scores} of one question for the likelihood rules (``pmi`` needs
+    ``uncond``, the options' summed log-likelihood after the answer tag alone)."""
+    out = {
+        "score": mean,
+        "sum": total,
+        "norm": [t / max(len(c), 1) for t, c in zip(total, choices, strict=True)],
+    }
+    if uncond is not None:
+        out["pmi"] = [t - u for t, u in zip(total, uncond, strict=True)]
+    return out
+
+
+def unconditional_totals(student, records: list[dict], max_input_tokens: int, batch_size: int, device):
+    """Per record, each option's summed log-likelihood after the answer tag alone (the ``pmi``
+    baseline). It depends on the option texts only, so each distinct option list is scored once
+    (PubMedQA's 500 questions share one)."""
+    keys = list(dict.fromkeys(tuple(r["choices"]) for r in records))
+    lists = [{"question": "", "choices": list(k)} for k in keys]
+    totals = student.score_options(lists, max_input_tokens, batch_size, device, unconditional=True).total
+    by_key = dict(zip(keys, totals, strict=True))
+    return [by_key[tuple(r["choices"])] for r in records]
 
 
 def evaluate_records(
@@ -63,6 +100,7 @@ def evaluate_records(
     generate: bool = True,
     generate_limit: int | None = None,
     reuse_scores: bool = True,
+    pmi: bool = True,
 ) -> tuple[dict, list[dict]]:
     """Metrics (both decision rules) and per-question predictions for one benchmark split.
 
@@ -70,7 +108,8 @@ def evaluate_records(
     ``generate_limit`` (``n_generate`` in the metrics says how many: a cheaper fixed subset).
     ``reuse_scores``: read greedy answers off option scoring where they follow an option, and
     decode only the rest (``Student.score_and_generate``; ``n_decoded`` says how many); False
-    decodes every one (the reference path, same texts)."""
+    decodes every one (the reference path, same texts). ``pmi``: also score every option after
+    the answer tag alone (a short second pass) for the ``pmi`` rule."""
     from tqdm.auto import tqdm
 
     if not records:
@@ -90,28 +129,36 @@ def evaluate_records(
         with tqdm(total=n_gen, desc="  generate", disable=not progress, leave=False) as bar:
             texts[:n_gen] = student.generate(records[:n_gen], max_input_tokens, max_new_tokens, batch_size, device, bar)
             n_decoded = n_gen
+    uncond = unconditional_totals(student, records, max_input_tokens, batch_size, device) if pmi else None
     preds = []
-    for rec, sc, text in zip(records, scores, texts, strict=True):
+    for i, (rec, text) in enumerate(zip(records, texts, strict=True)):
+        per_rule = rule_scores(rec["choices"], scores.mean[i], scores.total[i], uncond[i] if uncond else None)
         preds.append(
             {
                 "id": rec["id"],
                 "label": rec["label"],
-                "pred_score": argmax(sc),
+                **{f"pred_{r}": argmax(v) for r, v in per_rule.items()},
                 "pred_generate": None if text is None else match_option(text, rec["choices"]),
                 "generated": text,
-                "scores": [round(s, 4) for s in sc],
+                "scores": [round(s, 4) for s in scores.mean[i]],
+                "totals": [round(s, 4) for s in scores.total[i]],
+                **({"uncond": [round(s, 4) for s in uncond[i]]} if uncond else {}),
             }
         )
     n = len(preds)
-    acc_score = sum(p["pred_score"] == p["label"] for p in preds) / n
-    metrics = {"acc_score": acc_score, "n": n}
+    metrics = {"n": n}
+    for r in LIKELIHOOD_RULES:
+        if f"pred_{r}" in preds[0]:
+            metrics[f"acc_{r}"] = sum(p[f"pred_{r}"] == p["label"] for p in preds) / n
     if n_gen:
         gen = preds[:n_gen]
         metrics["acc_generate"] = sum(p["pred_generate"] == p["label"] for p in gen) / n_gen
         metrics["unmatched_generate"] = sum(p["pred_generate"] is None for p in gen) / n_gen
         metrics["n_generate"] = n_gen
         metrics["n_decoded"] = n_decoded
-    metrics["accuracy"] = metrics["acc_score"] if headline == "score" else metrics["acc_generate"]
+    if f"acc_{headline}" not in metrics:
+        raise ValueError(f"headline rule {headline!r} was not computed (generate={generate}, pmi={pmi})")
+    metrics["accuracy"] = metrics[f"acc_{headline}"]
     return metrics, preds
 
 
@@ -119,7 +166,7 @@ def average(per_benchmark: dict[str, dict]) -> dict:
     """Unweighted mean over benchmarks (the paper's "Avg" column)."""
     keys = [
         k
-        for k in ("accuracy", "acc_score", "acc_generate", "unmatched_generate")
+        for k in ("accuracy", *(f"acc_{r}" for r in RULES), "unmatched_generate")
         if all(k in m for m in per_benchmark.values())
     ]
     k = len(per_benchmark)

@@ -1,11 +1,18 @@
 """The student's input format, as text: the question block, then one tag per task.
 
-    Q: <question>
-    Answer Choices:
+Two answer formats (``distill.answer_format``), with the same question prefix for every task:
+
+    listed (the paper's)                        cloze (lm-evaluation-harness / OLMES style)
+    Q: <question>                               Question: <question>
+    Answer Choices:                             Answer: <option text>
     (a) <option>
     (b) <option>
-    A: <answer>                                 # the answer task
-    Explain (<teacher>): <teacher's rationale>  # one rationale task per teacher
+    A: <option text>
+
+and one rationale task per teacher after the same block: ``Explain (<teacher>): <rationale>``
+(or, with ``distill.rationale_position: after_answer``, after the gold answer:
+``A: <option text>\nExplain (<teacher>): <rationale>``). In the cloze format the options are
+never shown: each is scored as a continuation of ``Answer:`` (``evaluate.py``'s rules).
 
 Every task reads the same question block and differs only in the tag after it, so the block is a
 common prefix of all tasks: the student encodes it once per question and branches per task
@@ -17,7 +24,17 @@ Pure text, no tokenizer and no kind of student: ``student.py`` turns these strin
 
 from __future__ import annotations
 
-ANSWER_TAG = "A:"
+ANSWER_TAG = "A:"  # the listed format's answer tag (kept as a name: the paper's layout)
+FORMATS = ("listed", "cloze")
+ANSWER_TAGS = {"listed": ANSWER_TAG, "cloze": "Answer:"}
+RATIONALE_POSITIONS = ("branch", "after_answer")
+
+
+def answer_tag(fmt: str = "listed") -> str:
+    """The tag after which the answer task's target (the option text) follows."""
+    if fmt not in ANSWER_TAGS:
+        raise ValueError(f"answer format {fmt!r} not in {FORMATS}")
+    return ANSWER_TAGS[fmt]
 
 
 def rationale_tag(teacher: str) -> str:
@@ -29,7 +46,17 @@ def letter(i: int) -> str:
     return chr(ord("a") + i)
 
 
-def question_block(question: str, choices: list[str]) -> str:
-    """The shared prefix of every task: question and lettered options, ending in a newline."""
+def rationale_after_answer_tag(teacher: str, answer: str, fmt: str = "listed") -> str:
+    """The rationale task's tag when the rationale follows the gold answer (Wadhwa et al.)."""
+    return f"{answer_tag(fmt)} {answer}\n{rationale_tag(teacher)}"
+
+
+def question_block(question: str, choices: list[str], fmt: str = "listed") -> str:
+    """The shared prefix of every task, ending in a newline: the question and lettered options
+    (``listed``), or the question alone (``cloze``)."""
+    if fmt == "cloze":
+        return f"Question: {question}\n"
+    if fmt != "listed":
+        raise ValueError(f"answer format {fmt!r} not in {FORMATS}")
     opts = "\n".join(f"({letter(i)}) {c}" for i, c in enumerate(choices))
     return f"Q: {question}\nAnswer Choices:\n{opts}\n"

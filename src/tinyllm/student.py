@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from .loss import IGNORE, task_sums, token_nll
-from .prompts import ANSWER_TAG, question_block, rationale_tag
+from .prompts import FORMATS, RATIONALE_POSITIONS, answer_tag, question_block, rationale_after_answer_tag, rationale_tag
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,25 @@ class Encoded:
     def n_tokens(self) -> int:
         """Tokens in the shared layout (the last target token is never an input)."""
         return len(self.prefix_ids) + sum(len(b.tag_ids) + len(b.target_ids) - 1 for b in self.branches)
+
+
+@dataclass
+class OptionScores:
+    """Per record and option: ``mean`` log-likelihood of the option's tokens + EOS (the listed
+    format's rule ``score``), ``total`` = summed log-likelihood of the option text's tokens
+    without EOS (the cloze rules ``sum``/``norm``/``pmi``), and, when asked for, ``greedy``:
+    the greedy next token after the prompt and each prefix of the option."""
+
+    mean: list[list[float]]
+    total: list[list[float]]
+    greedy: list[list[list[int] | None]] | None = None
+
+    @classmethod
+    def empty(cls, records: list[dict], greedy: bool = False) -> OptionScores:
+        def grid(v):
+            return [[v] * len(r["choices"]) for r in records]
+
+        return cls(grid(0.0), grid(0.0), grid(None) if greedy else None)
 
 
 @dataclass
@@ -126,7 +145,14 @@ def load_student(path, kind: str = "auto", dtype=torch.float32) -> Student:
         tok.pad_token = tok.eos_token
     # sdpa: the shared-question path passes a boolean 4-D mask, which eager attention would misread
     model = cls.auto_class().from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
-    return cls(model, tok)
+    student = cls(model, tok)
+    meta = Path(path) / "tinyllm.json"  # the answer format the checkpoint was trained in (distill)
+    if meta.exists():
+        import json
+
+        fmt = json.loads(meta.read_text(encoding="utf-8"))
+        student.set_format(fmt.get("answer_format", "listed"), fmt.get("rationale_position", "branch"))
+    return student
 
 
 # ----------------------------------------------------------------------------- the interface
@@ -137,11 +163,28 @@ class Student:
 
     kind = "?"
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, answer_format: str = "listed", rationale_position: str = "branch"):
         self.model = model
         self.tok = tokenizer
         self.pad_id = tokenizer.pad_token_id
         self.eos_id = tokenizer.eos_token_id
+        self.answer_format = answer_format  # prompts.FORMATS: how questions and answers are written
+        self.rationale_position = rationale_position  # prompts.RATIONALE_POSITIONS
+
+    def set_format(self, answer_format: str, rationale_position: str = "branch") -> None:
+        if answer_format not in FORMATS:
+            raise ValueError(f"answer format {answer_format!r} not in {FORMATS}")
+        if rationale_position not in RATIONALE_POSITIONS:
+            raise ValueError(f"rationale position {rationale_position!r} not in {RATIONALE_POSITIONS}")
+        self.answer_format, self.rationale_position = answer_format, rationale_position
+
+    @property
+    def answer_tag(self) -> str:
+        return answer_tag(self.answer_format)
+
+    def format_meta(self) -> dict:
+        """What ``save_student`` records so that evaluation reads questions as training wrote them."""
+        return {"answer_format": self.answer_format, "rationale_position": self.rationale_position}
 
     @staticmethod
     def auto_class():
@@ -156,8 +199,8 @@ class Student:
         """The question block, its question cut from the *start* until the block fits
         ``max_tokens`` tokens (options always survive: for PubMedQA/BioASQ the question field is
         "<context passages> \\n <question>", so the question proper is kept too)."""
-        q, choices = record["question"], record["choices"]
-        block = question_block(q, choices)
+        q, choices, fmt = record["question"], record["choices"], self.answer_format
+        block = question_block(q, choices, fmt)
         n = len(self._ids(block))
         if n <= max_tokens:
             return block
@@ -165,13 +208,13 @@ class Student:
         offsets = enc["offset_mapping"]
         cut = n - max_tokens
         while cut < len(offsets):
-            block = question_block(q[offsets[cut][0] :].lstrip(), choices)
+            block = question_block(q[offsets[cut][0] :].lstrip(), choices, fmt)
             n = len(self._ids(block))
             if n <= max_tokens:
                 return block
             cut += n - max_tokens
         # the options alone overflow: keep the question's last 8 tokens; the caller cuts the ids
-        return question_block(q[offsets[max(0, len(offsets) - 8)][0] :].lstrip(), choices)
+        return question_block(q[offsets[max(0, len(offsets) - 8)][0] :].lstrip(), choices, fmt)
 
     def encode_target(self, text: str, max_tokens: int) -> tuple[list[int], bool]:
         """(ids, cut): ``text`` + EOS, or its first ``max_tokens`` tokens *without* EOS when it
@@ -196,20 +239,26 @@ class Student:
         """One question with its answer task (task 0) and a rationale task per teacher that has
         a rationale for it (task m = position of the teacher in ``teachers`` + 1)."""
         block = self.fit_block(record, max_input_tokens)
-        tasks = [(0, ANSWER_TAG, record["answer"], max_answer_tokens)]
+        tasks = [(0, self.answer_tag, record["answer"], max_answer_tokens)]
         tasks += [
-            (m, rationale_tag(t), rationales[t], max_rationale_tokens)
+            (m, self._rationale_tag(t, record), rationales[t], max_rationale_tokens)
             for m, t in enumerate(teachers, 1)
             if rationales.get(t)
         ]
         targets = [self.encode_target(text, cap) for _, _, text, cap in tasks]
         return self._encode_tasks(block, [(m, tag) for m, tag, _, _ in tasks], targets, max_input_tokens)
 
+    def _rationale_tag(self, teacher: str, record: dict) -> str:
+        if self.rationale_position == "after_answer":
+            return rationale_after_answer_tag(teacher, record["answer"], self.answer_format)
+        return rationale_tag(teacher)
+
     def _encode_tasks(self, block, tags, targets, max_input_tokens) -> Encoded:
         raise NotImplementedError
 
-    def answer_prompt(self, record: dict, max_input_tokens: int):
-        """What the student reads at test time: the answer task's input."""
+    def answer_prompt(self, record: dict, max_input_tokens: int, unconditional: bool = False):
+        """What the student reads at test time: the answer task's input; ``unconditional``: the
+        answer tag alone, without the question (the PMI rule's baseline)."""
         raise NotImplementedError
 
     # -- training --------------------------------------------------------------------
@@ -223,11 +272,15 @@ class Student:
         pack_tokens: int = 0,
         ce_chunk: int = 1024,
         device="cpu",
+        pad_multiple: int = 0,
     ) -> Losses:
         """Per-task NLL sums and token counts of ``batch`` (``forward`` in ``FORWARDS``).
 
         ``model`` is passed separately from ``self.model`` because training calls it through
-        its Accelerate/DDP wrapper."""
+        its Accelerate/DDP wrapper. ``pad_multiple``: the shared path pads its rows to a multiple
+        of this many tokens (0: to the longest row), which bounds the number of distinct GEMM
+        shapes a long run meets (oneDNN caches kernels per shape: the resident heap grows with
+        them); padding carries no label (losses agree to float rounding)."""
         if forward not in FORWARDS:
             raise ValueError(f"distill.forward {forward!r} not in {FORWARDS}")
         if forward == "per_task":
@@ -241,12 +294,12 @@ class Student:
             return Losses(torch.stack(sums).sum(0), torch.stack(counts).sum(0))
         if forward == "fused":
             return self._rows_loss(model, batch, k, device, target_logits_only=True, ce_chunk=ce_chunk)
-        return self._shared_loss(model, batch, k, device, pack_tokens, ce_chunk)
+        return self._shared_loss(model, batch, k, device, pack_tokens, ce_chunk, pad_multiple)
 
     def _rows_loss(self, model, batch, k, device, target_logits_only, ce_chunk) -> Losses:
         raise NotImplementedError
 
-    def _shared_loss(self, model, batch, k, device, pack_tokens, ce_chunk) -> Losses:
+    def _shared_loss(self, model, batch, k, device, pack_tokens, ce_chunk, pad_multiple=0) -> Losses:
         raise NotImplementedError
 
     # -- evaluation ------------------------------------------------------------------
@@ -257,8 +310,15 @@ class Student:
         return [self.encode_target(c, max_tokens)[0] for c in choices]
 
     def score_options(
-        self, records: list[dict], max_input_tokens: int, batch_size: int, device, progress=None, with_greedy=False
-    ):
+        self,
+        records: list[dict],
+        max_input_tokens: int,
+        batch_size: int,
+        device,
+        progress=None,
+        with_greedy=False,
+        unconditional=False,
+    ) -> OptionScores:
         raise NotImplementedError
 
     def score_and_generate(
@@ -270,7 +330,7 @@ class Student:
         device,
         n_generate: int,
         progress=None,
-    ) -> tuple[list[list[float]], list[str], int]:
+    ) -> tuple[OptionScores, list[str], int]:
         """Option scores of every record and greedy answers of the first ``n_generate``, from
         one pass: (scores, texts, how many texts needed their own decoding).
 
@@ -281,11 +341,11 @@ class Student:
         no decoding. Only a question whose greedy path leaves every option is decoded: here by
         ``generate`` from the start; the decoder-only student continues it from the prompt's
         KV cache instead. Same texts as ``generate`` (tests/test_evaluate.py)."""
-        scores, greedy = self.score_options(records, max_input_tokens, batch_size, device, progress, with_greedy=True)
+        scores = self.score_options(records, max_input_tokens, batch_size, device, progress, with_greedy=True)
         texts: list[str] = []
         decode = []
         for i, rec in enumerate(records[:n_generate]):
-            path, complete, _ = self._read_greedy(rec, greedy[i], max_new_tokens)
+            path, complete, _ = self._read_greedy(rec, scores.greedy[i], max_new_tokens)
             texts.append(self._text(path))
             if not complete:
                 decode.append(i)
@@ -306,6 +366,19 @@ class Student:
 
     def _text(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=True).strip()
+
+    def _has_eos(self) -> int:
+        """1 when option targets end in EOS (``encode_target``), else 0."""
+        return int(self.eos_id is not None)
+
+    def _text_sums(self, lp: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
+        """Per row, the summed log-likelihood of the option text: every target token but the
+        closing EOS (``lp``, ``tmask``: (rows, option tokens), left-aligned)."""
+        text = tmask.clone()
+        if self._has_eos():
+            last = tmask.sum(-1) - 1
+            text[torch.arange(len(text)), last] = 0
+        return (lp * text).sum(-1)
 
     def generate(
         self,
@@ -468,8 +541,10 @@ class CausalStudent(Student):
         branches = [Branch(x[p:], tgt, m, cut) for (m, _), x, (tgt, cut) in zip(tags, inputs, targets, strict=True)]
         return Encoded(prefix, branches, question_tokens=len(self._ids(block)))
 
-    def answer_prompt(self, record: dict, max_input_tokens: int) -> list[int]:
-        return self._input_ids(self.fit_block(record, max_input_tokens), ANSWER_TAG, max_input_tokens)
+    def answer_prompt(self, record: dict, max_input_tokens: int, unconditional: bool = False) -> list[int]:
+        if unconditional:
+            return self._bos() + self._ids(self.answer_tag)
+        return self._input_ids(self.fit_block(record, max_input_tokens), self.answer_tag, max_input_tokens)
 
     # -- one row per (question, task), left-padded: the "fused" and "per_task" paths --
 
@@ -508,12 +583,14 @@ class CausalStudent(Student):
 
     # -- the shared-question path: prefix once, branches in one row, block mask ----------
 
-    def collate_shared(self, batch: list[Encoded], pack_tokens: int = 0) -> dict:
+    def collate_shared(self, batch: list[Encoded], pack_tokens: int = 0, pad_multiple: int = 0) -> dict:
         """Rows of packed questions: ``input_ids``, ``position_ids``, a boolean 4-D
         ``attention_mask`` (R, 1, T, T) (True = may attend), ``labels`` at the position that
         predicts each target token, and the ``task`` of each label."""
         rows = pack_rows(batch, pack_tokens)
         t = max(sum(e.n_tokens() for e in row) for row in rows)
+        if pad_multiple:
+            t = -(-t // pad_multiple) * pad_multiple
         r_n = len(rows)
         ids = torch.full((r_n, t), self.pad_id, dtype=torch.long)
         pos = torch.zeros((r_n, t), dtype=torch.long)
@@ -560,8 +637,8 @@ class CausalStudent(Student):
             "task": task,
         }
 
-    def _shared_loss(self, model, batch, k, device, pack_tokens, ce_chunk) -> Losses:
-        b = _to(self.collate_shared(batch, pack_tokens), device)
+    def _shared_loss(self, model, batch, k, device, pack_tokens, ce_chunk, pad_multiple=0) -> Losses:
+        b = _to(self.collate_shared(batch, pack_tokens, pad_multiple), device)
         keep = b["labels"] != IGNORE
         with hidden_instead_of_logits(model) as (w, bias, cap):
             h = model(
@@ -586,28 +663,32 @@ class CausalStudent(Student):
         return ids, mask, (mask.cumsum(-1) - 1).clamp_min(0)
 
     @torch.no_grad()
-    def score_options(self, records, max_input_tokens, batch_size, device, progress=None, with_greedy=False):
-        """Mean token log-likelihood of every option (text + EOS) of every record.
+    def score_options(
+        self, records, max_input_tokens, batch_size, device, progress=None, with_greedy=False, unconditional=False
+    ) -> OptionScores:
+        """Log-likelihoods of every option of every record (``OptionScores``: mean over text +
+        EOS, and the text's sum).
 
         Each question's prompt runs once; all its options are scored from the prompt's KV
         cache (a prompt is ~10x longer than an option). The option rows of a batch run sorted
         by length in chunks of ``batch_size`` rows, so a long option pads only its peers
         (PIQA's options are 3-60 tokens). ``with_greedy``: also return, per record and option,
         the greedy next token after the prompt and each prefix of the option
-        (``greedy_along_options``)."""
-        scores = [[0.0] * len(r["choices"]) for r in records]
-        greedy = [[None] * len(r["choices"]) for r in records]
-        for qs, _, _ in self._score_batches(records, max_input_tokens, batch_size, device, scores, greedy):
+        (``greedy_along_options``). ``unconditional``: after the answer tag alone (PMI)."""
+        scores = OptionScores.empty(records, greedy=True)
+        for qs, _, _ in self._score_batches(records, max_input_tokens, batch_size, device, scores, unconditional):
             if progress is not None:
                 progress.update(len(qs))
-        return (scores, greedy) if with_greedy else scores
+        if not with_greedy:
+            scores.greedy = None
+        return scores
 
-    def _score_batches(self, records, max_input_tokens, batch_size, device, scores, greedy):
+    def _score_batches(self, records, max_input_tokens, batch_size, device, scores, unconditional=False):
         """``score_options``' work, one batch of questions (sorted by prompt length) at a time:
-        fills ``scores`` / ``greedy`` and yields ``(qs, mask, prompt_kv)``: the batch's record
-        indices, its left-padded prompt mask and the prompts' KV cache, per layer (keys,
-        values)."""
-        prompts = [self.answer_prompt(r, max_input_tokens) for r in records]
+        fills ``scores`` (an ``OptionScores`` with ``greedy``) and yields ``(qs, mask,
+        prompt_kv)``: the batch's record indices, its left-padded prompt mask and the prompts' KV
+        cache, per layer (keys, values)."""
+        prompts = [self.answer_prompt(r, max_input_tokens, unconditional) for r in records]
         options = [self.option_ids(r["choices"], 1 << 30) for r in records]
         order = sorted(range(len(records)), key=lambda i: len(prompts[i]))
         for start in range(0, len(order), batch_size):
@@ -627,10 +708,10 @@ class CausalStudent(Student):
             opts.sort(key=lambda o: len(o[3]))
             for c in range(0, len(opts), batch_size):
                 chunk = opts[c : c + batch_size]
-                mean, arg = self._score_chunk(chunk, prompt_kv, mask, pos, first_logp, device)
-                for (r, i, j, o), v, a in zip(chunk, mean, arg, strict=True):
-                    scores[i][j] = v
-                    greedy[i][j] = [first_arg[r]] + a[: len(o) - 1]
+                mean, total, arg = self._score_chunk(chunk, prompt_kv, mask, pos, first_logp, device)
+                for (r, i, j, o), v, t, a in zip(chunk, mean, total, arg, strict=True):
+                    scores.mean[i][j], scores.total[i][j] = v, t
+                    scores.greedy[i][j] = [first_arg[r]] + a[: len(o) - 1]
             yield qs, mask, prompt_kv
 
     @torch.no_grad()
@@ -640,8 +721,7 @@ class CausalStudent(Student):
         """``Student.score_and_generate``, with the answers that leave every option continued
         from the prompt's KV cache, kept from scoring (``_continue``): no prompt runs twice.
         They are decoded ``batch_size`` at a time as they come."""
-        scores = [[0.0] * len(r["choices"]) for r in records]
-        greedy = [[None] * len(r["choices"]) for r in records]
+        scores = OptionScores.empty(records, greedy=True)
         texts: list[str] = [""] * min(n_generate, len(records))
         pending, n_decoded = [], 0  # (record index, its prompt's KV cache, answer so far, budget left)
 
@@ -650,11 +730,11 @@ class CausalStudent(Student):
             for (i, _, path, _), tail in zip(items, tails, strict=True):
                 texts[i] = self._text(path + tail)
 
-        for qs, mask, prompt_kv in self._score_batches(records, max_input_tokens, batch_size, device, scores, greedy):
+        for qs, mask, prompt_kv in self._score_batches(records, max_input_tokens, batch_size, device, scores):
             for r, i in enumerate(qs):
                 if i >= n_generate:
                     continue
-                path, complete, limit = self._read_greedy(records[i], greedy[i], max_new_tokens)
+                path, complete, limit = self._read_greedy(records[i], scores.greedy[i], max_new_tokens)
                 texts[i] = self._text(path)
                 if not complete:  # this prompt's cache alone (a copy: the batch's is freed)
                     n = int(mask[r].sum())
@@ -741,8 +821,9 @@ class CausalStudent(Student):
             nxt_pos = nxt_pos + 1
 
     def _score_chunk(self, chunk, prompt_kv, mask, pos, first_logp, device):
-        """Mean log-likelihood and per-position greedy tokens of option rows ``(row, i, j, ids)``
-        continuing the prompts whose KV cache is ``prompt_kv`` (one copy per option row)."""
+        """Mean log-likelihood (text + EOS), the text's summed log-likelihood and per-position
+        greedy tokens of option rows ``(row, i, j, ids)`` continuing the prompts whose KV cache
+        is ``prompt_kv`` (one copy per option row)."""
         from transformers import DynamicCache
 
         rows = torch.tensor([o[0] for o in chunk])
@@ -771,15 +852,15 @@ class CausalStudent(Student):
             lp[:, 1:] = logp.gather(-1, tgt[:, 1:, None].to(device))[..., 0].cpu()
             arg = logp.argmax(-1).cpu()
         mean = (lp * tmask).sum(-1) / tmask.sum(-1)
-        return mean.tolist(), arg.tolist()
+        return mean.tolist(), self._text_sums(lp, tmask).tolist(), arg.tolist()
 
     @torch.no_grad()
-    def score_options_pairwise(self, records, max_input_tokens, batch_size, device, progress=None):
+    def score_options_pairwise(self, records, max_input_tokens, batch_size, device, progress=None, unconditional=False):
         """Reference scorer: every (prompt + option) pair as its own left-padded row."""
-        scores = [[0.0] * len(r["choices"]) for r in records]
+        scores = OptionScores.empty(records)
         pairs = []
         for i, r in enumerate(records):
-            p = self.answer_prompt(r, max_input_tokens)
+            p = self.answer_prompt(r, max_input_tokens, unconditional)
             pairs += [(i, j, p, o) for j, o in enumerate(self.option_ids(r["choices"], 1 << 30))]
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start : start + batch_size]
@@ -793,7 +874,9 @@ class CausalStudent(Student):
             t = ids.shape[1]
             for r, (i, j, _, o) in enumerate(chunk):
                 cols = torch.arange(t - len(o) - 1, t - 1)
-                scores[i][j] = logp[r, cols, torch.tensor(o)].mean().item()
+                lp = logp[r, cols, torch.tensor(o)]
+                scores.mean[i][j] = lp.mean().item()
+                scores.total[i][j] = lp[: len(o) - self._has_eos()].sum().item()
         return scores
 
     @torch.no_grad()
@@ -852,12 +935,11 @@ class Seq2SeqStudent(Student):
         branches = [Branch(self._ids(tag), tgt, m, cut) for (m, tag), (tgt, cut) in zip(tags, targets, strict=True)]
         return Encoded(prefix, branches, question_tokens=len(prefix))
 
-    def answer_prompt(self, record, max_input_tokens):
-        """(encoder ids, decoder prefix ids): the decoder opens with the answer tag."""
-        return (
-            self._encoder_ids(self.fit_block(record, max_input_tokens), max_input_tokens),
-            [self._start()] + self._ids(ANSWER_TAG),
-        )
+    def answer_prompt(self, record, max_input_tokens, unconditional=False):
+        """(encoder ids, decoder prefix ids): the decoder opens with the answer tag;
+        ``unconditional``: an empty encoder input (EOS alone)."""
+        block = "" if unconditional else self.fit_block(record, max_input_tokens)
+        return (self._encoder_ids(block, max_input_tokens), [self._start()] + self._ids(self.answer_tag))
 
     def _pad_right(self, seqs, fill):
         t = max(map(len, seqs))
@@ -898,7 +980,7 @@ class Seq2SeqStudent(Student):
         enc = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
         return self._nll(model, device, enc, d, dmask, labels, task, k, ce_chunk, full_logits=not target_logits_only)
 
-    def _shared_loss(self, model, batch, k, device, pack_tokens, ce_chunk) -> Losses:
+    def _shared_loss(self, model, batch, k, device, pack_tokens, ce_chunk, pad_multiple=0) -> Losses:
         from transformers.modeling_outputs import BaseModelOutput
 
         ids, mask = self._pad_right([e.prefix_ids for e in batch], self.pad_id)
@@ -912,14 +994,15 @@ class Seq2SeqStudent(Student):
         return self._nll(model, device, kwargs, d, dmask, labels, task, k, ce_chunk)
 
     @torch.no_grad()
-    def score_options(self, records, max_input_tokens, batch_size, device, progress=None, with_greedy=False):
+    def score_options(
+        self, records, max_input_tokens, batch_size, device, progress=None, with_greedy=False, unconditional=False
+    ) -> OptionScores:
         """Encoder once per question; every option decoded after the answer tag, batched.
-        ``with_greedy`` as for the decoder-only student."""
-        scores = [[0.0] * len(r["choices"]) for r in records]
-        greedy = [[None] * len(r["choices"]) for r in records]
+        ``with_greedy`` and ``unconditional`` as for the decoder-only student."""
+        scores = OptionScores.empty(records, greedy=with_greedy)
         for start in range(0, len(records), batch_size):
             chunk = list(range(start, min(len(records), start + batch_size)))
-            prompts = [self.answer_prompt(records[i], max_input_tokens) for i in chunk]
+            prompts = [self.answer_prompt(records[i], max_input_tokens, unconditional) for i in chunk]
             ids, mask = self._pad_right([p[0] for p in prompts], self.pad_id)
             enc = self.model.get_encoder()(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
             opts = [
@@ -946,12 +1029,14 @@ class Seq2SeqStudent(Student):
             mean = tok_lp.sum(-1) / keep.sum(-1)
             arg = logp.argmax(-1).tolist()
             for n, ((r, i, j, o), v) in enumerate(zip(opts, mean.tolist(), strict=True)):
-                scores[i][j] = v
                 first = len(prompts[r][1]) - 1  # the position that predicts the option's first token
-                greedy[i][j] = arg[n][first : first + len(o)]
+                scores.mean[i][j] = v
+                scores.total[i][j] = tok_lp[n, first : first + len(o) - self._has_eos()].sum().item()
+                if with_greedy:
+                    scores.greedy[i][j] = arg[n][first : first + len(o)]
             if progress is not None:
                 progress.update(len(chunk))
-        return (scores, greedy) if with_greedy else scores
+        return scores
 
     score_options_pairwise = score_options  # the encoder-decoder scorer is already exact per pair
 

@@ -1,8 +1,9 @@
 """Statistics of accuracy tables, from per-question predictions (eval/predictions/<split>/<b>.jsonl).
 
-A prediction is ``{"id", "label", "pred_score", "pred_generate", "generated", "scores"}``; the
-decision ``rule`` (``evaluate.headline``) says which prediction counts: ``score`` (option
-likelihood) or ``generate`` (generate-and-match; an unmatched text, ``None``, is wrong).
+A prediction is ``{"id", "label", "pred_<rule>" for each rule, "generated", "scores", ...}``;
+the decision ``rule`` (``evaluate.headline``) says which prediction counts: ``score``, ``sum``,
+``norm``, ``pmi`` (option likelihood rules, ``tinyllm.evaluate``) or ``generate``
+(generate-and-match; an unmatched text, ``None``, is wrong).
 
 What is computed, and with which library:
 
@@ -46,7 +47,7 @@ from scipy import stats as st
 LEVEL = 0.95
 N_RESAMPLES = 2000
 SEED = 0
-RULES = ("score", "generate")
+RULES = ("score", "sum", "norm", "pmi", "generate")  # tinyllm.evaluate.RULES (this module imports no torch)
 
 
 # ----------------------------------------------------------------------------- per-question correctness
@@ -301,7 +302,9 @@ def reference_rates(preds: list[dict], majority: dict | None) -> dict[str, float
 def decided(preds: list[dict], rule: str) -> list[dict]:
     """The predictions `rule` decided: all for option scoring; for generate-and-match the ones
     that were generated (the evaluate stage may generate on a fixed subset only)."""
-    return preds if rule == "score" else [p for p in preds if p.get("generated") is not None]
+    if rule != "generate":
+        return preds if all(f"pred_{rule}" in p for p in preds) else []
+    return [p for p in preds if p.get("generated") is not None]
 
 
 def summarize_split(
