@@ -139,3 +139,31 @@ def test_report_plots_and_loss_curves_average_seeds(tmp_path):
     for png in ("accuracy_ci.png", "loss_curves.png"):
         assert (out / png).stat().st_size > 0 and f"]({png})" in tail
     assert "dashed: validation loss" in tail and "no curve for untrained" in tail
+
+
+def test_study_reports_the_report_half_and_checkpoints_selected_on_dev(tiny_tokenizer, tmp_path):
+    """A cloze study with checkpoints: every run writes checkpoint predictions and a memory
+    curve; the report's numbers count only report-half questions (q2-q4 of obqa; q1 is dev),
+    and the checkpoint table selects on dev; the saved student keeps its answer format."""
+    from tinyllm.benchmarks import valid_half
+    from tinyllm.student import load_student
+
+    cfg = _setup(tmp_path, tiny_tokenizer)
+    cfg.seeds, cfg.mlflow, cfg.rule, cfg.report_half = [0], False, "norm", "report"
+    cfg.checkpoint_every, cfg.save_models = 2, "models"
+    cfg.distill = {**cfg.distill, "steps": 4, "answer_format": "cloze"}
+    out = tmp_path / "out"
+    run_study(tmp_path, cfg, out)
+    n_report = sum(valid_half(r) == "report" for r in records("valid"))
+    assert n_report == 3
+    report = (out / "report.md").read_text()
+    assert f"n={n_report}" in report and "n=4" not in report
+    assert "**report** half" in report and "decision rule: **norm**" in report and "Answer format: **cloze**" in report
+    assert "dev-selected step" in report and "| ft-s0 | 2, 4 |" in report
+    assert "**Conclusion so far:** On obqa (report half of valid, n=3, rule norm): ft − untrained = " in report
+    assert "; tinyllm − ft = " in report and "(1 seed)." in report
+    preds = (out / "runs" / "ft-s0" / "checkpoints" / "step2" / "predictions" / "valid" / "obqa.jsonl").read_text()
+    assert preds.count("\n") == 4 and '"half": "dev"' in preds  # checkpoints: every question, both halves
+    assert [r["step"] for r in json.loads((out / "runs" / "ft-s0" / "rss.json").read_text())] == [1, 2, 3, 4]
+    assert "](rss.png)" in report
+    assert load_student(tmp_path / "models" / "tiny" / "ft-s0").answer_format == "cloze"

@@ -784,3 +784,12 @@ def log_report_run(root: Path, experiment: str, files: list[Path], tags: dict, m
         for f in files:
             mlflow.log_artifact(str(f), artifact_path="report")
         return run.info.run_id
+
+
+def describe_run(root: Path, run_id: str, text: str, tags: dict | None = None) -> None:
+    """Set a run's description (the MLflow UI shows it on the run page) and tags, e.g. a study's
+    one-sentence conclusion on its parent run."""
+    client = _mlflow(root).MlflowClient()
+    client.set_tag(run_id, "mlflow.note.content", text)
+    for k, v in (tags or {}).items():
+        client.set_tag(run_id, k, str(v))

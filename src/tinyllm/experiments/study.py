@@ -11,8 +11,14 @@ resumes after an interruption; ``progress.json`` says where it is.
 
 Arms that compare are paired: the same seed gives the same questions in the same order
 (``distill.batches`` orders by the question alone), and evaluation is batch-invariant.
-Selection: nothing is tuned inside the study; every number is on ``eval_split`` (valid), the
-split the profile was designed on, and is labelled so (``report``).
+
+Selection: the validation split is cut into two fixed halves (``benchmarks.valid_half``):
+pilots and every choice use ``dev``; the study's numbers come from ``report_half`` (``report``)
+and are labelled so. ``eval_half: dev`` makes a pilot evaluate the dev half only, so a pilot
+never sees a report number. ``checkpoint_every: N`` evaluates each arm every N steps: the
+report gives the checkpoint selected on dev beside the best-over-checkpoints number on report
+(what the authors' protocol of evaluating every checkpoint on the reported split gives).
+Every prediction carries every decision rule; ``rule`` is the headline one.
 """
 
 from __future__ import annotations
@@ -49,6 +55,13 @@ class StudyConfig:
     headline_arm: str = "tinyllm"
     mlflow: bool = True  # one parent run per study, a child run per (arm, seed)
     experiment: str = "tinyllm"
+    rule: str = "score"  # the headline decision rule (tinyllm.evaluate.RULES); every rule is recorded
+    eval_half: str | None = None  # evaluate only this half of valid ("dev" for pilots); None: all
+    report_half: str | None = None  # the half the report's numbers come from ("report"); None: all evaluated
+    checkpoint_every: int = 0  # also evaluate every N steps (dev selection vs best-on-report)
+    pmi: bool = True  # score options after the answer tag alone too (the pmi rule)
+    save_models: str | None = None  # folder for each run's trained student (e.g. models/study); None: not kept
+    notes: str = ""  # what this profile is for, shown in the report
 
     @classmethod
     def load(cls, path: Path) -> StudyConfig:
@@ -74,16 +87,77 @@ def _write_json(path: Path, obj) -> None:
     write_json(path, obj)
 
 
+def eval_records(root: Path, cfg: StudyConfig) -> dict[str, list[dict]]:
+    """The questions every run is evaluated on: per benchmark, ``eval_split`` (first
+    ``eval_per_benchmark``), then ``eval_half`` of it."""
+    from ..benchmarks import load_prepared, select_half
+
+    out = {}
+    for b in cfg.benchmarks:
+        records = load_prepared(root / cfg.prepared, b, cfg.eval_split)
+        if records is None:
+            raise FileNotFoundError(f"{root / cfg.prepared / b}: no {cfg.eval_split} split to evaluate on")
+        if cfg.eval_per_benchmark:
+            records = records[: cfg.eval_per_benchmark]
+        out[b] = select_half(records, cfg.eval_half)
+    return out
+
+
+def evaluate_student(student, cfg: StudyConfig, questions: dict[str, list[dict]], generate: bool | None = None):
+    """({benchmark: metrics} with the average, {benchmark: predictions}); each prediction carries
+    its ``half`` of valid."""
+    import torch
+
+    from ..benchmarks import valid_half
+    from ..evaluate import average, evaluate_records
+
+    per, preds_by = {}, {}
+    student.model.eval()
+    for b, records in questions.items():
+        with torch.no_grad(), _fp32_forward(student.model):
+            m, preds = evaluate_records(
+                student,
+                records,
+                max_input_tokens=cfg.eval_max_input_tokens,
+                max_new_tokens=None,
+                batch_size=cfg.eval_batch_size,
+                device="cpu",
+                progress=False,
+                generate=cfg.generate if generate is None else generate,
+                headline=cfg.rule,
+                pmi=cfg.pmi,
+            )
+        for p, r in zip(preds, records, strict=True):
+            p["half"] = valid_half(r)
+        per[b], preds_by[b] = m, preds
+    per["average"] = average(per)
+    return per, preds_by
+
+
+@contextlib.contextmanager
+def _fp32_forward(model):
+    """During training, Accelerate's bf16 mixed precision wraps ``model.forward`` in autocast;
+    a checkpoint is evaluated with the original fp32 forward (batch-invariant), then rewrapped."""
+    wrapped = model.__dict__.get("forward")
+    original = getattr(model, "_original_forward", None)
+    if wrapped is None or original is None:
+        yield
+        return
+    model.forward = original
+    try:
+        yield
+    finally:
+        model.forward = wrapped
+
+
 def run_one(root: Path, cfg: StudyConfig, arm: str, seed: int, out: Path, progress: bool = False) -> dict:
     """Train and evaluate one (arm, seed); write its folder; return its metrics."""
     import torch
 
-    from ..benchmarks import load_prepared
     from ..config import DistillConfig
-    from ..distill import active_teachers, train
-    from ..evaluate import average, evaluate_records
+    from ..distill import active_teachers, config_dict, train
     from ..io import write_jsonl
-    from ..student import load_student
+    from ..student import load_student, save_student
     from ..trainset import build_examples
 
     run_dir = out / "runs" / f"{arm}-s{seed}"
@@ -100,34 +174,38 @@ def run_one(root: Path, cfg: StudyConfig, arm: str, seed: int, out: Path, progre
     )
     torch.manual_seed(seed)
     student = load_student(root / cfg.base)
+    questions = eval_records(root, cfg)
     t0 = time.perf_counter()
     rows: list[dict] = []
-    res = train(student, examples, dcfg, log_path=run_dir / "train_log.tsv", progress=progress, on_log=rows.append)
+    rss: list[dict] = []
+    on_step = _checkpoint_hook(student, cfg, questions, run_dir, dcfg.steps, rss)
+    res = train(
+        student,
+        examples,
+        dcfg,
+        log_path=run_dir / "train_log.tsv",
+        progress=progress,
+        on_log=rows.append,
+        on_step=on_step,
+    )
     res.pop("_is_main", None)
     train_s = time.perf_counter() - t0
-    student.model.eval()
-    per, t1 = {}, time.perf_counter()
-    for b in cfg.benchmarks:
-        records = load_prepared(root / cfg.prepared, b, cfg.eval_split)
-        if records is None:
-            raise FileNotFoundError(f"{root / cfg.prepared / b}: no {cfg.eval_split} split to evaluate on")
-        if cfg.eval_per_benchmark:
-            records = records[: cfg.eval_per_benchmark]
-        with torch.no_grad():
-            m, preds = evaluate_records(
-                student,
-                records,
-                max_input_tokens=cfg.eval_max_input_tokens,
-                max_new_tokens=None,
-                batch_size=cfg.eval_batch_size,
-                device="cpu",
-                progress=False,
-                generate=cfg.generate,
-            )
+    if rss:
+        _write_json(run_dir / "rss.json", rss)
+    t1 = time.perf_counter()
+    per, preds_by = evaluate_student(student, cfg, questions)
+    for b, preds in preds_by.items():
         write_jsonl(run_dir / "predictions" / cfg.eval_split / f"{b}.jsonl", preds)
-        per[b] = m
-        log.info("  %s-s%d %s/%s: option likelihood %.3f (n=%d)", arm, seed, b, cfg.eval_split, m["acc_score"], m["n"])
-    per["average"] = average(per)
+        m = per[b]
+        log.info("  %s-s%d %s/%s: %s %.3f (n=%d)", arm, seed, b, cfg.eval_split, cfg.rule, m["accuracy"], m["n"])
+    if cfg.save_models:
+        model_dir = root / cfg.save_models / cfg.name / f"{arm}-s{seed}"
+        save_student(
+            student.model,
+            student.tok,
+            model_dir,
+            {"teachers": teachers, "kind": student.kind, "distill": config_dict(dcfg), **student.format_meta()},
+        )
     metrics = {
         "arm": arm,
         "seed": seed,
@@ -164,6 +242,32 @@ def run_one(root: Path, cfg: StudyConfig, arm: str, seed: int, out: Path, progre
     return metrics
 
 
+def _rss_gb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**30
+
+
+def _checkpoint_hook(student, cfg: StudyConfig, questions, run_dir: Path, steps: int, rss: list[dict]):
+    """``train``'s ``on_step``: the resident set size every step (``rss.json``: a long run must
+    stay flat) and, every ``checkpoint_every`` steps before the last, the predictions of the
+    model so far in ``checkpoints/step<N>/`` (a finished checkpoint is kept on resume)."""
+    from ..io import write_jsonl
+
+    def hook(step: int) -> None:
+        rss.append({"step": step, "rss_gb": round(_rss_gb(), 4)})
+        if not cfg.checkpoint_every or step % cfg.checkpoint_every or step == steps:
+            return
+        ck = run_dir / "checkpoints" / f"step{step}"
+        per, preds_by = evaluate_student(student, cfg, questions, generate=False)
+        for b, preds in preds_by.items():
+            write_jsonl(ck / "predictions" / cfg.eval_split / f"{b}.jsonl", preds)
+        _write_json(ck / "metrics.json", {"step": step, cfg.eval_split: per})
+        log.info("  checkpoint step %d: %s %.3f", step, cfg.rule, per["average"]["accuracy"])
+
+    return hook
+
+
 def run_study(root: Path, cfg: StudyConfig, out: Path, progress: bool = False) -> None:
     """Every (arm, seed) not yet done, in order; then the report."""
     out.mkdir(parents=True, exist_ok=True)
@@ -175,13 +279,18 @@ def run_study(root: Path, cfg: StudyConfig, out: Path, progress: bool = False) -
         from .. import tracking
 
         parent = tracking.parent_run(root, f"study {cfg.name}", cfg.experiment, {"study": cfg.name})
-    with parent:
+    with parent as parent_id:
         _run_all(root, cfg, out, todo, t0, progress)
+        write_report(root, cfg, out)
+        if parent_id:
+            from .. import tracking
+
+            sentence = conclusion(cfg, study_tables(cfg, out))
+            tracking.describe_run(root, parent_id, sentence, {"conclusion": sentence})
     _write_json(
         out / "progress.json",
         {"running": None, "done": len(todo), "of": len(todo), "elapsed_s": time.perf_counter() - t0},
     )
-    write_report(root, cfg, out)
 
 
 def _run_all(root, cfg, out, todo, t0, progress) -> None:
@@ -202,7 +311,7 @@ def _run_all(root, cfg, out, todo, t0, progress) -> None:
             len(todo),
             arm,
             seed,
-            m[cfg.eval_split]["average"]["acc_score"],
+            m[cfg.eval_split]["average"]["accuracy"],
             m["train_s"],
             m["eval_s"],
         )
@@ -221,20 +330,31 @@ def _runs_done(cfg: StudyConfig, out: Path) -> dict[str, dict[int, Path]]:
     return done
 
 
-def _read_preds(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def _read_preds(path: Path, half: str | None = None) -> list[dict]:
+    """Predictions of one file; ``half``: only those of that half of valid."""
+    preds = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if half is not None:
+        if any("half" not in p for p in preds):
+            raise ValueError(f"{path}: predictions carry no 'half' (written before the dev/report split)")
+        preds = [p for p in preds if p["half"] == half]
+    return preds
 
 
-def study_tables(cfg: StudyConfig, out: Path, rule: str = "score") -> dict:
-    """Accuracy summaries per arm and paired comparisons, from the finished runs' predictions."""
+def study_tables(cfg: StudyConfig, out: Path, rule: str | None = None, half: str | None = "profile") -> dict:
+    """Accuracy summaries per arm and paired comparisons, from the finished runs' predictions
+    under ``rule`` (default: the profile's) on ``half`` (default: the profile's report half)."""
     from .stats import accuracy_summary, paired_comparison, seed_matrix
 
+    rule = rule or cfg.rule
+    half = cfg.report_half if half == "profile" else half
     done = _runs_done(cfg, out)
     mats: dict[str, dict] = {}
     for arm, seeds in done.items():
         mats[arm] = {}
         for b in cfg.benchmarks:
-            runs = [_read_preds(d / "predictions" / cfg.eval_split / f"{b}.jsonl") for _, d in sorted(seeds.items())]
+            runs = [
+                _read_preds(d / "predictions" / cfg.eval_split / f"{b}.jsonl", half) for _, d in sorted(seeds.items())
+            ]
             mats[arm][b] = seed_matrix(runs, rule)
     summary = {arm: accuracy_summary({b: m for b, (_, m) in per.items()}) for arm, per in mats.items()}
     comps = {}
@@ -244,7 +364,59 @@ def study_tables(cfg: StudyConfig, out: Path, rule: str = "score") -> dict:
         for ref in (cfg.reference, *cfg.deterministic_arms):
             if arm != ref and ref in mats:
                 comps[f"{arm} - {ref}"] = paired_comparison(mats[arm], mats[ref])
-    return {"summary": summary, "comparisons": comps, "seeds": {a: sorted(s) for a, s in done.items()}, "rule": rule}
+    seeds = {a: sorted(s) for a, s in done.items()}
+    return {"summary": summary, "comparisons": comps, "seeds": seeds, "rule": rule, "half": half}
+
+
+def checkpoint_table(cfg: StudyConfig, out: Path) -> list[dict]:
+    """Per finished run with checkpoints: the step selected on ``dev`` (highest dev accuracy
+    under the profile's rule, ties to the later step) and its accuracy on the report half, beside
+    the best accuracy over the checkpoints on the report half (the authors' protocol) and the
+    gap, with the paired-bootstrap CI of the gap's two predictions sets (questions resampled)."""
+    from .stats import accuracy_summary, paired_comparison, seed_matrix
+
+    rows = []
+    for arm, seeds in _runs_done(cfg, out).items():
+        for seed, d in sorted(seeds.items()):
+            steps = sorted(int(p.name[4:]) for p in (d / "checkpoints").glob("step*") if (p / "metrics.json").exists())
+            if not steps:
+                continue
+            final = json.loads((d / "metrics.json").read_text())["train"].get("steps", 0)
+            folders = {s: d / "checkpoints" / f"step{s}" for s in steps} | {final: d}
+
+            def mats(folder, half, rule=cfg.rule):
+                return {
+                    b: seed_matrix(
+                        [_read_preds(folder / "predictions" / cfg.eval_split / f"{b}.jsonl", half)], cfg.rule
+                    )
+                    for b in cfg.benchmarks
+                }
+
+            def average(folder, half):
+                return accuracy_summary({b: m for b, (_, m) in mats(folder, half).items()}, n_resamples=200)["average"][
+                    "accuracy"
+                ]
+
+            acc = {h: {s: average(f, h) for s, f in folders.items()} for h in ("dev", cfg.report_half or "report")}
+            rep_half = cfg.report_half or "report"
+            chosen = max(folders, key=lambda s: (acc["dev"][s], s))
+            best = max(folders, key=lambda s: (acc[rep_half][s], s))
+            gap = paired_comparison(mats(folders[best], rep_half), mats(folders[chosen], rep_half))["average"]
+            rows.append(
+                {
+                    "run": f"{arm}-s{seed}",
+                    "steps": sorted(folders),
+                    "dev_selected_step": chosen,
+                    "dev_selected_report": acc[rep_half][chosen],
+                    "final_report": acc[rep_half][final],
+                    "best_step_on_report": best,
+                    "best_on_report": acc[rep_half][best],
+                    "gap": gap["diff"],
+                    "gap_ci_low": gap["ci_low"],
+                    "gap_ci_high": gap["ci_high"],
+                }
+            )
+    return rows
 
 
 def _pct(x: float) -> str:
@@ -254,20 +426,29 @@ def _pct(x: float) -> str:
 def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
     """``report.md`` + ``report.json`` in ``out``: per arm and benchmark n, accuracy (mean ± sd
     over seeds) and a 95% CI; paired differences with bootstrap CIs and exact McNemar p."""
+    from ..evaluate import RULES
     from .stats import majority_classes, reference_rates
 
     tables = study_tables(cfg, out)
     summary, comps = tables["summary"], tables["comparisons"]
     cols = cfg.benchmarks + ["average"]
+    fmt = {**cfg.distill}.get("answer_format", "listed")
+    scope = "every question" if not cfg.eval_per_benchmark else f"the first {cfg.eval_per_benchmark} questions"
+    half = {
+        None: "all of them",
+        "dev": "their **dev** half (a pilot: choices are made here)",
+        "report": "their **report** half (fixed by a hash before any pilot; nothing was selected on it)",
+    }[tables["half"]]
     lines = [
         f"# Study `{cfg.name}`",
         "",
-        f"Split: **{cfg.eval_split}** ("
-        f"{'every question' if not cfg.eval_per_benchmark else f'the first {cfg.eval_per_benchmark} questions'}"
-        " per benchmark); decision rule: **option likelihood** (mean token log-likelihood of each option). "
-        "Nothing was selected on this split: steps, learning rate, caps and alphas were fixed in the profile "
-        "before any run (from the compute budget and the measured rationale lengths), and every arm is "
-        "reported at its final step. The mirror has no test split, so these are validation numbers.",
+        *([cfg.notes.strip(), ""] if cfg.notes.strip() else []),
+        f"**Conclusion so far:** {conclusion(cfg, tables)}",
+        "",
+        f"Split: **{cfg.eval_split}**, {scope} per benchmark, {half}. Answer format: **{fmt}**; "
+        f"decision rule: **{cfg.rule}** ({RULE_TEXT.get(cfg.rule, cfg.rule)}). Every arm is reported at its "
+        "final step; steps, learning rate, caps and alphas were fixed in the profile before its runs. "
+        "The mirror has no test split, so these are validation numbers.",
         "",
         "Accuracy % (mean over seeds ± sd) [95% CI; seeds pooled per question], n questions:",
         "",
@@ -291,7 +472,9 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
         first = next(iter(next(iter(done.values())).values()))
         maj = majority_classes(root / cfg.prepared, cfg.benchmarks)
         rates = {
-            b: reference_rates(_read_preds(first / "predictions" / cfg.eval_split / f"{b}.jsonl"), maj.get(b))
+            b: reference_rates(
+                _read_preds(first / "predictions" / cfg.eval_split / f"{b}.jsonl", tables["half"]), maj.get(b)
+            )
             for b in cfg.benchmarks
         }
         for key, label in (("majority", "majority class (train)"), ("chance", "chance")):
@@ -339,6 +522,8 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
             f"{100 * rel:+.1f}% relative to {cfg.reference}; CI half-width "
             f"{50 * (c['ci_high'] - c['ci_low']):.2f} points.",
         ]
+    lines += _rules_table(cfg, out, tables, RULES)
+    lines += _checkpoint_lines(cfg, out)
     plots = write_plots(cfg, out, tables, rates)  # before report.md, so its links never dangle
     if plots:
         lines += ["", "## Plots"]
@@ -351,6 +536,109 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
         f.write(text)
     _write_json(out / "report.json", tables)
     return text
+
+
+def conclusion(cfg: StudyConfig, tables: dict) -> str:
+    """The study's result in one sentence with its numbers: the positive control (the reference
+    arm against the untrained student) and the headline arm against the reference."""
+    summary, comps = tables["summary"], tables["comparisons"]
+    half = f"{tables['half']} half of " if tables["half"] else ""
+    n = summary.get(cfg.reference, {}).get("average", {}).get("n")
+    where = f"{', '.join(cfg.benchmarks)} ({half}{cfg.eval_split}, n={n}, rule {cfg.rule})"
+
+    def diff(key):
+        c = comps.get(key, {}).get("average")
+        if not c:
+            return None
+        return (
+            f"{100 * c['diff']:+.1f} points [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}], "
+            f"McNemar p = {c['p_mcnemar']:.2g}"
+        )
+
+    control = next((diff(f"{cfg.reference} - {a}") for a in cfg.deterministic_arms), None)
+    head = diff(f"{cfg.headline_arm} - {cfg.reference}")
+    seeds = tables["seeds"].get(cfg.headline_arm, [])
+    if control is None:
+        return f"On {where}: the positive control ({cfg.reference} against the untrained student) is not finished."
+    text = f"On {where}: {cfg.reference} − untrained = {control}"
+    if head is None:
+        return text + f"; {cfg.headline_arm} is not finished."
+    return text + f"; {cfg.headline_arm} − {cfg.reference} = {head} ({len(seeds)} seed{'s' * (len(seeds) != 1)})."
+
+
+RULE_TEXT = {
+    "score": "mean token log-likelihood of option + EOS",
+    "sum": "summed log-likelihood of the option text",
+    "norm": "summed log-likelihood per character, lm-evaluation-harness acc_norm",
+    "pmi": "summed log-likelihood minus the option's after the answer tag alone",
+    "generate": "greedy generation matched to an option",
+}
+
+
+def _rules_table(cfg: StudyConfig, out: Path, tables: dict, rules) -> list[str]:
+    """Average accuracy [95% CI] of each arm under every decision rule the predictions carry,
+    and the headline comparison under each (same half as the main table)."""
+    done = _runs_done(cfg, out)
+    if not done:
+        return []
+    first = next(iter(next(iter(done.values())).values()))
+    sample = _read_preds(first / "predictions" / cfg.eval_split / f"{cfg.benchmarks[0]}.jsonl")
+    have = [r for r in rules if r != "generate" and sample and f"pred_{r}" in sample[0]]
+    if len(have) < 2:
+        return []
+    per_rule = {r: study_tables(cfg, out, rule=r) for r in have}
+    lines = [
+        "",
+        "Average accuracy % under each decision rule [95% CI] (same questions and half; the headline "
+        f"rule, **{cfg.rule}**, was fixed in the profile):",
+        "",
+        "| arm | " + " | ".join(have) + " |",
+        "|---|" + "---|" * len(have),
+    ]
+    for arm in cfg.arms:
+        if arm not in tables["summary"]:
+            continue
+        cells = []
+        for r in have:
+            s = per_rule[r]["summary"][arm]["average"]
+            cells.append(f"{_pct(s['accuracy'])} [{_pct(s['ci_low'])}, {_pct(s['ci_high'])}]")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    for name in tables["comparisons"]:
+        cells = []
+        for r in have:
+            c = per_rule[r]["comparisons"].get(name, {}).get("average")
+            cells.append(
+                f"{100 * c['diff']:+.1f} [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] p={c['p_mcnemar']:.2g}"
+                if c
+                else ""
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _checkpoint_lines(cfg: StudyConfig, out: Path) -> list[str]:
+    rows = checkpoint_table(cfg, out)
+    if not rows:
+        return []
+    _write_json(out / "checkpoints.json", rows)
+    lines = [
+        "",
+        f"Checkpoints (average accuracy %, rule {cfg.rule}): the step selected on **dev** and its **report** "
+        "accuracy, against the best step chosen on report itself (the authors' protocol: every checkpoint "
+        "evaluated on the reported split); gap = best-on-report − dev-selected [95% paired-bootstrap CI]:",
+        "",
+        "| run | steps evaluated | dev-selected step | its report acc | final step's | best step on report "
+        "| best-on-report acc | gap (points) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['run']} | {', '.join(map(str, r['steps']))} | {r['dev_selected_step']} | "
+            f"{_pct(r['dev_selected_report'])} | {_pct(r['final_report'])} | {r['best_step_on_report']} | "
+            f"{_pct(r['best_on_report'])} | {100 * r['gap']:+.1f} [{100 * r['gap_ci_low']:+.1f}, "
+            f"{100 * r['gap_ci_high']:+.1f}] |"
+        )
+    return lines
 
 
 # ----------------------------------------------------------------------------- plots
@@ -533,4 +821,31 @@ def write_plots(cfg: StudyConfig, out: Path, tables: dict, rates: dict[str, dict
         else:
             caption += ". The train logs have no validation-loss column, so no validation-loss curve is drawn."
         made.append(("loss_curves.png", "Training loss curves per task and arm", caption))
+    rss = {
+        f"{arm}-s{seed}": json.loads((d / "rss.json").read_text())
+        for arm, seeds in _runs_done(cfg, out).items()
+        for seed, d in sorted(seeds.items())
+        if (d / "rss.json").exists()
+    }
+    if rss:
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        for i, (run, rows) in enumerate(rss.items()):
+            ax.plot([r["step"] for r in rows], [r["rss_gb"] for r in rows], lw=1.2, color=f"C{i % 10}", label=run)
+        ax.set_xlabel("step")
+        ax.set_ylabel("resident set size (GB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        ax.set_title(f"Study {cfg.name}: memory of the study process per training step", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(out / "rss.png", dpi=110)
+        plt.close(fig)
+        peaks = ", ".join(f"{run} {max(r['rss_gb'] for r in rows):.2f} GB" for run, rows in rss.items())
+        made.append(
+            (
+                "rss.png",
+                "Resident set size per training step",
+                "Resident set size of the study process after each optimizer step (checkpoint evaluations "
+                f"included; rows padded to `pad_multiple` tokens bound the kernel shapes). Peaks: {peaks}.",
+            )
+        )
     return made
