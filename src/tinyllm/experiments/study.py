@@ -206,6 +206,7 @@ def run_one(root: Path, cfg: StudyConfig, arm: str, seed: int, out: Path, progre
             model_dir,
             {"teachers": teachers, "kind": student.kind, "distill": config_dict(dcfg), **student.format_meta()},
         )
+        _dvc_add(root, model_dir)
     metrics = {
         "arm": arm,
         "seed": seed,
@@ -240,6 +241,22 @@ def run_one(root: Path, cfg: StudyConfig, arm: str, seed: int, out: Path, progre
         )
     _write_json(run_dir / "done.json", {"finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     return metrics
+
+
+def _dvc_add(root: Path, path: Path) -> None:
+    """Track a saved student with DVC (``<run>.dvc`` beside it: commit it, ``dvc push`` the
+    weights), so it can be re-evaluated on another machine without retraining. A failure (no
+    DVC, a lock held by a running ``dvc repro``) is a warning naming the command to run."""
+    import subprocess
+
+    cmd = ["dvc", "add", "--quiet", str(path.relative_to(root) if path.is_relative_to(root) else path)]
+    try:
+        done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.warning("could not track %s with DVC (%s); run: %s", path, e, " ".join(cmd))
+        return
+    if done.returncode:
+        log.warning("`%s` failed (%s); run it again later", " ".join(cmd), done.stderr.strip()[-300:])
 
 
 def _rss_gb() -> float:
