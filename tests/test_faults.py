@@ -120,3 +120,38 @@ def test_backoff_s_sets_the_retry_delays():
         g = _one(make_backend(_cfg(srv.url, max_retries=2, backoff_s=0.3)))
     gaps = [b - a for a, b in zip(srv.times, srv.times[1:], strict=False)]
     assert g.error is None and gaps[0] >= 0.3 and gaps[1] >= 0.6, gaps
+
+
+def test_save_student_is_atomic(tiny_tokenizer, tmp_path):
+    # fault 8: a kill mid-save left models/student with config files only; now the save goes to a
+    # temporary sibling and is renamed: the previous checkpoint stays whole until the new one is
+    import torch
+    from conftest import tiny_causal
+
+    from tinyllm.student import load_student, save_student
+
+    class Killed(BaseException):  # like SIGTERM's KeyboardInterrupt/SystemExit: not an Exception
+        pass
+
+    class DyingTokenizer:  # the model's files are written, then the process dies
+        def save_pretrained(self, d):
+            raise Killed
+
+    out = tmp_path / "models" / "student"
+    with pytest.raises(Killed):
+        save_student(tiny_causal(tiny_tokenizer, seed=2), DyingTokenizer(), out, {"teachers": ["b"]})
+    assert not out.exists()  # no checkpoint rather than a folder that looks like one
+    first = tiny_causal(tiny_tokenizer, seed=1)
+    save_student(first, tiny_tokenizer, out, {"teachers": ["a"]})
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(Killed):
+        save_student(tiny_causal(tiny_tokenizer, seed=2), DyingTokenizer(), out, {"teachers": ["b"]})
+    assert sorted(p.name for p in out.iterdir()) == before
+    kept = load_student(out).model.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in first.state_dict().items())  # the old weights, whole
+    assert json.loads((out / "tinyllm.json").read_text()) == {"teachers": ["a"]}
+    assert [p.name for p in out.parent.iterdir()] == ["student"]  # no half-written sibling left
+    save_student(tiny_causal(tiny_tokenizer, seed=2), tiny_tokenizer, out, {"teachers": ["b"]})
+    assert json.loads((out / "tinyllm.json").read_text()) == {"teachers": ["b"]}
+    assert load_student(out).model.config.vocab_size == len(tiny_tokenizer)
+    assert [p.name for p in out.parent.iterdir()] == ["student"]
