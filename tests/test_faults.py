@@ -155,3 +155,58 @@ def test_save_student_is_atomic(tiny_tokenizer, tmp_path):
     assert json.loads((out / "tinyllm.json").read_text()) == {"teachers": ["b"]}
     assert load_student(out).model.config.vocab_size == len(tiny_tokenizer)
     assert [p.name for p in out.parent.iterdir()] == ["student"]
+
+
+def test_a_params_error_stops_dvc_before_it_deletes_any_output(tmp_path):
+    # fault 2: `distill.batch_size: 0` failed in distill's own validation, after DVC had deleted
+    # models/student and its metrics; now check_params (every stage depends on it) fails first
+    import shutil
+    import subprocess
+
+    import yaml
+    from pipeline_copy import ROOT, base_env, run
+
+    env = base_env()
+    for name in ("stages", "src"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(ROOT / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "train.py").write_text(
+        "import sys; sys.path.insert(0, 'stages'); import _stage\n"
+        "_stage.config()\n"  # like every stage: validates the whole file first
+        "open('model.txt', 'w').write('weights'); open('runs.log', 'a').write('trained\\n')\n"
+    )
+    real = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    # in the real pipeline every stage depends on check_params: each root stage (no dep made by
+    # another stage) lists its output, and check_params tracks the whole params file
+    outs = {
+        next(iter(o)) if isinstance(o, dict) else o
+        for n, st in real.items()
+        if n != "check_params"
+        for o in st.get("outs", [])
+    }
+    made = lambda d: any(d == o or d.startswith(o + "/") for o in outs)  # noqa: E731
+    roots = [n for n, st in real.items() if n != "check_params" and not any(made(d) for d in st.get("deps", []))]
+    assert roots == ["fetch", "student_base"] and all("data/params.ok" in real[n]["deps"] for n in roots)
+    assert real["check_params"]["params"] == [{"params.yaml": None}]
+    stages = {
+        "check_params": real["check_params"],
+        "distill": {"cmd": "python train.py", "deps": ["data/params.ok", "train.py"], "params": ["distill"]},
+    }
+    stages["distill"]["outs"] = ["model.txt"]
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    run(["git", "init", "-q"], tmp_path, env)
+    run(["dvc", "init", "-q"], tmp_path, env)
+    run(["dvc", "repro", "-q"], tmp_path, env)
+    assert (tmp_path / "model.txt").read_text() == "weights"
+
+    good = (tmp_path / "params.yaml").read_text()
+    p = yaml.safe_load(good)
+    p["distill"]["batch_size"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    res = subprocess.run(["dvc", "repro"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "distill.batch_size" in res.stdout + res.stderr
+    assert (tmp_path / "model.txt").read_text() == "weights"  # the last good output is still there
+
+    (tmp_path / "params.yaml").write_text(good)  # typo fixed: nothing to retrain
+    run(["dvc", "repro", "-q"], tmp_path, env)
+    assert (tmp_path / "runs.log").read_text() == "trained\n"
