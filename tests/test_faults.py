@@ -210,3 +210,28 @@ def test_a_params_error_stops_dvc_before_it_deletes_any_output(tmp_path):
     (tmp_path / "params.yaml").write_text(good)  # typo fixed: nothing to retrain
     run(["dvc", "repro", "-q"], tmp_path, env)
     assert (tmp_path / "runs.log").read_text() == "trained\n"
+
+
+def test_a_cached_rerun_of_a_teacher_stage_keeps_its_measured_speed(tmp_path, monkeypatch):
+    # fault 7: a re-run with every record cached overwrote metrics/teachers/*.json with
+    # tokens_per_s: null (DVC had deleted the file; now it is persist: true and the stage keeps it)
+    import yaml
+    from teachers_testlib import build_tiny_causal
+    from test_teachers import REPO, _stage_workspace
+
+    sys_path = str(REPO / "stages")
+    monkeypatch.syspath_prepend(sys_path)
+    import generate_rationales
+
+    _stage_workspace(tmp_path, build_tiny_causal(tmp_path / "model"), 4)
+    monkeypatch.chdir(tmp_path)
+    args = ["--teacher", "tiny", "--benchmark", "obqa", "--no-progress", "--metrics", "metrics.json"]
+    assert generate_rationales.main(args) == 0
+    first = json.loads((tmp_path / "metrics.json").read_text())["train"]
+    assert first["tokens_per_s"] > 0 and first["timed_run"]["generated"] == 4 and first["machine"]["torch"]
+    assert generate_rationales.main(args) == 0  # every record cached
+    again = json.loads((tmp_path / "metrics.json").read_text())["train"]
+    assert again["last_run"]["generated"] == 0 and again["last_run"]["tokens_per_s"] is None
+    assert again["tokens_per_s"] == first["tokens_per_s"] and again["timed_run"] == first["timed_run"]
+    metrics = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["generate_rationales"]["metrics"]
+    assert next(iter(metrics[0].values()))["persist"] is True  # DVC keeps the file for the re-run
