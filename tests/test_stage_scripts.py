@@ -62,16 +62,20 @@ def _records(split, n):
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, tiny_tokenizer):
+    return make_workspace(tmp_path_factory.mktemp("stages"), tiny_tokenizer)
+
+
+def make_workspace(root: Path, tiny_tokenizer, steps: int = 2) -> Path:
     """A repo layout with params.yaml shrunk to one benchmark, a tiny random base student, six
     train and four valid questions and a released-style rationale cache for both splits."""
-    root = tmp_path_factory.mktemp("stages")
+    root.mkdir(parents=True, exist_ok=True)
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["data"]["benchmarks"] = ["obqa"]
     p["teachers"] = {}
     p["distill"].update(
         alphas={"flan_t5_xl": 1.0},
         train_per_benchmark=4,  # the first 4 of 6 train questions
-        steps=2,
+        steps=steps,
         batch_size=2,
         grad_accum=1,
         valid_loss_per_benchmark=2,

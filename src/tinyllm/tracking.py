@@ -96,7 +96,7 @@ def _redact(uri: str) -> str:
 # backoff, 120 s timeout) turned a server outage into ~4 min per call (issue 21 fault 1).
 FAST_HTTP = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.5",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # an int: MLflow refuses "0.5"
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
 }
 RETRY_EVERY_S = 30.0  # in an outage, try the server again at most this often (each try <= ~11 s)
