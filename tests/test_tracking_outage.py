@@ -140,6 +140,23 @@ def test_outage_to_the_end_hands_the_buffer_to_evaluate(repo, monkeypatch):
     tracking.finish_evaluate_run(ev, {"valid": {"average": {"accuracy": 0.5}}}, eval_splits=[])
 
 
+def test_a_call_the_server_refuses_is_dropped_not_buffered_or_raised(repo, caplog):
+    # a 4xx (here an invalid metric name) would be refused again on every replay: it is logged and
+    # dropped, the rows around it are logged, training is never stopped by it
+    import mlflow
+
+    root, params = repo
+    run = tracking.start_distill_run(root, params)
+    with caplog.at_level(logging.WARNING, logger="tinyllm.tracking"):
+        run.log_row({"step": 1, "loss": 3.0})
+        run.log_row({"step": 2, "loss": 2.0, "bad name?!": 1.0})
+        run.log_row({"step": 3, "loss": 1.0})
+    assert run.pending == [] and any("refused a logging call" in r.getMessage() for r in caplog.records)
+    tracking.finish_distill_run(run, root, {})
+    assert [s for s, _ in _history(run.run_id, "train.loss")] == [1, 3]
+    assert mlflow.MlflowClient().get_run(run.run_id).info.status == "FINISHED"
+
+
 def test_a_server_down_at_start_is_reported_in_seconds(repo, monkeypatch):
     # fault 1: the first error came after 4 min 21 s of MLflow's retries
     root, params = repo

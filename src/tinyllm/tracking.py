@@ -122,6 +122,28 @@ def fast_http():
                 os.environ[k] = v
 
 
+def _is_outage(e: Exception) -> bool:
+    """True when ``e`` says the tracking server did not answer (connection refused or reset, a
+    timeout, a 5xx): worth buffering and retrying. False when it answered and refused the call
+    (a 4xx: a bad value, a deleted run), which a retry would not change."""
+    import requests
+
+    if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, OSError)):
+        return True
+    try:
+        from mlflow.exceptions import MlflowException, RestException
+    except ImportError:
+        return False
+    if isinstance(e, RestException):  # the server answered with an error document
+        return e.get_http_status_code() >= 500
+    # MLflow wraps transport failures ("API request to ... failed with exception ...") as INTERNAL_ERROR
+    return isinstance(e, MlflowException) and e.error_code in (
+        "INTERNAL_ERROR",
+        "TEMPORARILY_UNAVAILABLE",
+        "REQUEST_LIMIT_EXCEEDED",
+    )
+
+
 def _short(e: Exception) -> str:
     return _redact(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")[:200]
 
@@ -428,6 +450,9 @@ class Run:
             with fast_http():
                 self._write(op)
         except Exception as e:  # noqa: BLE001  (tracking is never the reason a training is lost)
+            if not _is_outage(e):  # the server answered and refused this call: it would refuse it again
+                log.error("MLflow refused a logging call (%s); it is dropped, training goes on", _short(e))
+                return
             self.pending.append(op)
             self._retry_at = time.monotonic() + RETRY_EVERY_S
             if not self._warned:
@@ -447,9 +472,14 @@ class Run:
         try:
             with fast_http():
                 while self.pending:
-                    self._write(self.pending[0])
+                    try:
+                        self._write(self.pending[0])
+                    except Exception as e:  # noqa: BLE001
+                        if _is_outage(e):
+                            raise
+                        log.error("MLflow refused a buffered logging call (%s); it is dropped", _short(e))
                     self.pending.pop(0)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001  (still down)
             self._retry_at = time.monotonic() + RETRY_EVERY_S
             return False
         log.warning("MLflow answers again: %d buffered logging calls replayed into run %s", n, self.run_id)
