@@ -25,9 +25,13 @@ export DVC_NO_ANALYTICS=1
 die() { echo "share.sh: $*" >&2; exit 1; }
 
 default_remote() {
-  local name
-  name=$($DVC remote default 2>/dev/null || true)
-  [ -n "$name" ] || die "no default DVC remote: run 'make remote-local REMOTE_PATH=...' or 'make remote-s3 S3_URL=...' (docs/sharing.md)"
+  local name rc=0
+  # `dvc remote default` prints "No default remote set" on stdout with rc 1: never a remote's name
+  name=$($DVC remote default 2>/dev/null) || rc=$?
+  if [ "$rc" -ne 0 ] || [ -z "$name" ] || [ -z "$(remote_url "$name")" ]; then
+    die "no DVC remote is configured (nothing was transferred): run 'make remote-local REMOTE_PATH=...' or
+  'make remote-s3 S3_URL=...' (docs/sharing.md), or pass one with -r NAME / REMOTE=NAME"
+  fi
   echo "$name"
 }
 
@@ -42,6 +46,77 @@ parse_remote() {
     esac
   done
   [ -n "$REMOTE" ] || REMOTE=$(default_remote)
+  [ -n "$(remote_url "$REMOTE")" ] || die "no DVC remote named '$REMOTE' (configured: $($DVC remote list 2>/dev/null | awk '{print $1}' | tr '\n' ' '))"
+}
+
+# Can the remote be reached at all? At most ~15 s, before DVC's own retries (minutes) start, and
+# names the cause: a folder that is not there (not mounted), an endpoint that does not answer, or
+# (S3) credentials the server refuses / a bucket that does not exist. SHARE_SKIP_REACHABILITY=1 skips it.
+check_reachable() {
+  local name=$1 url endpoint
+  [ "${SHARE_SKIP_REACHABILITY:-0}" = 1 ] && return 0
+  url=$(remote_url "$name")
+  endpoint=$($DVC config "remote.$name.endpointurl" 2>/dev/null || true)
+  $PYTHON - "$name" "$url" "$endpoint" <<'PY' || exit 1
+import os
+import socket
+import sys
+from urllib.parse import urlsplit
+
+name, url, endpoint = sys.argv[1:4]
+TIMEOUT = 5.0
+
+
+def die(msg):
+    print(f"share.sh: remote '{name}' ({url}): {msg} (nothing was transferred)", file=sys.stderr)
+    sys.exit(1)
+
+
+def connect(where, host, port):
+    try:
+        socket.create_connection((host, port), timeout=TIMEOUT).close()
+    except OSError as e:
+        die(f"unreachable endpoint {where}: {type(e).__name__}: {e}. Check the address, the network/VPN, or "
+            "that the server runs")
+
+
+parts = urlsplit(url)
+if parts.scheme in ("", "file") or len(parts.scheme) == 1:  # a path (C:\... on Windows)
+    path = parts.path if parts.scheme == "file" else url
+    if not os.path.isdir(path):
+        die(f"unreachable: the folder {path} does not exist here (a network share not mounted, or a typo)")
+    if not os.access(path, os.R_OK | os.X_OK):
+        die(f"the folder {path} is not readable by this user")
+elif parts.scheme == "s3":
+    ep = urlsplit(endpoint) if endpoint else None
+    if ep is not None:
+        connect(endpoint, ep.hostname, ep.port or (443 if ep.scheme == "https" else 80))
+    try:
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        sys.exit(0)  # dvc-s3 not installed: DVC will say so
+    cfg = Config(connect_timeout=TIMEOUT, read_timeout=TIMEOUT, retries={"max_attempts": 1})
+    try:
+        s3 = boto3.client("s3", endpoint_url=endpoint or None, config=cfg)
+        s3.head_bucket(Bucket=parts.netloc)
+    except ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", "")) or str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "401"):
+            die(f"credentials refused by the server (HTTP {code}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+                f"or 'dvc remote modify --local {name} access_key_id ...', and the bucket policy")
+        if code in ("404", "NoSuchBucket"):
+            die(f"the bucket '{parts.netloc}' does not exist at {endpoint or 'AWS'}")
+        die(f"the server answered {code}: {e}")
+    except BotoCoreError as e:
+        die(f"unreachable endpoint {endpoint or 'AWS S3'}: {type(e).__name__}: {e}")
+elif parts.hostname:
+    port = parts.port or {"https": 443, "http": 80, "ssh": 22, "sftp": 22, "webdav": 80, "webdavs": 443}.get(
+        parts.scheme, 443
+    )
+    connect(f"{parts.hostname}:{port}", parts.hostname, port)
+PY
 }
 
 # Outputs that `dvc status` reports as absent after a failed pull, one per line.
@@ -157,6 +232,7 @@ case "$cmd" in
   push)
     parse_remote "$@"
     check_s3_credentials "$REMOTE"
+    check_reachable "$REMOTE"
     start=$(date +%s)
     $DVC push --run-cache -r "$REMOTE" ${ARGS[@]+"${ARGS[@]}"}
     # Every cached output must now be in the remote: `status --cloud` lists what is not.
@@ -170,6 +246,7 @@ case "$cmd" in
   pull)
     parse_remote "$@"
     check_s3_credentials "$REMOTE"
+    check_reachable "$REMOTE"
     # Re-hash every downloaded object (a corrupted object then fails the pull, naming the output).
     $DVC remote modify --local "$REMOTE" verify true
     start=$(date +%s)
@@ -180,7 +257,9 @@ case "$cmd" in
       for out in $(absent_outputs ${ARGS[@]+"${ARGS[@]}"}); do
         $DVC pull -q -r "$REMOTE" "$out" >/dev/null 2>&1 || bad="$bad $out"
       done
-      [ -n "$bad" ] || die "pull from '$REMOTE' FAILED (see the DVC error above); every output pulled on retry, run it again"
+      [ -n "$bad" ] || die "pull from '$REMOTE' FAILED (see the DVC error above), yet no output is missing here now:
+  every output is in the workspace (a retry pulled the rest, or they were there already); what failed is
+  DVC's run-cache or a transient error. Run it again to be sure; 'scripts/share.sh verify' checks the files"
       echo "share.sh: pull from '$REMOTE' FAILED: missing or corrupt in the remote (not checked out):$bad" >&2
       # shellcheck disable=SC2086
       recovery_steps "$REMOTE" $bad

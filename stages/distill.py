@@ -44,7 +44,10 @@ def main() -> None:
     logging.info("%d training questions; teachers %s; coverage %s", len(examples), teachers, coverage)
     from tinyllm import tracking
 
-    run = tracking.start_distill_run(root, _stage.params(), enabled=not args.no_mlflow)  # rank 0 only
+    try:  # a tracking server that does not answer is reported in seconds, before any training
+        run = tracking.start_distill_run(root, _stage.params(), enabled=not args.no_mlflow)  # rank 0 only
+    except tracking.TrackingUnavailable as e:
+        raise SystemExit(f"distill: {e}") from None
     torch.manual_seed(cfg.seed)
     model = load_student(root / args.base, student.kind)
     if cfg.lora:

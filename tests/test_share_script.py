@@ -91,3 +91,71 @@ def test_s3_credentials_in_the_committed_config_are_refused_on_push(repo):
     run(["dvc", "remote", "modify", "teams3", "secret_access_key", "oops"], a, env)
     rc, out = share(["push", "-r", "teams3"], a, {**env, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"})
     assert rc != 0 and ".dvc/config holds S3 credentials" in out
+
+
+def test_pull_and_push_name_the_actual_cause_within_seconds(repo, tmp_path):
+    # issue 21 fault 5: with no remote, DVC's "No default remote set" was taken as the remote's name;
+    # an unreachable remote ran 375 s, then claimed every output was missing in the remote
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from teachers_testlib import free_port
+
+    a, remote, env = repo
+    b = tmp_path / "b"
+    run(["git", "clone", "-q", str(a), str(b)], tmp_path, env)
+
+    def timed(args, cwd, extra=None):
+        t0 = time.perf_counter()
+        rc, out = share(args, cwd, {**env, **(extra or {})})
+        assert rc != 0, out
+        assert time.perf_counter() - t0 < 30, out  # the probe itself is <= 15 s; dvc start-up on top
+        assert "missing or corrupt in the remote" not in out and "every output pulled" not in out, out
+        return out
+
+    # the folder remote is not there (an unmounted share)
+    remote.rename(tmp_path / "remote-away")
+    out = timed(["pull"], b)
+    assert f"the folder {remote} does not exist here" in out, out
+    (tmp_path / "remote-away").rename(remote)
+
+    # an S3 endpoint that does not answer, one that refuses the credentials, one without the bucket
+    creds = {"AWS_ACCESS_KEY_ID": "AKIATEST", "AWS_SECRET_ACCESS_KEY": "x" * 20}
+    run(["dvc", "remote", "add", "teams3", "s3://tinyllm-dvc/cache"], b, env)
+    run(["dvc", "remote", "modify", "teams3", "endpointurl", f"http://127.0.0.1:{free_port()}"], b, env)
+    out = timed(["pull", "-r", "teams3"], b, creds)
+    assert "unreachable endpoint http://127.0.0.1:" in out and "ConnectionRefusedError" in out, out
+
+    status = {"code": 403}
+
+    class S3(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_HEAD(self):
+            self.send_response(status["code"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), S3)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        run(["dvc", "remote", "modify", "teams3", "endpointurl", f"http://127.0.0.1:{httpd.server_port}"], b, env)
+        out = timed(["push", "-r", "teams3"], b, creds)
+        assert "credentials refused by the server (HTTP 403)" in out, out
+        status["code"] = 404
+        out = timed(["pull", "-r", "teams3"], b, creds)
+        assert "the bucket 'tinyllm-dvc' does not exist" in out, out
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+    # no remote at all: said so, and not "No default remote set" used as a name
+    run(["dvc", "remote", "default", "--unset"], b, env)
+    out = timed(["pull"], b)
+    assert "no DVC remote is configured" in out and "'No default remote set'" not in out, out
+    out = timed(["push", "-r", "nosuch"], b)
+    assert "no DVC remote named 'nosuch'" in out and "local" in out, out

@@ -9,7 +9,12 @@ Servers echo requests in their error bodies, exceptions quote URLs, and a tracki
   token, access_token, secret, password, passwd, x-api-key, aws_secret_access_key, ...);
 - OpenAI/Anthropic/Hugging Face style keys (``sk-...``, ``hf_...``) anywhere;
 - the password of ``scheme://user:password@host`` in every URI;
-- any exact string passed in ``secrets`` (e.g. the API key read from the environment).
+- any exact string passed in ``secrets`` (e.g. the API key read from the environment), and any
+  piece of one at least ``MIN_SECRET_PART`` characters long that starts it or ends it (a body cut
+  by a server or a log line keeps a prefix or a suffix of the key).
+
+Redact before cutting: cut text first and a key crossing the cut escapes the exact match
+(``redact_and_cut``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import re
 from urllib.parse import urlsplit
 
 MASK = "***"
+MIN_SECRET_PART = 8  # a prefix or suffix of a known secret this long is masked too
 
 # a key name that holds a secret: optional prefix ending in _ or - (x-, aws_), then the secret word,
 # and nothing after it but the separator (so max_tokens=48 is left alone)
@@ -46,9 +52,28 @@ def redact(text: object, secrets: tuple[str, ...] | list[str] = ()) -> str | Non
     for s in secrets:
         if s and len(s) >= 4:
             out = out.replace(s, MASK)
+            out = _mask_parts(out, s)
     for pattern, repl in _PATTERNS:
         out = pattern.sub(repl, out)
     return out
+
+
+def _mask_parts(text: str, secret: str) -> str:
+    """Mask what is left of ``secret`` once whole copies are gone: its prefixes and suffixes of at
+    least ``MIN_SECRET_PART`` characters (a key cut at the end of a body, or starting a cut one)."""
+    if len(secret) < MIN_SECRET_PART:
+        return text
+    prefixes = [secret[:n] for n in range(len(secret) - 1, MIN_SECRET_PART - 1, -1)]
+    suffixes = [secret[-n:] for n in range(len(secret) - 1, MIN_SECRET_PART - 1, -1)]
+    # longest first, so a long fragment is masked whole, not as its shorter start
+    alts = sorted(set(prefixes + suffixes), key=len, reverse=True)
+    return re.sub("|".join(re.escape(a) for a in alts), MASK, text)
+
+
+def redact_and_cut(text: object, limit: int, secrets: tuple[str, ...] | list[str] = ()) -> str | None:
+    """``text`` redacted, then cut to ``limit`` characters (never the other way round)."""
+    out = redact(text, secrets)
+    return None if out is None else out[:limit]
 
 
 def redact_uri(uri: str | None) -> str | None:

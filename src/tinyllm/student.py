@@ -1072,14 +1072,36 @@ KINDS: dict[str, type[Student]] = {"causal": CausalStudent, "seq2seq": Seq2SeqSt
 
 
 def save_student(student_or_model, tok, out_dir: Path, meta: dict) -> None:
-    """``save_pretrained`` a plain checkpoint (LoRA adapters merged) plus ``tinyllm.json``."""
+    """``save_pretrained`` a plain checkpoint (LoRA adapters merged) plus ``tinyllm.json``.
+
+    Atomic: written into a temporary sibling folder, then renamed over ``out_dir``; a process
+    killed mid-save leaves the previous checkpoint (or none) and a ``.<name>.tmp-*`` folder, never a
+    half-written ``out_dir``."""
+    import os
+    import shutil
+
     from .io import write_json
 
     model = student_or_model
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    write_json(out_dir / "tinyllm.json", meta)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed save of an earlier process with this pid
+    tmp.mkdir()
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        write_json(tmp / "tinyllm.json", meta)
+        old = None
+        if out_dir.exists():  # rename the old one aside first: rename() cannot replace a non-empty folder
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

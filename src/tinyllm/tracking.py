@@ -92,6 +92,91 @@ def _redact(uri: str) -> str:
     return redact_uri(uri)
 
 
+# How long one tracking call may take while a stage logs live: MLflow's defaults (7 retries with
+# backoff, 120 s timeout) turned a server outage into ~4 min per call (issue 21 fault 1).
+FAST_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # an int: MLflow refuses "0.5"
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+}
+RETRY_EVERY_S = 30.0  # in an outage, try the server again at most this often (each try <= ~11 s)
+PROBE_S = 12.0  # a tracking server that does not answer within this at start is reported
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server does not answer when a stage starts (nothing has been trained yet)."""
+
+
+@contextlib.contextmanager
+def fast_http():
+    """MLflow's HTTP calls inside fail in seconds, not minutes (MLflow reads these per request)."""
+    saved = {k: os.environ.get(k) for k in FAST_HTTP}
+    os.environ.update(FAST_HTTP)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _is_outage(e: Exception) -> bool:
+    """True when ``e`` says the tracking server did not answer (connection refused or reset, a
+    timeout, a 5xx): worth buffering and retrying. False when it answered and refused the call
+    (a 4xx: a bad value, a deleted run), which a retry would not change."""
+    import requests
+
+    if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, OSError)):
+        return True
+    try:
+        from mlflow.exceptions import MlflowException, RestException
+    except ImportError:
+        return False
+    if isinstance(e, RestException):  # the server answered with an error document
+        return e.get_http_status_code() >= 500
+    # MLflow wraps transport failures ("API request to ... failed with exception ...") as INTERNAL_ERROR
+    return isinstance(e, MlflowException) and e.error_code in (
+        "INTERNAL_ERROR",
+        "TEMPORARILY_UNAVAILABLE",
+        "REQUEST_LIMIT_EXCEEDED",
+    )
+
+
+def _short(e: Exception) -> str:
+    return _redact(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")[:200]
+
+
+def check_server(root: Path, timeout_s: float | None = None) -> None:
+    """Raise :class:`TrackingUnavailable` within ``timeout_s`` when an ``http(s)://`` tracking server
+    does not answer (any HTTP status counts as an answer: auth and routing are MLflow's to report).
+    A local store (SQLite, a folder) is always there."""
+    uri = tracking_uri(root)
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    timeout_s = PROBE_S if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=(min(left, 5.0), min(left, 5.0)))
+            return
+        except requests.RequestException as e:
+            last = e
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    raise TrackingUnavailable(
+        f"MLflow tracking server {_redact(uri)} did not answer within {timeout_s:g} s ({_short(last)}). "
+        "Start it, point MLFLOW_TRACKING_URI at one that runs (unset: the local mlflow.db), or run the stage "
+        "with --no-mlflow; nothing has been trained yet."
+    )
+
+
 def _mlflow(root: Path):
     """mlflow, imported and pointed at this repo's store."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -324,19 +409,89 @@ class Run:
 
     If the stage dies before :meth:`end`, the run is ended FAILED at exit (MLflow's own exit hook
     would mark it FINISHED).
+
+    Metrics and tags (``log_row``, ``log_metrics``, ``set_tags``) survive a tracking outage: a call
+    the server does not answer (a few seconds: ``FAST_HTTP``) goes to a local buffer with one
+    warning, and the buffer is replayed in order, with the original timestamps, as soon as the
+    server answers again (tried at most every ``RETRY_EVERY_S``) or at :meth:`flush`. What is still
+    buffered at the end is handed over in the run file (``pending``) and replayed by ``evaluate``.
     """
 
     def __init__(self, mlflow=None, run_id: str | None = None, resumed: bool = False, root: Path | None = None):
         self.mlflow, self.run_id, self.resumed, self.root = mlflow, run_id, resumed, root
+        self.pending: list[dict] = []  # ops not delivered yet (outage), oldest first
+        self.experiment_id: str | None = None
+        self._retry_at = 0.0
+        self._warned = False
         if run_id:
             atexit.register(self._fail_if_open)
+
+    # --- delivery with a local buffer (issue 21 fault 1)
+
+    def _write(self, op: dict) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        client = self.mlflow.MlflowClient()
+        if op["op"] == "metrics":
+            metrics = [Metric(k, v, op["ts"], op.get("step") or 0) for k, v in op["metrics"].items()]
+            client.log_batch(self.run_id, metrics=metrics)
+        elif op["op"] == "tags":
+            client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in op["tags"].items()])
+        else:
+            raise ValueError(f"unknown buffered op {op['op']!r}")
+
+    def _send(self, op: dict) -> None:
+        if self.pending:  # in an outage: keep the order, try the server again now and then
+            self.pending.append(op)
+            if time.monotonic() >= self._retry_at:
+                self.flush()
+            return
+        try:
+            with fast_http():
+                self._write(op)
+        except Exception as e:  # noqa: BLE001  (tracking is never the reason a training is lost)
+            if not _is_outage(e):  # the server answered and refused this call: it would refuse it again
+                log.error("MLflow refused a logging call (%s); it is dropped, training goes on", _short(e))
+                return
+            self.pending.append(op)
+            self._retry_at = time.monotonic() + RETRY_EVERY_S
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "MLflow at %s did not answer (%s): logging to a local buffer, replayed when it answers "
+                    "again or at the end; training goes on and the model is saved either way",
+                    _redact(tracking_uri(self.root or Path("."))),
+                    _short(e),
+                )
+
+    def flush(self) -> bool:
+        """Replay the buffer; True when nothing is left in it."""
+        if not self.run_id or not self.pending:
+            return True
+        n = len(self.pending)
+        try:
+            with fast_http():
+                while self.pending:
+                    try:
+                        self._write(self.pending[0])
+                    except Exception as e:  # noqa: BLE001
+                        if _is_outage(e):
+                            raise
+                        log.error("MLflow refused a buffered logging call (%s); it is dropped", _short(e))
+                    self.pending.pop(0)
+        except Exception:  # noqa: BLE001  (still down)
+            self._retry_at = time.monotonic() + RETRY_EVERY_S
+            return False
+        log.warning("MLflow answers again: %d buffered logging calls replayed into run %s", n, self.run_id)
+        return True
 
     def log_row(self, row: dict) -> None:
         """One logged training step (``train()``'s ``on_log`` callback) at ``step``: ``train.<key>``
         (loss, loss_answer, loss_<teacher>, lr, ...), and ``valid.<loss_task>`` for ``valid_<loss_task>``."""
         if self.run_id:
             step = int(row["step"])
-            self.mlflow.log_metrics({_row_metric(k): float(v) for k, v in row.items() if k != "step"}, step=step)
+            metrics = {_row_metric(k): float(v) for k, v in row.items() if k != "step"}
+            self._send({"op": "metrics", "metrics": metrics, "step": step, "ts": int(time.time() * 1000)})
 
     def log_metrics(self, metrics: dict, prefix: str = "") -> None:
         flat = {
@@ -345,7 +500,7 @@ class Run:
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         }
         if self.run_id and flat:
-            self.mlflow.log_metrics(flat)
+            self._send({"op": "metrics", "metrics": flat, "step": 0, "ts": int(time.time() * 1000)})
 
     def log_params(self, params: dict[str, str]) -> None:
         """Params not logged yet (a resumed run keeps the values distill logged: MLflow refuses to
@@ -358,8 +513,8 @@ class Run:
             self.mlflow.log_params(new)
 
     def set_tags(self, tags: dict) -> None:
-        if self.run_id:
-            self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        if self.run_id and tags:
+            self._send({"op": "tags", "tags": {k: str(v) for k, v in tags.items()}})
 
     def log_datasets(self, refs: list[DatasetRef]) -> None:
         if self.run_id:
@@ -409,7 +564,11 @@ class Run:
     def _fail_if_open(self) -> None:
         run = self.mlflow.active_run()
         if run is not None and run.info.run_id == self.run_id:
-            self.mlflow.end_run("FAILED")
+            try:
+                with fast_http():
+                    self.mlflow.end_run("FAILED")
+            except Exception:  # noqa: BLE001  (server gone: the next run of the stage marks it, mark_orphans)
+                log.warning("could not mark run %s FAILED (tracking server not answering)", self.run_id)
 
 
 def _model_requirements() -> list[str]:
@@ -424,8 +583,77 @@ def _model_requirements() -> list[str]:
     return out
 
 
+TAG_HOST = "tinyllm.host"  # where the process that holds a RUNNING run lives
+TAG_PID = "tinyllm.pid"
+TAG_PROC_START = "tinyllm.proc_start"  # that process's start time (a reused pid is another process)
+TAG_ENDED_BY = "tinyllm.ended_by"  # why a run was ended by someone else than its own process
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _proc_start(pid: int) -> str | None:
+    """Start time of process ``pid`` (psutil), None when there is no such process."""
+    import psutil
+
+    try:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return None
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming the process that holds the run: :func:`mark_orphans` of a later run reads them."""
+    return {TAG_HOST: _host(), TAG_PID: str(os.getpid()), TAG_PROC_START: _proc_start(os.getpid()) or ""}
+
+
+def mark_orphans(root: Path, experiment_id: str, keep: str | None = None) -> list[str]:
+    """End as KILLED every RUNNING training run of ``experiment_id`` whose process, on this host, is
+    gone (killed with -9, the machine rebooted): MLflow has no heartbeat, so without this they stay
+    RUNNING forever (issue 21 fault 3). The run gets tag ``tinyllm.ended_by`` saying why. Runs held
+    by a live process (a parallel queue worker) and runs of other hosts (no way to tell) are left
+    alone. Returns the ids it ended."""
+    mlflow = _mlflow(root)
+    client = mlflow.MlflowClient()
+    host = _host()
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{TAG_HOST}` = '{host}'",
+        max_results=1000,
+    )
+    ended = []
+    for r in runs:
+        tags = r.data.tags
+        if r.info.run_id == keep or tags.get(TAG_KIND, "training") != "training":
+            continue
+        try:
+            pid = int(tags.get(TAG_PID, ""))
+        except ValueError:
+            continue
+        alive = _proc_start(pid)
+        if alive is not None and alive == tags.get(TAG_PROC_START):
+            continue  # its process is still there
+        why = (
+            f"orphan: process {pid} on {host} that held this run is gone (killed or crashed); "
+            f"marked KILLED by run {keep or '-'} at {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        )
+        client.set_tag(r.info.run_id, TAG_ENDED_BY, why)
+        client.set_terminated(r.info.run_id, "KILLED")
+        log.warning("MLflow run %s (%s) was left RUNNING by a dead process: %s", r.info.run_id, r.info.run_name, why)
+        ended.append(r.info.run_id)
+    return ended
+
+
 def _start(root: Path, params: dict, run_id: str | None = None) -> Run:
-    """Start (or resume, with ``run_id``) the stage's run, with CPU/memory system metrics."""
+    """Start (or resume, with ``run_id``) the stage's run, with CPU/memory system metrics.
+
+    A tracking server that does not answer is reported within ``PROBE_S`` seconds
+    (:class:`TrackingUnavailable`); the run is tagged with the process that holds it, and runs left
+    RUNNING by dead processes of this host are ended KILLED (:func:`mark_orphans`)."""
+    check_server(root)
     mlflow = _mlflow(root)
     track = params.get("tracking") or {}
     exp_id = ensure_experiment(root, track.get("experiment", "tinyllm"))
@@ -446,13 +674,22 @@ def _start(root: Path, params: dict, run_id: str | None = None) -> Run:
         track.get("experiment", "tinyllm"),
         _redact(tracking_uri(root)),
     )
-    return Run(mlflow, run.info.run_id, resumed=bool(run_id), root=Path(root))
+    out = Run(mlflow, run.info.run_id, resumed=bool(run_id), root=Path(root))
+    out.experiment_id = run.info.experiment_id
+    out.set_tags(owner_tags())
+    try:
+        mark_orphans(root, run.info.experiment_id, keep=run.info.run_id)
+    except Exception as e:  # noqa: BLE001  (housekeeping must not stop the stage)
+        log.warning("could not check for orphaned runs: %s", _short(e))
+    return out
 
 
 def start_distill_run(root: Path, params: dict, enabled: bool = True) -> Run:
     """The run a training starts: params, tags, training datasets; losses follow via ``log_row``."""
     if not enabled or not _is_main_process():
         return Run()
+    for k, v in FAST_HTTP.items():  # every call of this stage (system metrics too) fails in seconds
+        os.environ.setdefault(k, v)
     run = _start(root, params)
     run.log_params(_params_of(params, ("data", "student", "distill", "tracking")))
     run.log_params(_params_of({"teachers": _used_teachers(params)}, ("teachers",)))
@@ -477,10 +714,74 @@ def finish_distill_run(run: Run, root: Path, train_metrics: dict, run_file: Path
     if run.run_id:
         run.log_metrics(train_metrics, prefix="train.")
         run.set_tags({TAG_DISTILLED: "true"})
-        exp_id = run.mlflow.get_run(run.run_id).info.experiment_id
-        info.update(experiment_id=exp_id, tracking_uri=_redact(tracking_uri(root)))
-        run.end("FINISHED")
+        info.update(experiment_id=run.experiment_id, tracking_uri=_redact(tracking_uri(root)))
+        if run.flush():
+            try:
+                with fast_http():
+                    run.end("FINISHED")
+            except Exception as e:  # noqa: BLE001
+                log.warning("could not end MLflow run %s (%s); evaluate ends it", run.run_id, _short(e))
+                info["pending"] = []
+        if run.pending:
+            # the server is still down: the files are written all the same, evaluate replays these
+            info["pending"] = run.pending
+            log.warning(
+                "MLflow did not answer before the end: %d logging calls kept in %s, replayed into run %s by "
+                "evaluate (or tinyllm.tracking.replay_pending)",
+                len(run.pending),
+                run_file,
+                run.run_id,
+            )
+            atexit.unregister(run._fail_if_open)
+            with contextlib.suppress(Exception), fast_http():
+                _forget_active_run(run.mlflow)
     write_json(Path(root) / run_file, info)
+
+
+def _forget_active_run(mlflow) -> None:
+    """Drop the active run from MLflow's stack without calling the server (it is down): its exit hook
+    would otherwise retry ``end_run`` at exit. The run stays RUNNING in the store until replayed."""
+    from mlflow.tracking import fluent
+
+    stack = fluent._active_run_stack.get()
+    if stack:
+        rid = stack.pop().info.run_id
+        mon = fluent.run_id_to_system_metrics_monitor.pop(rid, None)
+        if mon is not None:
+            mon._shutdown_event.set()
+
+
+def replay_pending(root: Path, run_file: Path | str = RUN_FILE) -> int:
+    """Replay the logging calls ``distill`` kept in the run file during an outage into their run
+    (ended FINISHED when distill could not end it); returns how many. The file loses ``pending``."""
+    from .io import write_json
+
+    path = Path(root) / run_file
+    info = json.loads(path.read_text()) if path.exists() else {}
+    if not info.get("run_id") or "pending" not in info:
+        return 0
+    mlflow = _mlflow(root)
+    client = mlflow.MlflowClient()
+    n = len(info["pending"])
+    try:
+        with fast_http():
+            status = client.get_run(info["run_id"]).info.status
+    except Exception as e:  # noqa: BLE001  (another store: the training curve comes from train_log.tsv)
+        log.warning(
+            "run %s of the run file is not in this store (%s): %d kept calls dropped", info["run_id"], _short(e), n
+        )
+        status = None
+    if status is not None:
+        run = Run(mlflow, None, root=Path(root))
+        run.run_id, run.pending = info["run_id"], list(info["pending"])
+        if not run.flush():
+            raise TrackingUnavailable(f"MLflow at {_redact(tracking_uri(root))} still does not answer")
+        if status == "RUNNING":
+            client.set_terminated(run.run_id, "FINISHED")
+    info.pop("pending")
+    write_json(path, info)
+    log.info("replayed %d logging calls of an outage into run %s", n, run.run_id)
+    return n
 
 
 def _resumable(mlflow, info: dict) -> tuple[str | None, str]:
@@ -516,6 +817,8 @@ def open_evaluate_run(
     """
     if not enabled or not _is_main_process():
         return Run()
+    check_server(root)
+    replay_pending(root, run_file)  # what distill logged while the server was down, if anything
     mlflow = _mlflow(root)
     path = Path(root) / run_file
     info = json.loads(path.read_text()) if path.exists() else {}

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..redact import redact
+from ..redact import redact, redact_and_cut
 from .config import TeacherConfig
 from .prompts import TeacherPrompt
 
@@ -336,11 +336,35 @@ def _deadline_transport(total_s: float):
     return DeadlineTransport()
 
 
+MAX_BACKOFF_S = 60.0  # no computed retry delay is longer than this
+
+
+def retry_delay(backoff_s: float, retry: int) -> float:
+    """The wait before retry ``retry`` (0-based): ``backoff_s * 2**retry``, capped at
+    ``MAX_BACKOFF_S`` (``teachers.<name>.backoff_s`` = the first retry's delay; 0 = retry at once)."""
+    return min(float(backoff_s) * 2.0 ** min(retry, 60), MAX_BACKOFF_S)
+
+
+def _client_class(base, backoff_s: float):
+    """``openai.OpenAI`` whose retry delay follows ``backoff_s`` (the client's own schedule starts at
+    0.5 s, whatever the config says). A server's ``Retry-After`` (up to a minute) still wins."""
+
+    class Client(base):
+        def _calculate_retry_timeout(self, remaining_retries, options, response_headers=None):
+            retry_after = self._parse_retry_after_header(response_headers)
+            if retry_after is not None and 0 < retry_after <= MAX_BACKOFF_S:
+                return retry_after
+            nb = options.get_max_retries(self.max_retries) - remaining_retries
+            return retry_delay(backoff_s, max(nb, 0))
+
+    return Client
+
+
 class OpenAIBackend(Backend):
     """Any OpenAI-compatible server through the official ``openai`` client.
 
-    The client retries 408/409/429/5xx, connection errors and timeouts (``max_retries``, its own
-    exponential backoff with jitter, honouring ``Retry-After``); ``request_timeout_s`` is a total
+    The client retries 408/409/429/5xx, connection errors and timeouts (``max_retries``, waiting
+    ``backoff_s * 2**i`` before retry i, or the server's ``Retry-After``); ``request_timeout_s`` is a total
     deadline per attempt (``_deadline_transport``), and the whole request, retries included, is
     bounded too. Errors are stored and printed through ``tinyllm.redact`` (servers echo keys).
     """
@@ -363,15 +387,17 @@ class OpenAIBackend(Backend):
                 )
             self._secrets = (key,)
         t = float(cfg.request_timeout_s)
-        self.client = OpenAI(
+        self.client = _client_class(OpenAI, cfg.backoff_s)(
             base_url=self.base_url,
             api_key=key or "not-needed",
             max_retries=cfg.max_retries,
             timeout=httpx2.Timeout(t, connect=min(t, 10.0)),
             http_client=httpx2.Client(transport=_deadline_transport(t)),
         )
-        # the client's backoff is at most 8 s per retry: beyond this the request is abandoned
-        self._overall_s = (cfg.max_retries + 1) * (t + 1.0) + 8.0 * cfg.max_retries
+        # every attempt, plus the backoff before each retry (at most Retry-After's cap): beyond this
+        # the request is abandoned
+        waits = sum(retry_delay(cfg.backoff_s, i) for i in range(cfg.max_retries))
+        self._overall_s = (cfg.max_retries + 1) * (t + 1.0) + waits + 1.0
         self._pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="teacher")
 
     def _describe(self, e: Exception) -> str:
@@ -380,7 +406,7 @@ class OpenAIBackend(Backend):
 
         n = self.cfg.max_retries + 1
         if isinstance(e, openai.APIStatusError):
-            body = e.response.text[:300] if e.response is not None else ""
+            body = redact_and_cut(e.response.text, 300, self._secrets) if e.response is not None else ""
             code = e.status_code
             if code in RETRY_STATUS or code >= 500:
                 msg = f"gave up after {n} attempts; last: HTTP {code} from {self.base_url}: {body}"

@@ -1,0 +1,240 @@
+"""Deliberate one-line (or one-hunk) breakages of the method, each with the tests that must catch it.
+
+``original`` must occur exactly once in ``file`` (the runner says "stale" otherwise: the code moved
+and the mutation needs updating); ``broken`` replaces it. ``tests`` are pytest arguments.
+Issue 21 asked for its own breakages plus the 12 of the previous round (issue 14's note).
+"""
+
+from __future__ import annotations
+
+BACKWARD = "                    loss = multitask_loss(part.sums, weights, denom) * acc.num_processes\n"
+
+MUTATIONS: list[dict] = [
+    # ---- issue 21: breakages the fast suite did not notice
+    {
+        "name": "backprop weights teachers by alpha*alpha",
+        "file": "src/tinyllm/distill.py",
+        "original": BACKWARD,
+        "broken": BACKWARD.replace("weights, denom", "weights * weights, denom"),
+        "tests": ["tests/test_method_guards.py", "-k", "one_step"],
+    },
+    {
+        "name": "backprop ignores the alphas",
+        "file": "src/tinyllm/distill.py",
+        "original": BACKWARD,
+        "broken": BACKWARD.replace("weights, denom", "torch.ones_like(weights), denom"),
+        "tests": ["tests/test_method_guards.py", "-k", "one_step"],
+    },
+    {
+        "name": "seq2seq option scores summed, not averaged",
+        "file": "src/tinyllm/student.py",
+        "original": "            mean = tok_lp.sum(-1) / keep.sum(-1)\n",
+        "broken": "            mean = tok_lp.sum(-1)\n",
+        "tests": ["tests/test_method_guards.py", "-k", "seq2seq_option"],
+    },
+    {
+        "name": "stages/distill.py trains on the valid questions too",
+        "file": "stages/distill.py",
+        "original": "    examples, coverage = load_trainset(root / args.trainset, teachers)\n",
+        "broken": "    examples, coverage = load_trainset(root / args.trainset, teachers)\n"
+        "    examples += _valid_examples(root, args, data, teachers, cfg)\n",
+        "tests": ["tests/test_stage_scripts.py"],
+    },
+    {
+        "name": "evaluate's data/prepared dep deleted from dvc.yaml",
+        "file": "dvc.yaml",
+        "original": "      - metrics/mlflow_run.json\n      - data/prepared\n",
+        "broken": "      - metrics/mlflow_run.json\n",
+        "tests": ["tests/test_stage_scripts.py"],
+    },
+    {
+        "name": "study gives its arms different batch orders",
+        "file": "src/tinyllm/experiments/study.py",
+        "original": "    torch.manual_seed(seed)\n    student = load_student(root / cfg.base)\n",
+        "broken": "    examples = examples[::-1] if teachers else examples\n"
+        "    torch.manual_seed(seed)\n    student = load_student(root / cfg.base)\n",
+        "tests": ["tests/test_method_guards.py", "-k", "study"],
+    },
+    {
+        "name": "branch position ids do not restart at the prefix end",
+        "file": "src/tinyllm/student.py",
+        "original": "                    pos[r, c : c + n] = torch.arange(p, p + n)\n",
+        "broken": "                    pos[r, c : c + n] = torch.arange(c - start, c - start + n)\n",
+        "tests": ["tests/test_method_guards.py", "-k", "sharp or one_step"],
+    },
+    {
+        "name": "in-context examples drawn from valid",
+        "file": "src/tinyllm/teachers/generate.py",
+        "original": "        train = read_questions(prepared_path(prepared_root, benchmark, cfg.icl.split))\n"
+        "        pool = build_pool(train, rationales_root, cfg.icl.source, benchmark, cfg.icl.split)\n",
+        "broken": "        train = read_questions(prepared_path(prepared_root, benchmark, 'valid'))\n"
+        "        pool = build_pool(train, rationales_root, cfg.icl.source, benchmark, 'valid')\n",
+        "tests": ["tests/test_method_guards.py", "-k", "in_context"],
+    },
+    # ---- issue 14's round (9 of 12 caught then)
+    {
+        "name": "alpha > 0 filter becomes alpha >= 0",
+        "file": "src/tinyllm/distill.py",
+        "original": "    return [t for t, a in alphas.items() if a > 0]\n",
+        "broken": "    return [t for t, a in alphas.items() if a >= 0]\n",
+        "tests": ["tests/test_train.py", "-k", "alpha_zero"],
+    },
+    {
+        "name": "steps = 0 trains anyway",
+        "file": "src/tinyllm/distill.py",
+        "original": "    if cfg.steps == 0:\n",
+        "broken": "    if cfg.steps == 0 and False:\n",
+        "tests": ["tests/test_train.py", "-k", "steps_zero"],
+    },
+    {
+        "name": "an extra division by grad_accum",
+        "file": "src/tinyllm/distill.py",
+        "original": BACKWARD,
+        "broken": BACKWARD.replace("* acc.num_processes", "* acc.num_processes / cfg.grad_accum"),
+        "tests": ["tests/test_train.py", "-k", "grad_accum"],
+    },
+    {
+        "name": "alphas given to the wrong teachers inside train()",
+        "file": "src/tinyllm/distill.py",
+        "original": "    weights = torch.tensor([cfg.answer_weight] + [float(cfg.alphas[t]) for t in teachers])\n",
+        "broken": "    weights = torch.tensor([cfg.answer_weight] + "
+        "[float(cfg.alphas[t]) for t in reversed(teachers)])\n",
+        "tests": ["tests/test_train.py", "tests/test_method_guards.py", "-k", "alpha or one_step"],
+    },
+    {
+        "name": "bucketing drops one question per pool",
+        "file": "src/tinyllm/distill.py",
+        "original": "            chunk = sorted(idx[i : i + pool], key=lambda j: (key[j], j))\n",
+        "broken": "            chunk = sorted(idx[i : i + pool][1:], key=lambda j: (key[j], j))\n",
+        "tests": ["tests/test_train.py", "-k", "batches_visit"],
+    },
+    {
+        "name": "bucketing by rationale length",
+        "file": "src/tinyllm/distill.py",
+        "original": "    key = [e.question_tokens for e in encoded]\n",
+        "broken": "    key = [e.n_tokens() for e in encoded]\n",
+        "tests": ["tests/test_train.py", "-k", "batches_visit"],
+    },
+    {
+        "name": "EOS appended after a cut target",
+        "file": "src/tinyllm/student.py",
+        "original": "            return ids[:max_tokens], True\n",
+        "broken": "            return ids[: max_tokens - 1] + [self.eos_id], True\n",
+        "tests": ["tests/test_train.py", "-k", "cut_target"],
+    },
+    {
+        "name": "per-task log averages zeros for absent tasks",
+        "file": "src/tinyllm/distill.py",
+        "original": "        per_task = torch.where(d > 0, sums / d.clamp_min(1), "
+        'torch.full_like(sums, float("nan")))\n',
+        "broken": "        per_task = sums / d.clamp_min(1)\n",
+        "tests": ["tests/test_train.py", "-k", "absent_task"],
+    },
+    {
+        "name": "fixed 24-token generation budget",
+        "file": "src/tinyllm/student.py",
+        "original": "    limit = max(map(len, options))\n",
+        "broken": "    limit = 24\n",
+        "tests": ["tests/test_evaluate.py", "-k", "longest_option"],
+    },
+    {
+        "name": "sibling branches visible in the block mask",
+        "file": "src/tinyllm/student.py",
+        "original": "        visible = (br[:, None, :] == 0) | (br[:, :, None] == br[:, None, :])\n",
+        "broken": "        visible = br[:, None, :] >= 0\n",
+        "tests": ["tests/test_train.py", "-k", "shared_and_fused or packed_question"],
+    },
+    {
+        "name": "bare-letter answers no longer match",
+        "file": "src/tinyllm/evaluate.py",
+        "original": "            return i  # a bare letter answer\n",
+        "broken": "            return None  # a bare letter answer\n",
+        "tests": ["tests/test_evaluate.py", "-k", "match_option"],
+    },
+    {
+        "name": "report picks the best alpha by min",
+        "file": "src/tinyllm/experiments/report.py",
+        "original": "    return max(pts, key=lambda p: p[2]) if pts else None\n",
+        "broken": "    return min(pts, key=lambda p: p[2]) if pts else None\n",
+        "tests": ["tests/test_report.py", "-k", "best_alpha or multi_seed"],
+    },
+    # ---- issue 21's fault fixes: each broken back, its test must notice
+    {
+        "name": "fault 1: a tracking outage raises out of live logging",
+        "file": "src/tinyllm/tracking.py",
+        "original": "        except Exception as e:  # noqa: BLE001  "
+        "(tracking is never the reason a training is lost)\n",
+        "broken": "        except ZeroDivisionError as e:  # noqa: BLE001\n",
+        "tests": ["tests/test_tracking_outage.py", "-k", "outage"],
+    },
+    {
+        "name": "fault 1: no probe of the tracking server at start",
+        "file": "src/tinyllm/tracking.py",
+        "original": "    check_server(root)\n    mlflow = _mlflow(root)\n",
+        "broken": "    mlflow = _mlflow(root)\n",
+        "tests": ["tests/test_tracking_outage.py", "-k", "down_at_start"],
+    },
+    {
+        "name": "fault 2: fetch no longer depends on check_params",
+        "file": "dvc.yaml",
+        "original": "    deps:\n      - data/params.ok\n      - stages/fetch.py\n",
+        "broken": "    deps:\n      - stages/fetch.py\n",
+        "tests": ["tests/test_faults.py", "-k", "params_error"],
+    },
+    {
+        "name": "fault 3: orphaned runs not marked",
+        "file": "src/tinyllm/tracking.py",
+        "original": "        mark_orphans(root, run.info.experiment_id, keep=run.info.run_id)\n",
+        "broken": "        pass\n",
+        "tests": ["tests/test_tracking_outage.py", "-k", "killed"],
+    },
+    {
+        "name": "fault 4: error body cut before it is redacted",
+        "file": "src/tinyllm/teachers/backends.py",
+        "original": "redact_and_cut(e.response.text, 300, self._secrets)",
+        "broken": "e.response.text[:300]",
+        "tests": ["tests/test_faults.py", "-k", "key_crossing"],
+    },
+    {
+        "name": "fault 4: prefixes of a secret not masked",
+        "file": "src/tinyllm/redact.py",
+        "original": "            out = _mask_parts(out, s)\n",
+        "broken": "            pass\n",
+        "tests": ["tests/test_faults.py", "-k", "prefix_or_suffix"],
+    },
+    {
+        "name": "fault 5: 'No default remote set' taken as a name again",
+        "file": "scripts/share.sh",
+        "original": '  if [ "$rc" -ne 0 ] || [ -z "$name" ] || [ -z "$(remote_url "$name")" ]; then\n',
+        "broken": '  if [ -z "$name" ]; then\n',
+        "tests": ["tests/test_share_script.py", "-k", "actual_cause"],
+    },
+    {
+        "name": "fault 5: no reachability probe before a pull",
+        "file": "scripts/share.sh",
+        "original": '    check_reachable "$REMOTE"\n    # Re-hash',
+        "broken": "    # Re-hash",
+        "tests": ["tests/test_share_script.py", "-k", "actual_cause"],
+    },
+    {
+        "name": "fault 6: backoff_s ignored (the client's own schedule)",
+        "file": "src/tinyllm/teachers/backends.py",
+        "original": "            return retry_delay(backoff_s, max(nb, 0))\n",
+        "broken": "            return super()._calculate_retry_timeout(remaining_retries, options, response_headers)\n",
+        "tests": ["tests/test_faults.py", "-k", "backoff"],
+    },
+    {
+        "name": "fault 7: a cached teacher re-run writes tokens_per_s null",
+        "file": "stages/generate_rationales.py",
+        "original": '        elif isinstance(prev, dict) and prev.get("tokens_per_s") is not None:\n',
+        "broken": "        elif False:\n",
+        "tests": ["tests/test_faults.py", "-k", "measured_speed"],
+    },
+    {
+        "name": "fault 8: save_student writes the weights into the live folder",
+        "file": "src/tinyllm/student.py",
+        "original": "        model.save_pretrained(tmp)\n",
+        "broken": "        model.save_pretrained(out_dir)\n",
+        "tests": ["tests/test_faults.py", "-k", "atomic"],
+    },
+]
