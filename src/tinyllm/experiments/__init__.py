@@ -3,7 +3,8 @@
 - ``rows.py``   grid rows as parameter overrides (experiments/grid.yaml, profiles, seeds)
 - ``grid.py``   running rows as DVC experiments (queue, temp runs, waiting on the queue
                 worker) inside one MLflow parent run; the best row gets the ``@best-valid`` alias
-- ``report.py`` Table 1, paired tests, plots (results from MLflow or `dvc exp show`)
+- ``report/``   Table 1, paired tests, plots (results from MLflow or `dvc exp show`); one module
+                per concept, see its ``__init__``
 - ``stats.py``  confidence intervals, paired bootstrap, McNemar, majority/chance, option shares
                 (numpy + scipy only: the evaluate stage imports it)
 - ``study.py``  TinyLLM vs label-only fine-tuning of the same student: arms x seeds trained and
