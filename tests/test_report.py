@@ -222,3 +222,22 @@ def test_report_has_paired_tests_seeds_reference_rates_and_option_shares(store):
     run = mlflow.MlflowClient().get_run(out["run_id"])
     assert run.data.metrics["tinyllm.vs_full_ft.obqa.p_mcnemar"] == pytest.approx(c["p_mcnemar"])
     assert run.data.metrics["full_ft.obqa.n"] == N and "full_ft.average.ci_low" in run.data.metrics
+
+
+def test_paper_table1_file_is_checked_column_by_column(tmp_path):
+    # guards: the paper's numbers moved from Python literals to experiments/paper_table1.yaml; a
+    # row with a missing benchmark would shift every later column of the report silently
+    from tinyllm.experiments.report import paper
+
+    good = yaml.safe_load(paper.TABLE1.read_text())
+    teachers, students, rows, labels = paper.load_table1()
+    assert rows["250M"]["tinyllm"][-1] == 64.94 and students["google/flan-t5-base"] == "250M"
+    assert all(len(v) == len(report.NAMES) for r in rows.values() for v in r.values())
+    bad = dict(good, rows={**good["rows"], "80M": {**good["rows"]["80M"], "lora": [37.8, 27.12]}})
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match=r"t\.yaml: rows\.80M\.lora must be 7 numbers"):
+        paper.load_table1(tmp_path / "t.yaml")
+    bad = dict(good, rows={**good["rows"], "80M": {**good["rows"]["80M"], "distil": [1] * 7}})
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match=r"rows\.80M has setting\(s\) \['distil'\] without a label"):
+        paper.load_table1(tmp_path / "t.yaml")

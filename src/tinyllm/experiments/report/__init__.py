@@ -17,7 +17,7 @@ every row (as selected on valid) when every row has test, else `valid`, labelled
 One concept per module (imports flow down this list; no cycles):
 
 - ``columns.py``     the benchmarks and the average, in the paper's order
-- ``paper.py``       the paper's Table 1
+- ``paper.py``       the paper's Table 1 (data: experiments/paper_table1.yaml)
 - ``collect.py``     results from MLflow, `dvc exp show` or an earlier table1.csv
 - ``predictions.py`` per-question predictions (local folder, MLflow artifacts, DVC revision)
 - ``rownumbers.py``  one row's accuracy / CI / sd / n, and the majority and chance rows
