@@ -32,7 +32,7 @@ This package's namespace re-exports the public functions, so callers write ``rep
 """
 
 from .collect import collect_dvc, collect_mlflow, collect_table_csv, exp_show, split_metrics
-from .columns import BENCHMARKS, HEADER, NAMES
+from .columns import AVERAGE, BENCHMARKS, HEADER, NAMES, blank
 from .make import compare_url, make_report
 from .paper import PAPER, PAPER_LABEL, PAPER_STUDENTS, PAPER_TEACHERS, RELEASE_NOTE
 from .plots import plot_data, write_pngs, write_points
@@ -44,6 +44,7 @@ from .table import REFERENCES, build_table, comparisons, rel_gain, shares
 from .vega import build_offline_template, dvc_plots_html
 
 __all__ = [
+    "AVERAGE",
     "BENCHMARKS",
     "HEADER",
     "NAMES",
@@ -56,6 +57,7 @@ __all__ = [
     "SELECT_SPLIT",
     "Predictions",
     "best_alpha",
+    "blank",
     "build_offline_template",
     "build_table",
     "collect_dvc",

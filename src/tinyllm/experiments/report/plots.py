@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .columns import HEADER, NAMES
+from .columns import HEADER, NAMES, blank
 
 
 def plot_data(grid: list[dict], table: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -22,7 +22,7 @@ def plot_data(grid: list[dict], table: list[dict]) -> tuple[list[dict], list[dic
             x = t["values"][i]
             if x is None:
                 continue
-            ci = (t.get("ci") or [None] * 7)[i] or (None, None)
+            ci = (t.get("ci") or blank())[i] or (None, None)
             pt = {
                 "accuracy": round(x, 4),
                 "ci_low": None if ci[0] is None else round(ci[0], 4),
@@ -127,7 +127,7 @@ def _ci_panels(plt, out: Path, table: list[dict], split: str) -> list[Path]:
         ys = list(range(len(rows)))[::-1]
         pts = []
         for t in rows:
-            ci = (t.get("ci") or [None] * 7)[i] or (None, None)
+            ci = (t.get("ci") or blank())[i] or (None, None)
             v = t["values"][i]
             pts.append({"accuracy": np.nan if v is None else v, "ci_low": ci[0], "ci_high": ci[1]})
         ax.errorbar([p["accuracy"] for p in pts], ys, xerr=_yerr(pts), fmt="o", ms=3, capsize=2, lw=0.8)

@@ -7,7 +7,7 @@ import csv
 import time
 from pathlib import Path
 
-from .columns import BENCHMARKS, HEADER, NAMES
+from .columns import AVERAGE, BENCHMARKS, HEADER, NAMES, blank
 from .paper import PAPER, PAPER_LABEL, RELEASE_NOTE
 from .table import REFERENCES, rel_gain
 
@@ -24,8 +24,8 @@ def _cell(t: dict, i: int) -> str:
     v = t["values"][i]
     if v is None:
         return "–"
-    sd = (t.get("sd") or [None] * 7)[i]
-    ci = (t.get("ci") or [None] * 7)[i]
+    sd = (t.get("sd") or blank())[i]
+    ci = (t.get("ci") or blank())[i]
     if t["source"] != "ours":
         return _fmt(v)
     s = f"{v:.1f}" + (f" ± {sd:.1f}" if sd is not None else "")
@@ -79,7 +79,7 @@ def write_markdown(
         seeds = str(t.get("seeds") or "") if t["source"] == "ours" and t["group"] != "reference" else ""
         lines.append(
             f"| {name} | {label} | {seeds} | "
-            + " | ".join(_cell(t, i) for i in range(7))
+            + " | ".join(_cell(t, i) for i in range(len(NAMES)))
             + f" | {_gain(t['rel_gain'])} |"
         )
     lines += ["", f"Teachers: {RELEASE_NOTE}"]
@@ -99,7 +99,7 @@ def write_markdown(
                 lines.append(
                     f"| {sz} | {PAPER_LABEL[k]} | "
                     + " | ".join(map(_fmt, nums))
-                    + f" | {_gain(rel_gain(nums[6], rows['full_ft'][6]))} |"
+                    + f" | {_gain(rel_gain(nums[AVERAGE], rows['full_ft'][AVERAGE]))} |"
                 )
     lines += [
         "",
@@ -197,9 +197,9 @@ def write_csv(path: Path, table: list[dict], split: str) -> None:
             ]
         )
         for t in table:
-            ci, sd, n = t.get("ci") or [None] * 7, t.get("sd") or [None] * 7, t.get("n") or [None] * 7
+            ci, sd, n = t.get("ci") or blank(), t.get("sd") or blank(), t.get("n") or blank()
             more = []
-            for i in range(7):
+            for i in range(len(NAMES)):
                 more += [
                     "" if not ci[i] else repr(ci[i][0]),
                     "" if not ci[i] else repr(ci[i][1]),
@@ -280,10 +280,10 @@ def report_metrics(table: list[dict], comps: list[dict]) -> dict[str, float]:
             if t["values"][i] is None:
                 continue
             out[f"{t['row']}.{b}.accuracy"] = t["values"][i] / 100
-            ci = (t.get("ci") or [None] * 7)[i]
+            ci = (t.get("ci") or blank())[i]
             if ci and ci[0] is not None:
                 out[f"{t['row']}.{b}.ci_low"], out[f"{t['row']}.{b}.ci_high"] = ci[0] / 100, ci[1] / 100
-            if (t.get("n") or [None] * 7)[i]:
+            if (t.get("n") or blank())[i]:
                 out[f"{t['row']}.{b}.n"] = t["n"][i]
     for c in comps:
         k = f"{c['row']}.vs_{c['reference']}.{c['benchmark']}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import stats
-from .columns import BENCHMARKS, NAMES
+from .columns import BENCHMARKS, NAMES, blank
 from .predictions import Predictions
 
 
@@ -46,10 +46,10 @@ def _pct(x):
 def row_numbers(res: dict | None, split: str, preds: Predictions) -> dict:
     """values/ci/sd/n (in %, six benchmarks + average), seeds, paired data, notes of one row."""
     empty = {
-        "values": [None] * 7,
-        "ci": [None] * 7,
-        "sd": [None] * 7,
-        "n": [None] * 7,
+        "values": blank(),
+        "ci": blank(),
+        "sd": blank(),
+        "n": blank(),
         "seeds": 0,
         "paired": {},
         "notes": [],
@@ -123,7 +123,7 @@ def reference_rows(root: Path, results: dict, split: str, preds: Predictions) ->
                 "run_id": "",
                 "values": vals,
                 "ci": cis,
-                "sd": [None] * 7,
+                "sd": blank(),
                 "n": [rates.get(b, {}).get("n") for b in BENCHMARKS] + [None],
                 "seeds": 0,
                 "rel_gain": None,

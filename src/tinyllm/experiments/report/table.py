@@ -9,7 +9,7 @@ import yaml
 
 from .. import stats
 from ..rows import ROOT
-from .columns import BENCHMARKS
+from .columns import AVERAGE, BENCHMARKS, blank
 from .paper import PAPER, PAPER_LABEL, PAPER_STUDENTS, PAPER_TEACHERS
 from .predictions import Predictions
 from .rownumbers import reference_rows, row_numbers
@@ -36,7 +36,7 @@ def build_table(
     students = {r["student"] for r in results.values() if r.get("student")}
     size = PAPER_STUDENTS.get(next(iter(students))) if len(students) == 1 else None
     numbers = {g["row"]: row_numbers(results.get(g["row"]), split, preds) for g in grid}
-    ref = numbers.get("full_ft", {}).get("values", [None] * 7)[6]
+    ref = numbers.get("full_ft", {}).get("values", blank())[AVERAGE]
     best = best_alpha(grid, results)
     table = []
     for t, (label, nums) in PAPER_TEACHERS.items():
@@ -72,7 +72,7 @@ def build_table(
                 "student": (res or {}).get("student", ""),
                 "run_id": (res or {}).get("run_id", ""),
                 **{k: num[k] for k in ("values", "ci", "sd", "n", "seeds", "paired")},
-                "rel_gain": rel_gain(num["values"][6], ref),
+                "rel_gain": rel_gain(num["values"][AVERAGE], ref),
                 "note": note,
             }
         )
@@ -88,7 +88,7 @@ def build_table(
                     "run_id": "",
                     "values": list(nums),
                     "seeds": 0,
-                    "rel_gain": rel_gain(nums[6], PAPER[size]["full_ft"][6]),
+                    "rel_gain": rel_gain(nums[AVERAGE], PAPER[size]["full_ft"][AVERAGE]),
                     "note": "",
                 }
             )
@@ -108,7 +108,7 @@ def _local_teacher_rows(root: Path | None, results: dict, inference: dict | None
     if not shared:
         return []
     res = results.get("inference")
-    num = inference or {"values": [None] * 7}
+    num = inference or {"values": blank()}
     return [
         {
             "row": "teacher_local",
@@ -118,7 +118,7 @@ def _local_teacher_rows(root: Path | None, results: dict, inference: dict | None
             "student": (res or {}).get("student", ""),
             "run_id": (res or {}).get("run_id", ""),
             **{k: num.get(k) for k in ("values", "ci", "sd", "n", "seeds")},
-            "rel_gain": rel_gain(num["values"][6], ref),
+            "rel_gain": rel_gain(num["values"][AVERAGE], ref),
             "note": "same weights as the untrained student: its answers are the `inference` row's run"
             + ("" if res else " (not run yet)"),
         }
