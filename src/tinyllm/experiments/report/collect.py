@@ -73,7 +73,13 @@ def _walk_exp_show(nodes, out: list) -> None:
 
 
 def exp_show(root: Path) -> list[dict]:
-    """Experiment nodes of `dvc exp show --json` (public DVC interface), newest first."""
+    """Experiment nodes of `dvc exp show --json` (public DVC interface), newest first.
+
+    Not `dvc.api.exp_show` (DVC 3.67): it returns one flat table row per experiment, whose
+    `Created` is formatted to the minute ("04:21 PM", or "Dec 01, 2026" for other days: neither
+    orders runs) and whose metric columns lose their file (`valid.obqa.accuracy` of
+    metrics/eval.json is prefixed only when another metrics file has the same key), so it
+    cannot give "the newest run per seed" nor "metrics/eval.json" as this does."""
     res = subprocess.run(
         [str(Path(sys.executable).parent / "dvc"), "exp", "show", "--json", "--no-fetch"],
         cwd=root,
