@@ -306,7 +306,10 @@ def fake_repo(tmp_path, monkeypatch):
         yaml.safe_dump(
             {
                 "tracking": {"experiment": "tinyllm", "row": "tinyllm"},
-                "teachers": {"smollm2_135m": {"model": "models/base"}, "remote": {"model": "some/other-model"}},
+                "teachers": {
+                    "smollm2_135m": {"backend": "transformers", "model": "models/base"},
+                    "remote": {"backend": "transformers", "model": "some/other-model"},
+                },
             }
         )
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
+from tinyllm.config import load_config
 
 from .. import stats
 from ..rows import ROOT
@@ -16,11 +16,6 @@ from .rownumbers import reference_rows, row_numbers
 from .selection import best_alpha
 
 REFERENCES = ("full_ft", "inference")  # every row is compared with these (paired)
-
-
-def _params(root: Path) -> dict:
-    p = root / "params.yaml"
-    return (yaml.safe_load(p.read_text()) or {}) if p.exists() else {}
 
 
 def rel_gain(avg: float | None, ref: float | None) -> float | None:
@@ -101,10 +96,8 @@ def _local_teacher_rows(root: Path | None, results: dict, inference: dict | None
     the untrained student, so their accuracy is the `inference` row's run, shown as such."""
     if root is None or not (root / "params.yaml").exists():
         return []
-    teachers = _params(root).get("teachers") or {}
-    shared = [
-        n for n, t in teachers.items() if isinstance(t, dict) and str(t.get("model", "")).rstrip("/") == "models/base"
-    ]
+    teachers = load_config(root / "params.yaml").teachers
+    shared = [n for n, t in teachers.items() if t.model.rstrip("/") == "models/base"]
     if not shared:
         return []
     res = results.get("inference")
