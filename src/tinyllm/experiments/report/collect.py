@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from tinyllm import tracking
+from tinyllm.config import Params, ParamsError, validate_params
 
 from .columns import NAMES
 
@@ -97,17 +98,27 @@ def exp_show(root: Path) -> list[dict]:
     )
 
 
+def _exp_params(node: dict) -> Params | None:
+    """The experiment's params.yaml through the typed config; None (said) when it does not
+    validate with this code (an experiment of an older schema), so its defaults are never guessed."""
+    raw = (((node["data"].get("params") or {}).get("params.yaml") or {}).get("data")) or {}
+    try:
+        return validate_params(raw)
+    except ParamsError as e:
+        print(f"dvc experiment {node['name']} ({node['rev'][:7]}): skipped, its params.yaml does not validate: {e}")
+        return None
+
+
 def collect_dvc(root: Path) -> dict[str, dict]:
     """Like `collect_mlflow`, from each experiment's params.yaml and metrics/eval.json."""
     found: dict[str, dict] = {}
     for n in exp_show(root):
         d = n["data"]
-        params = ((d.get("params") or {}).get("params.yaml") or {}).get("data") or {}
         metrics = ((d.get("metrics") or {}).get("metrics/eval.json") or {}).get("data")
-        row = (params.get("tracking") or {}).get("row")
-        if not row or not metrics:
+        cfg = _exp_params(n)
+        if cfg is None or not metrics:
             continue
-        seed = (params.get("distill") or {}).get("seed")
+        row, seed = cfg.tracking.row, cfg.distill.seed
         per = {
             s: {
                 b: {k: float(v) for k, v in m.items() if isinstance(v, (int, float))}
@@ -130,8 +141,8 @@ def collect_dvc(root: Path) -> dict[str, dict]:
             found,
             run,
             {
-                "student": (params.get("student") or {}).get("source", ""),
-                "headline": (params.get("evaluate") or {}).get("headline", "score"),
+                "student": cfg.student.source,
+                "headline": cfg.evaluate.headline,
                 "teachers": "",
                 "run_id": "",
                 "experiment_id": "",
