@@ -115,8 +115,8 @@ def collect_dvc(root: Path) -> dict[str, dict]:
     for n in exp_show(root):
         d = n["data"]
         metrics = ((d.get("metrics") or {}).get("metrics/eval.json") or {}).get("data")
-        cfg = _exp_params(n)
-        if cfg is None or not metrics:
+        cfg = _exp_params(n) if metrics else None
+        if cfg is None:
             continue
         row, seed = cfg.tracking.row, cfg.distill.seed
         per = {
