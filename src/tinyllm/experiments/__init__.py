@@ -10,7 +10,8 @@
 - ``study.py``  TinyLLM vs label-only fine-tuning of the same student: arms x seeds trained and
                 evaluated in one resumable job (profile: experiments/study.yaml)
 
-Import order (no cycle): report -> rows, stats, tinyllm.tracking; grid -> rows (tracking lazily);
+Import order (no cycle): report -> rows, stats, tinyllm.config, tinyllm.tracking; rows -> tinyllm.teachers.config;
+grid -> rows (tracking lazily);
 study -> stats and the training library (distill, evaluate, student, trainset). Every MLflow call
 goes through ``tinyllm.tracking``; ``scripts/grid.py``, ``scripts/report.py`` and ``scripts/study.py``
 are the command lines.
