@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tinyllm import tracking
-from tinyllm.config import Params, ParamsError, validate_params
+from tinyllm.config import Params, validate_params
 
 from .columns import NAMES
 
@@ -104,7 +104,7 @@ def _exp_params(node: dict) -> Params | None:
     raw = (((node["data"].get("params") or {}).get("params.yaml") or {}).get("data")) or {}
     try:
         return validate_params(raw)
-    except ParamsError as e:
+    except ValueError as e:  # ParamsError, or a teacher entry that is not a mapping
         print(f"dvc experiment {node['name']} ({node['rev'][:7]}): skipped, its params.yaml does not validate: {e}")
         return None
 
