@@ -1,7 +1,7 @@
 """Export the rationale caches as a Hugging Face Hub dataset: Parquet files + a dataset card.
 
     python scripts/export_rationales.py [--teachers flan_t5_xl,smollm2_135m] [--out exports/rationales]
-    huggingface-cli upload <user>/<name> exports/rationales --repo-type dataset   # to publish
+    hf upload <user>/<name> exports/rationales --repo-type dataset   # to publish (huggingface_hub 2)
 
 Teachers: every cache folder under --rationales unless --teachers names some. Their prompt and
 decoding settings come from params.yaml (the released teachers: the paper's release). A thin

@@ -3,7 +3,7 @@ for the Hugging Face Hub: one Parquet file per teacher, benchmark and split
 (``<teacher>/<benchmark>/<split>.parquet``, one Hub config per teacher) and a dataset card
 (``README.md``) with each teacher's prompt and decoding settings and the counts per file.
 
-``huggingface-cli upload <user>/<name> <out> --repo-type dataset`` publishes the folder as is.
+``hf upload <user>/<name> <out> --repo-type dataset`` (huggingface_hub 2) publishes the folder as is.
 Records are read with ``rationales.load_cache`` (a record missing a field is an error naming file,
 record and field); the nested ``prompt`` is flattened into ``prompt_*`` columns.
 """
