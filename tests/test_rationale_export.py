@@ -89,7 +89,7 @@ def test_export_writes_parquet_per_file_and_a_card_with_configs_settings_and_cou
     )
     assert piqa[0]["id"] == "7" and piqa.features == ds.features  # one schema in every file
     assert '"max_new_tokens": 48' in card and "Released with the TinyLLM paper" in card
-    assert "| flan_t5_xl | arc | train | 2 | 1 | 1 | 0 |" in card
+    assert "| flan_t5_xl | arc | train | 2 | 1 | 1 | 0 | 0 |" in card
 
 
 def test_export_names_the_file_and_record_of_a_bad_cache_line(tmp_path):

@@ -126,7 +126,8 @@ def _settings_lines(teacher: str, s: dict | None) -> list[str]:
 
 
 def dataset_card(settings: dict[str, dict | None], counts: dict) -> str:
-    """README.md: what the files are, each teacher's settings, and records per file by status."""
+    """README.md: what the files are, each teacher's settings, and records per file by status
+    (missing: the release has no rationale of that teacher for the question, e.g. LLaMA-2 on PIQA)."""
     lines = _front_matter(counts) + [
         "# TinyLLM teacher rationales",
         "",
@@ -144,13 +145,18 @@ def dataset_card(settings: dict[str, dict | None], counts: dict) -> str:
     ]
     for teacher in counts:
         lines += ["", f"### {teacher}", "", *_settings_lines(teacher, settings.get(teacher))]
-    lines += ["", "## Counts", "", "| teacher | benchmark | split | records | ok | empty | failed | mean words |"]
-    lines.append("|---|---|---|---:|---:|---:|---:|---:|")
+    lines += [
+        "",
+        "## Counts",
+        "",
+        "| teacher | benchmark | split | records | ok | empty | missing | failed | mean words |",
+    ]
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for teacher, by_b in counts.items():
         for b, by_s in by_b.items():
             for split, c in by_s.items():
                 lines.append(
-                    f"| {teacher} | {b} | {split} | {c['records']} | {c['ok']} | {c['empty']} | {c['failed']} "
-                    f"| {c['mean_words']} |"
+                    f"| {teacher} | {b} | {split} | {c['records']} | {c['ok']} | {c['empty']} | {c['missing']} "
+                    f"| {c['failed']} | {c['mean_words']} |"
                 )
     return "\n".join(lines) + "\n"
