@@ -281,8 +281,16 @@ class Reads:
 
 
 def declared_params(stage: dict) -> set[tuple[str, ...]]:
-    """params.yaml keys of a stage as tuples; a `${item.x}` part is `*`."""
-    keys = [p for p in stage.get("params") or [] if isinstance(p, str)]
+    """params.yaml keys of a stage as tuples; a `${item.x}` part is `*`; `params.yaml:` with no
+    keys (every key of the file) is the empty tuple, above every read."""
+    keys: list[str] = []
+    for p in stage.get("params") or []:
+        if isinstance(p, str):
+            keys.append(p)
+        elif isinstance(p, dict) and "params.yaml" in p:
+            if not p["params.yaml"]:
+                return {()}
+            keys += list(p["params.yaml"])
     return {tuple(re.sub(r"\$\{[^}]*\}", "*", k).split(".")) for k in keys}
 
 

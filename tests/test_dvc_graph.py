@@ -229,7 +229,7 @@ def test_stage_opens_only_paths_among_its_deps_and_outputs(name, stage):
 def test_params_walker_sees_aliases_getattr_raw_reads_and_helpers(tmp_path):
     # guards the walker itself: each way a stage reaches a key must count, and membership tests,
     # error messages and params handed whole to tracking must not
-    from stage_reads import Reads
+    from stage_reads import Reads, undeclared_reads
 
     script = tmp_path / "s.py"
     script.write_text(
@@ -253,6 +253,9 @@ def test_params_walker_sees_aliases_getattr_raw_reads_and_helpers(tmp_path):
     )
     got = {".".join(r) for r in Reads(script).found}
     assert got == {"distill.valid_loss_per_benchmark", "data.benchmarks", "evaluate.headline", "teachers.x.icl.k"}
+    stage = {"params": ["data", "teachers.${item.teacher}", {"params.yaml": ["distill.valid_loss_per_benchmark"]}]}
+    assert undeclared_reads(script, stage) == ["evaluate.headline"]
+    assert undeclared_reads(script, {"params": [{"params.yaml": None}]}) == []  # every key of the file
 
 
 if __name__ == "__main__":
