@@ -102,7 +102,7 @@ MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
 MLFLOW_AUTH ?= 0
 MLFLOW_ALLOWED_HOSTS ?=
-mlflow-ui:  ## MLflow UI on the SQLite store, http://127.0.0.1:5000 (MLFLOW_PORT=; MLFLOW_HOST= needs MLFLOW_AUTH=1)
+mlflow-ui:  ## MLflow UI on the SQLite store; prints the runs table's URL (MLFLOW_PORT=; MLFLOW_HOST= needs MLFLOW_AUTH=1)
 	@case "$(MLFLOW_HOST)" in 127.0.0.1|localhost) ;; *) test "$(MLFLOW_AUTH)" = 1 || { \
 	  echo "refusing MLFLOW_HOST=$(MLFLOW_HOST) without authentication: anyone who reaches it could change and" \
 	       "delete every run. Use MLFLOW_AUTH=1 (basic-auth app, docs/sharing.md section 5) behind a TLS proxy," \
@@ -110,6 +110,8 @@ mlflow-ui:  ## MLflow UI on the SQLite store, http://127.0.0.1:5000 (MLFLOW_PORT
 	@test "$(MLFLOW_AUTH)" != 1 || test -n "$$MLFLOW_AUTH_CONFIG_PATH" || { \
 	  echo "MLFLOW_AUTH=1 needs MLFLOW_AUTH_CONFIG_PATH=<auth.ini> (its user database; docs/sharing.md section 5)"; \
 	  exit 2; }
+	-@MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(VENV)/bin/python scripts/mlflow_ui_url.py \
+	  --ui http://$(MLFLOW_HOST):$(MLFLOW_PORT)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server \
 	  $(if $(filter 1,$(MLFLOW_AUTH)),--app-name basic-auth) \
 	  --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --artifacts-destination $(CURDIR)/mlartifacts \

@@ -201,6 +201,63 @@ def test_generate_stages_follow_the_benchmark_subset_and_a_new_teacher(tmp_path)
     assert not any("piqa" in d for st in stages.values() for d in st["deps"] + st["outs"])
 
 
+# ----------------------------------------------------------------------------- params and data paths
+
+
+@pytest.mark.parametrize("name, stage", list(stages()), ids=[n for n, _ in stages()])
+def test_stage_reads_only_the_params_it_declares(name, stage):
+    # guards: stages/trainset.py read distill.valid_loss_per_benchmark, which the trainset stage
+    # did not declare: changing it re-ran nothing, and distill trained with a stale valid split
+    # (issue 22). The reads are found by walking the script and the tinyllm code it hands its
+    # configs to (tests/stage_reads.py says how, and what it cannot see)
+    from stage_reads import undeclared_reads
+
+    bad = undeclared_reads(script_of(stage), stage)
+    assert not bad, f"dvc.yaml stage {name}: reads params it does not declare under `params:`: {bad}"
+
+
+@pytest.mark.parametrize("name, stage", list(stages()), ids=[n for n, _ in stages()])
+def test_stage_opens_only_paths_among_its_deps_and_outputs(name, stage):
+    # guards: a stage reading a pipeline file (an option's default the cmd never passes) that is
+    # not among its deps: DVC neither orders the stages by it nor re-runs when it changes
+    from stage_reads import undeclared_paths
+
+    bad = undeclared_paths(script_of(stage), stage)
+    assert not bad, f"dvc.yaml stage {name}: uses paths that are neither deps nor outputs: {bad}"
+
+
+def test_params_walker_sees_aliases_getattr_raw_reads_and_helpers(tmp_path):
+    # guards the walker itself: each way a stage reaches a key must count, and membership tests,
+    # error messages and params handed whole to tracking must not
+    from stage_reads import Reads, undeclared_reads
+
+    script = tmp_path / "s.py"
+    script.write_text(
+        "import _stage\n"
+        "from tinyllm import tracking\n"
+        "def main():\n"
+        "    p = _stage.config()\n"
+        "    d = p.distill\n"
+        "    n = getattr(d, 'valid_loss_per_benchmark', 0)\n"
+        "    helper(p.data)\n"
+        "    raw = _stage.params('evaluate')\n"
+        "    h = raw.get('headline') or 'score'\n"
+        "    print(h)\n"
+        "    if 'x' not in p.teachers:\n"
+        "        raise SystemExit(f'known: {sorted(p.teachers)}')\n"
+        "    t = p.teachers['x']\n"
+        "    k = [t.icl.k for _ in range(2)]\n"
+        "    tracking.start_distill_run(None, _stage.params())\n"
+        "def helper(data):\n"
+        "    return data.benchmarks\n"
+    )
+    got = {".".join(r) for r in Reads(script).found}
+    assert got == {"distill.valid_loss_per_benchmark", "data.benchmarks", "evaluate.headline", "teachers.x.icl.k"}
+    stage = {"params": ["data", "teachers.${item.teacher}", {"params.yaml": ["distill.valid_loss_per_benchmark"]}]}
+    assert undeclared_reads(script, stage) == ["evaluate.headline"]
+    assert undeclared_reads(script, {"params": [{"params.yaml": None}]}) == []  # every key of the file
+
+
 if __name__ == "__main__":
     for n, st in stages():
         print(n)

@@ -125,6 +125,16 @@ def test_a_rows_own_teacher_gets_its_generate_stages_only_in_that_experiment(tmp
     assert gridrows.missing_caches(row, tmp_path) == []  # it generates its own cache: not skipped
 
 
+def test_a_rows_teacher_is_checked_by_the_typed_config_before_queueing():
+    # guards: a typo in a row's `teacher.with` (a string temperature, an unknown key) reaching the
+    # queue and failing only inside the experiment, after its teacher model loaded
+    like = next(iter(PARAMS["teachers"]))
+    for bad, msg in (({"temperature": "hot"}, "temperature"), ({"temprature": 0.5}, "temprature")):
+        row = {"row": "r", "teacher": {"name": "t2", "like": like, "with": bad}}
+        with pytest.raises(ValueError, match=rf"row r: teacher.with gives an invalid teacher: .*{msg}"):
+            gridrows.teacher_override(row, PARAMS)
+
+
 def test_load_grid_rejects_bad_rows(tmp_path):
     # guards: a typo in the grid file (unknown key, duplicate name) silently changing the grid
     for bad, msg in (
@@ -306,7 +316,10 @@ def fake_repo(tmp_path, monkeypatch):
         yaml.safe_dump(
             {
                 "tracking": {"experiment": "tinyllm", "row": "tinyllm"},
-                "teachers": {"smollm2_135m": {"model": "models/base"}, "remote": {"model": "some/other-model"}},
+                "teachers": {
+                    "smollm2_135m": {"backend": "transformers", "model": "models/base"},
+                    "remote": {"backend": "transformers", "model": "some/other-model"},
+                },
             }
         )
     )

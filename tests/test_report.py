@@ -222,3 +222,49 @@ def test_report_has_paired_tests_seeds_reference_rates_and_option_shares(store):
     run = mlflow.MlflowClient().get_run(out["run_id"])
     assert run.data.metrics["tinyllm.vs_full_ft.obqa.p_mcnemar"] == pytest.approx(c["p_mcnemar"])
     assert run.data.metrics["full_ft.obqa.n"] == N and "full_ft.average.ci_low" in run.data.metrics
+
+
+def test_paper_table1_file_is_checked_column_by_column(tmp_path):
+    # guards: the paper's numbers moved from Python literals to experiments/paper_table1.yaml; a
+    # row with a missing benchmark would shift every later column of the report silently
+    from tinyllm.experiments.report import paper
+
+    good = yaml.safe_load(paper.TABLE1.read_text())
+    teachers, students, rows, labels = paper.load_table1()
+    assert rows["250M"]["tinyllm"][-1] == 64.94 and students["google/flan-t5-base"] == "250M"
+    assert all(len(v) == len(report.NAMES) for r in rows.values() for v in r.values())
+    bad = dict(good, rows={**good["rows"], "80M": {**good["rows"]["80M"], "lora": [37.8, 27.12]}})
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match=r"t\.yaml: rows\.80M\.lora must be 7 numbers"):
+        paper.load_table1(tmp_path / "t.yaml")
+    bad = dict(good, rows={**good["rows"], "80M": {**good["rows"]["80M"], "distil": [1] * 7}})
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match=r"rows\.80M has setting\(s\) \['distil'\] without a label"):
+        paper.load_table1(tmp_path / "t.yaml")
+
+
+def test_collect_dvc_reads_each_experiments_params_through_the_typed_config(monkeypatch, capsys):
+    # guards: DVC experiments' params read raw with defaults typed again beside the config
+    # (`evaluate.headline` defaulting to "score" in two places); an experiment whose params.yaml
+    # does not validate is skipped and said, never read with guessed defaults
+    from tinyllm.experiments.report import collect
+
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    eval_json = {"valid": {"arc": {"accuracy": 0.5, "n": 10}, "average": {"accuracy": 0.5, "n": 10}}}
+
+    def node(name, rev, p, ts):
+        data = {"params": {"params.yaml": {"data": p}}, "metrics": {"metrics/eval.json": {"data": eval_json}}}
+        return {"name": name, "rev": rev, "data": {**data, "timestamp": ts}}
+
+    seeded = {**params, "tracking": {**params["tracking"], "row": "full_ft"}, "distill": {**params["distill"]}}
+    seeded["distill"]["seed"] = 3
+    seeded["evaluate"] = {**params["evaluate"], "headline": "generate"}
+    old = {**params, "tracking": {**params["tracking"], "row": "inference"}, "distill": {"stepz": 0}}
+    nodes = [node("full_ft-s3", "a" * 40, seeded, "2"), node("inference", "b" * 40, old, "1")]
+    monkeypatch.setattr(collect, "exp_show", lambda root: nodes)
+    found = collect.collect_dvc(Path("."))
+    assert set(found) == {"full_ft"}
+    run = found["full_ft"]["runs"][3]
+    assert run["exp_name"] == "full_ft-s3" and run["metrics"]["valid"]["arc"]["accuracy"] == 0.5
+    assert found["full_ft"]["headline"] == "generate" and found["full_ft"]["student"] == params["student"]["source"]
+    assert "dvc experiment inference (bbbbbbb): skipped" in capsys.readouterr().out

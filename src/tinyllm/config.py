@@ -34,8 +34,9 @@ def load_params(path: str | os.PathLike = "params.yaml") -> dict:
 
 @dataclass
 class DataConfig:
-    # A folder in the release layout (holding datasets/<ds>/...), a tarball URL, or
-    # "github:<owner>/<repo>@<commit>" to download the authors' release.
+    # A folder in the release layout (holding datasets/<ds>/...), a tarball URL,
+    # "github:<owner>/<repo>@<commit>" to download the authors' release, or "hf-hub" for the
+    # Hugging Face Hub copies of the benchmarks at pinned revisions (questions only: tinyllm/hub.py).
     source: str = "../shared/benchmarks/tinyllm-release"
     benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARKS))
 

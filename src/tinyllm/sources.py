@@ -1,5 +1,6 @@
-"""Where the benchmarks come from: a local folder in the release layout, a tarball URL, or the
-authors' GitHub release (for users with internet), copied into ``data/raw`` for DVC to version.
+"""Where the benchmarks come from: a local folder in the release layout, a tarball URL, the
+authors' GitHub release, or the Hugging Face Hub copies of the benchmarks (``hf-hub``, see
+hub.py), copied into ``data/raw`` for DVC to version.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from .benchmarks import DataError, question_file
+from .hub import HUB_SOURCE, fetch_hub
 from .redact import redact_uri
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,8 @@ def fetch(source: str, benchmarks: list[str], out: Path, base: Path | None = Non
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
+    if source == HUB_SOURCE:
+        return fetch_hub(benchmarks, out)
     url = resolve_url(source)
     if url is None:
         root = Path(source)

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import yaml
 
+from tinyllm.schema import ParamsError
+from tinyllm.teachers.config import teacher_config
+
 ROOT = Path(__file__).resolve().parents[3]  # the repo (src/tinyllm/experiments/rows.py)
 GRID = ROOT / "experiments" / "grid.yaml"
 GROUPS = ("baseline", "ablation")
@@ -150,6 +153,10 @@ def teacher_override(row: dict, params: dict) -> list[str]:
     if not isinstance(base, dict):
         raise ValueError(f"row {row['row']}: teacher.like {t['like']!r} is not a teacher in params.yaml `teachers:`")
     spec = {**base, **(t.get("with") or {})}
+    try:  # the typed config: a bad `with` fails here, naming the key, not in the queued experiment
+        teacher_config(t["name"], spec)
+    except ParamsError as e:
+        raise ValueError(f"row {row['row']}: teacher.with gives an invalid teacher: {e}") from None
     flow = yaml.safe_dump(spec, default_flow_style=True, sort_keys=False, width=1 << 16).strip()
     return [f"+teachers.{t['name']}={flow}"]
 

@@ -1,0 +1,46 @@
+"""Export the rationale caches as a Hugging Face Hub dataset: Parquet files + a dataset card.
+
+    python scripts/export_rationales.py [--teachers flan_t5_xl,smollm2_135m] [--out exports/rationales]
+    hf upload <user>/<name> exports/rationales --repo-type dataset   # to publish (huggingface_hub 2)
+
+Teachers: every cache folder under --rationales unless --teachers names some. Their prompt and
+decoding settings come from params.yaml (the released teachers: the paper's release). A thin
+command line over tinyllm.rationale_export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from tinyllm.config import load_config
+from tinyllm.rationale_export import export_rationales
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rationales", type=Path, default=ROOT / "data" / "rationales")
+    ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    ap.add_argument("--out", type=Path, default=ROOT / "exports" / "rationales")
+    ap.add_argument("--teachers", default="", help="comma-separated cache names (default: every cache)")
+    args = ap.parse_args(argv)
+    names = [t.strip() for t in args.teachers.split(",") if t.strip()] or sorted(
+        d.name for d in args.rationales.iterdir() if d.is_dir()
+    )
+    configured = load_config(args.params).teachers
+    settings = {t: configured[t].settings() if t in configured else None for t in names}
+    shutil.rmtree(args.out, ignore_errors=True)  # a teacher left out now must not linger from before
+    counts = export_rationales(args.rationales, args.out, settings)
+    for t, by_b in counts.items():
+        n = sum(c["records"] for by_s in by_b.values() for c in by_s.values())
+        print(f"{t}: {n} records in {sum(len(s) for s in by_b.values())} files")
+    print(f"wrote {args.out} (dataset card: {args.out / 'README.md'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The rationale caches (``data/rationales/<teacher>/<benchmark>/<split>.jsonl``) as a dataset ready
+for the Hugging Face Hub: one Parquet file per teacher, benchmark and split
+(``<teacher>/<benchmark>/<split>.parquet``, one Hub config per teacher) and a dataset card
+(``README.md``) with each teacher's prompt and decoding settings and the counts per file.
+
+``hf upload <user>/<name> <out> --repo-type dataset`` (huggingface_hub 2) publishes the folder as is.
+Records are read with ``rationales.load_cache`` (a record missing a field is an error naming file,
+record and field); the nested ``prompt`` is flattened into ``prompt_*`` columns.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .benchmarks import SPLITS, DataError
+from .rationales import RELEASED_TEACHERS, load_cache, summarize
+
+RELEASE = "github.com/YikunHan42/TinyLLM@9f5bebec8b22037f80ffa8d17bfeb01a2a524a3b"
+COLUMNS = (
+    "id",
+    "benchmark",
+    "split",
+    "teacher",
+    "rationale",
+    "status",
+    "flags",
+    "source",
+    "teacher_answer",
+    "answer_match",
+    "prompt_teacher_forcing",
+    "prompt_icl_ids",
+    "prompt_hash",
+    "prompt_settings",
+)
+
+
+def features():
+    """Column types, the same in every file (an all-null column must not change a file's schema)."""
+    from datasets import Features, List, Value
+
+    s = Value("string")
+    return Features(
+        {
+            **{c: s for c in ("id", "benchmark", "split", "teacher", "rationale", "status", "source")},
+            "flags": List(s),
+            "teacher_answer": s,
+            "answer_match": Value("bool"),
+            "prompt_teacher_forcing": Value("bool"),
+            "prompt_icl_ids": List(s),
+            "prompt_hash": s,
+            "prompt_settings": s,
+        }
+    )
+
+
+def flat_row(r: dict) -> dict:
+    """One cache record as a table row (prompt.* -> prompt_*; ids as strings: PIQA's are ints)."""
+    p = r.get("prompt") or {}
+    return {
+        "id": str(r["id"]),
+        "benchmark": r.get("benchmark"),
+        "split": r.get("split"),
+        "teacher": r["teacher"],
+        "rationale": r["rationale"],
+        "status": r["status"],
+        "flags": list(r.get("flags") or []),
+        "source": r.get("source"),
+        "teacher_answer": r.get("teacher_answer"),
+        "answer_match": r.get("answer_match"),
+        "prompt_teacher_forcing": p.get("teacher_forcing"),
+        "prompt_icl_ids": None if p.get("icl_ids") is None else [str(i) for i in p["icl_ids"]],
+        "prompt_hash": p.get("hash"),
+        "prompt_settings": p.get("settings"),
+    }
+
+
+def export_rationales(rationales: Path, out: Path, settings: dict[str, dict | None]) -> dict:
+    """Parquet files and README.md under ``out`` for the teachers in ``settings`` ({name: the
+    teacher's ``TeacherConfig.settings()``, or None for a released teacher}); returns
+    {teacher: {benchmark: {split: summary}}} (``rationales.summarize``)."""
+    from datasets import Dataset
+
+    rationales, out = Path(rationales), Path(out)
+    counts: dict[str, dict] = {}
+    for teacher in settings:
+        if not (rationales / teacher).is_dir():
+            raise DataError(f"{rationales / teacher}: no rationale cache for teacher {teacher!r}")
+        for bdir in sorted(d for d in (rationales / teacher).iterdir() if d.is_dir()):
+            for split in SPLITS:
+                records = load_cache(rationales, teacher, bdir.name, split)
+                if not records:
+                    continue
+                dest = out / teacher / bdir.name / f"{split}.parquet"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                Dataset.from_list([flat_row(r) for r in records], features=features()).to_parquet(str(dest))
+                counts.setdefault(teacher, {}).setdefault(bdir.name, {})[split] = summarize(records)
+    (out / "README.md").write_text(dataset_card(settings, counts), encoding="utf-8")
+    return counts
+
+
+def _front_matter(counts: dict) -> list[str]:
+    lines = [
+        "---",
+        "pretty_name: TinyLLM teacher rationales",
+        "language: [en]",
+        "task_categories: [question-answering, text-generation]",
+        "tags: [rationales, chain-of-thought, distillation, tinyllm]",
+        "license: other  # each benchmark keeps its own licence: see below",
+        "configs:",
+    ]
+    for teacher, by_b in counts.items():
+        lines += [f"- config_name: {teacher}", "  data_files:"]
+        for split in SPLITS:
+            if any(split in s for s in by_b.values()):
+                lines += [f"  - split: {split}", f"    path: {teacher}/*/{split}.parquet"]
+    return lines + ["---", ""]
+
+
+def _settings_lines(teacher: str, s: dict | None) -> list[str]:
+    if s is None and teacher in RELEASED_TEACHERS:
+        return [f"Released with the TinyLLM paper ({RELEASE}): written given the gold answer (teacher forcing)."]
+    if s is None:
+        return ["Settings unknown: this teacher is not in params.yaml any more (see each row's `prompt_settings`)."]
+    return ["```json", json.dumps(s, indent=2, ensure_ascii=False), "```"]
+
+
+def dataset_card(settings: dict[str, dict | None], counts: dict) -> str:
+    """README.md: what the files are, each teacher's settings, and records per file by status
+    (missing: the release has no rationale of that teacher for the question, e.g. LLaMA-2 on PIQA)."""
+    lines = _front_matter(counts) + [
+        "# TinyLLM teacher rationales",
+        "",
+        "Rationales written by teacher LLMs for the questions of six benchmarks (OBQA, ARC-Challenge, PIQA,",
+        "RiddleSense, PubMedQA, BioASQ), as cached by the tinyllm-distill pipeline. One config per teacher;",
+        "files are `<teacher>/<benchmark>/<split>.parquet`; a row is one question's rationale (`status`: ok,",
+        "empty or failed; `flags`: truncated, non_english, filtered:<reason>, ...; `prompt_*`: the prompt's",
+        "teacher forcing, in-context example ids, hash and settings hash).",
+        "",
+        "Licences: the questions come from the benchmarks, each under its own licence (OpenBookQA Apache-2.0,",
+        "ARC CC BY-SA 4.0, PIQA AFL-3.0, PubMedQA MIT; RiddleSense is research and non-commercial use only,",
+        "without redistribution: leave its files out of a public upload).",
+        "",
+        "## Teachers and their prompt settings",
+    ]
+    for teacher in counts:
+        lines += ["", f"### {teacher}", "", *_settings_lines(teacher, settings.get(teacher))]
+    lines += [
+        "",
+        "## Counts",
+        "",
+        "| teacher | benchmark | split | records | ok | empty | missing | failed | mean words |",
+    ]
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for teacher, by_b in counts.items():
+        for b, by_s in by_b.items():
+            for split, c in by_s.items():
+                lines.append(
+                    f"| {teacher} | {b} | {split} | {c['records']} | {c['ok']} | {c['empty']} | {c['missing']} "
+                    f"| {c['failed']} | {c['mean_words']} |"
+                )
+    return "\n".join(lines) + "\n"
