@@ -212,6 +212,44 @@ def test_a_params_error_stops_dvc_before_it_deletes_any_output(tmp_path):
     assert (tmp_path / "runs.log").read_text() == "trained\n"
 
 
+def test_distill_outputs_come_back_from_the_run_cache_without_retraining(tmp_path):
+    # fault 2, second half: every output of distill is cached, so after a run with other params,
+    # going back to params already trained restores the model *and* its metrics, train log and
+    # MLflow run file from DVC's run-cache instead of retraining (an uncached output disables it)
+    import copy
+
+    import yaml
+    from pipeline_copy import ROOT, base_env, run
+
+    env = base_env()
+    real = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["distill"]
+    stage = {k: copy.deepcopy(real[k]) for k in ("outs", "metrics", "plots") if k in real}
+    paths = [next(iter(o)) if isinstance(o, dict) else o for k in stage for o in stage[k]]
+    assert "models/student" in paths and "metrics/train.json" in paths and "metrics/mlflow_run.json" in paths
+    (tmp_path / "train.py").write_text(
+        "import os, sys, yaml\n"
+        "lr = yaml.safe_load(open('params.yaml'))['distill']['lr']\n"
+        f"for p in {paths!r}:\n"
+        "    f = os.path.join(p, 'weights') if p == 'models/student' else p\n"
+        "    os.makedirs(os.path.dirname(f), exist_ok=True)\n"
+        "    open(f, 'w').write(f'{p} trained with lr {lr}\\n')\n"
+        "open('runs.log', 'a').write(f'{lr}\\n')\n"
+    )
+    (tmp_path / "params.yaml").write_text("distill: {lr: 1}\n")
+    stage |= {"cmd": "python train.py", "deps": ["train.py"], "params": ["distill"]}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"distill": stage}}, sort_keys=False))
+    run(["git", "init", "-q"], tmp_path, env)
+    run(["dvc", "init", "-q"], tmp_path, env)
+    run(["dvc", "repro", "-q"], tmp_path, env)
+    (tmp_path / "params.yaml").write_text("distill: {lr: 2}\n")
+    run(["dvc", "repro", "-q"], tmp_path, env)
+    (tmp_path / "params.yaml").write_text("distill: {lr: 1}\n")
+    run(["dvc", "repro", "-q"], tmp_path, env)
+    assert (tmp_path / "runs.log").read_text() == "1\n2\n"  # lr 1 came back without a third run
+    assert (tmp_path / "metrics" / "train.json").read_text() == "metrics/train.json trained with lr 1\n"
+    assert (tmp_path / "models" / "student" / "weights").read_text() == "models/student trained with lr 1\n"
+
+
 def test_a_cached_rerun_of_a_teacher_stage_keeps_its_measured_speed(tmp_path, monkeypatch):
     # fault 7: a re-run with every record cached overwrote metrics/teachers/*.json with
     # tokens_per_s: null (DVC had deleted the file; now it is persist: true and the stage keeps it)
