@@ -164,7 +164,7 @@ def test_seq2seq_option_scores_equal_a_per_option_reference(tiny_tokenizer):
     scores = s.score_options(recs, 64, batch_size=3, device="cpu")
     lengths = set()
     with torch.no_grad():
-        for rec, row in zip(recs, scores, strict=True):
+        for rec, row, total in zip(recs, scores.mean, scores.total, strict=True):
             enc, dec_prefix = s.answer_prompt(rec, 64)
             for j, opt in enumerate(s.option_ids(rec["choices"], 1 << 30)):
                 out = s.model(
@@ -173,6 +173,11 @@ def test_seq2seq_option_scores_equal_a_per_option_reference(tiny_tokenizer):
                     labels=torch.tensor([[IGNORE] * (len(dec_prefix) - 1) + opt]),
                 )
                 assert row[j] == pytest.approx(-float(out.loss), abs=1e-5), (rec["id"], j)
+                # the cloze rules' sum: every option token but the closing EOS
+                logp = torch.log_softmax(out.logits[0].float(), -1)
+                first = len(dec_prefix) - 1
+                text = sum(float(logp[first + t, tok]) for t, tok in enumerate(opt[:-1]))
+                assert total[j] == pytest.approx(text, abs=1e-4), (rec["id"], j)
                 lengths.add(len(opt))
     assert len(lengths) > 1  # options of different lengths: a sum and a mean rank them differently
 
