@@ -35,9 +35,10 @@ def main() -> None:
     import torch
 
     from tinyllm.benchmarks import load_prepared
+    from tinyllm.device import default_device, resolve_precision
     from tinyllm.evaluate import RULES, average, evaluate_records
     from tinyllm.io import write_json, write_jsonl
-    from tinyllm.student import default_device, load_student, resolve_precision
+    from tinyllm.student import load_student
 
     t0 = time.perf_counter()
     run = open_mlflow_run(root, all_params, args)  # before the work: system metrics cover it

@@ -92,38 +92,7 @@ class Losses:
     counts: torch.Tensor
 
 
-# ----------------------------------------------------------------------------- precision, device
-
-
-def bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:  # oneDNN reports AVX512-BF16 / AMX support
-            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except Exception:
-            return False
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device, training: bool = True) -> str:
-    """ "auto" -> "bf16" where the hardware runs it natively, else "fp32".
-
-    Evaluation on CPU stays fp32 under "auto": bf16 autocast flipped 1.5-2.5% of predictions and
-    made a question's prediction depend on its batch neighbours (tests/test_evaluate.py)."""
-    if precision == "auto":
-        if not training and device.type == "cpu":
-            return "fp32"
-        return "bf16" if bf16_supported(device) else "fp32"
-    return precision
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def model_class(config, kind: str = "auto"):
-    return KINDS[resolve_kind(config, kind)].auto_class()
+# ----------------------------------------------------------------------------- loading
 
 
 def resolve_kind(config, kind: str = "auto") -> str:
