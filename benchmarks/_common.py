@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "src"))
 def machine() -> str:
     import torch
 
-    from tinyllm.student import bf16_supported
+    from tinyllm.device import bf16_supported
 
     cpu = platform.processor() or "?"
     try:

@@ -126,30 +126,29 @@ def main() -> None:
 
 
 def full(args, student, amp) -> None:
-    from tinyllm.benchmarks import load_prepared
-    from tinyllm.evaluate import average, evaluate_records
+    from tinyllm.evaluate import average
+    from tinyllm.evaluation import evaluate_each, prepared_questions
 
     paths = {"default": True, "reference": False} if args.reference else {"default": True}
     per = {p: {} for p in paths}
     preds = {p: {} for p in paths}
     secs = {p: {} for p in paths}
-    for b in args.benchmarks:
-        recs = load_prepared(args.data / "prepared", b, "valid")
-        for path, reuse in paths.items():
-            t = time.perf_counter()
-            with amp():
-                per[path][b], preds[path][b] = evaluate_records(
-                    student,
-                    recs,
-                    max_input_tokens=args.max_input_tokens,
-                    max_new_tokens=None,
-                    batch_size=args.batch_size,
-                    device="cpu",
-                    progress=False,
-                    reuse_scores=reuse,
-                )
-            secs[path][b] = time.perf_counter() - t
-            m = per[path][b]
+    questions = prepared_questions(args.data / "prepared", args.benchmarks, "valid", required=True)
+    for path, reuse in paths.items():
+        t = time.perf_counter()
+        for b, m, p in evaluate_each(
+            student,
+            questions,
+            context=amp,
+            max_input_tokens=args.max_input_tokens,
+            max_new_tokens=None,
+            batch_size=args.batch_size,
+            device="cpu",
+            progress=False,
+            reuse_scores=reuse,
+        ):
+            secs[path][b], t = time.perf_counter() - t, time.perf_counter()
+            per[path][b], preds[path][b] = m, p
             print(
                 f"{b} [{path}]: {m['n']} questions, {secs[path][b]:.1f} s, score {m['acc_score']:.3f}, "
                 f"generate {m['acc_generate']:.3f}, unmatched {m['unmatched_generate']:.3f}, "

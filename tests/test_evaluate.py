@@ -12,7 +12,8 @@ from conftest import QUESTIONS, records, tiny_causal, tiny_seq2seq
 from tinyllm.config import DistillConfig
 from tinyllm.distill import train
 from tinyllm.evaluate import average, evaluate_records, match_option
-from tinyllm.student import CausalStudent, Seq2SeqStudent, greedy_along_options
+from tinyllm.scoring import greedy_along_options
+from tinyllm.student import CausalStudent, Seq2SeqStudent
 
 KINDS = [(tiny_causal, CausalStudent), (tiny_seq2seq, Seq2SeqStudent)]
 

@@ -157,7 +157,7 @@ def test_trained_student_keeps_its_format_through_save_and_load(tiny_tokenizer, 
 def test_training_in_bf16_leaves_an_fp32_forward(tiny_tokenizer):
     # guards: Accelerate's mixed-precision wrapper of forward() surviving train(): the study
     # evaluates in the training process, and under bf16 autocast predictions depend on the batch
-    from tinyllm.student import bf16_supported
+    from tinyllm.device import bf16_supported
 
     if not bf16_supported(torch.device("cpu")):
         pytest.skip("no bf16 on this CPU")

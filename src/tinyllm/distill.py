@@ -29,8 +29,9 @@ from pathlib import Path
 import torch
 
 from .config import DistillConfig
+from .device import resolve_precision
 from .loss import multitask_loss
-from .student import Encoded, Student, resolve_precision
+from .student import Encoded, Student
 
 log = logging.getLogger(__name__)
 

@@ -266,14 +266,6 @@ def locate_gguf(name: str) -> Path:
     return target
 
 
-def _model_class(cfg, kind: str):
-    try:  # the lead is moving model_class from modeling.py into student.py
-        from .student import model_class
-    except ImportError:
-        from .student import model_class
-    return model_class(cfg, kind)
-
-
 def materialize_student(source: str, out_dir: Path, kind: str = "auto") -> dict:
     """Write a plain transformers checkpoint (model + tokenizer) of ``source`` to ``out_dir``.
 
@@ -282,13 +274,15 @@ def materialize_student(source: str, out_dir: Path, kind: str = "auto") -> dict:
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
+    from .device import auto_model_class
+
     out_dir = Path(out_dir)
     if source.startswith(SOURCE_PREFIX):
         gguf = locate_gguf(source[len(SOURCE_PREFIX) :])
         log.info("loading %s with transformers' GGUF reader (dequantises to dense fp32)", gguf)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         cfg = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        cls = _model_class(cfg, kind)
+        cls = auto_model_class(cfg, kind)
         model = cls.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # The weights are dense now; transformers refuses to save a model that still carries
         # the GGUF "quantizer" marker, so clear it.
@@ -298,7 +292,7 @@ def materialize_student(source: str, out_dir: Path, kind: str = "auto") -> dict:
     else:
         tok = AutoTokenizer.from_pretrained(source)
         cfg = AutoConfig.from_pretrained(source)
-        cls = _model_class(cfg, kind)
+        cls = auto_model_class(cfg, kind)
         model = cls.from_pretrained(source, dtype=torch.float32)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

@@ -90,17 +90,13 @@ def _write_json(path: Path, obj) -> None:
 def eval_records(root: Path, cfg: StudyConfig) -> dict[str, list[dict]]:
     """The questions every run is evaluated on: per benchmark, ``eval_split`` (first
     ``eval_per_benchmark``), then ``eval_half`` of it."""
-    from ..benchmarks import load_prepared, select_half
+    from ..benchmarks import select_half
+    from ..evaluation import prepared_questions
 
-    out = {}
-    for b in cfg.benchmarks:
-        records = load_prepared(root / cfg.prepared, b, cfg.eval_split)
-        if records is None:
-            raise FileNotFoundError(f"{root / cfg.prepared / b}: no {cfg.eval_split} split to evaluate on")
-        if cfg.eval_per_benchmark:
-            records = records[: cfg.eval_per_benchmark]
-        out[b] = select_half(records, cfg.eval_half)
-    return out
+    questions = prepared_questions(
+        root / cfg.prepared, cfg.benchmarks, cfg.eval_split, cfg.eval_per_benchmark or None, required=True
+    )
+    return {b: select_half(records, cfg.eval_half) for b, records in questions.items()}
 
 
 def evaluate_student(student, cfg: StudyConfig, questions: dict[str, list[dict]], generate: bool | None = None):
@@ -109,28 +105,30 @@ def evaluate_student(student, cfg: StudyConfig, questions: dict[str, list[dict]]
     import torch
 
     from ..benchmarks import valid_half
-    from ..evaluate import average, evaluate_records
+    from ..evaluation import evaluate_benchmarks
 
-    per, preds_by = {}, {}
-    student.model.eval()
-    for b, records in questions.items():
+    @contextlib.contextmanager
+    def fp32_no_grad():
         with torch.no_grad(), _fp32_forward(student.model):
-            m, preds = evaluate_records(
-                student,
-                records,
-                max_input_tokens=cfg.eval_max_input_tokens,
-                max_new_tokens=None,
-                batch_size=cfg.eval_batch_size,
-                device="cpu",
-                progress=False,
-                generate=cfg.generate if generate is None else generate,
-                headline=cfg.rule,
-                pmi=cfg.pmi,
-            )
-        for p, r in zip(preds, records, strict=True):
+            yield
+
+    student.model.eval()
+    per, preds_by = evaluate_benchmarks(
+        student,
+        questions,
+        context=fp32_no_grad,
+        max_input_tokens=cfg.eval_max_input_tokens,
+        max_new_tokens=None,
+        batch_size=cfg.eval_batch_size,
+        device="cpu",
+        progress=False,
+        generate=cfg.generate if generate is None else generate,
+        headline=cfg.rule,
+        pmi=cfg.pmi,
+    )
+    for b, records in questions.items():
+        for p, r in zip(preds_by[b], records, strict=True):
             p["half"] = valid_half(r)
-        per[b], preds_by[b] = m, preds
-    per["average"] = average(per)
     return per, preds_by
 
 

@@ -114,7 +114,7 @@ class TransformersBackend(Backend):
             return
         import torch
 
-        from ..student import model_class, resolve_precision
+        from ..device import auto_model_class, resolve_precision
 
         self._load_tokenizer()
         from transformers import AutoConfig
@@ -124,7 +124,7 @@ class TransformersBackend(Backend):
         precision = resolve_precision(self.cfg.precision, device)
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         t0 = time.perf_counter()
-        self.model = model_class(mcfg).from_pretrained(self._src, dtype=dtype, **self._kw).to(device).eval()
+        self.model = auto_model_class(mcfg).from_pretrained(self._src, dtype=dtype, **self._kw).to(device).eval()
         self.device = device
         log.info(
             "loaded %s (%s, %s) in %.1fs",

@@ -1,0 +1,192 @@
+"""Evaluating a student over benchmarks: the one per-benchmark loop, and the evaluate stage's outputs.
+
+``evaluate.py`` turns one benchmark split's scores into predictions and accuracies
+(``evaluate_records``); this module runs it over benchmarks and splits:
+
+- ``prepared_questions``: the questions of one split per benchmark (``data/prepared``), cut to
+  the first N.
+- ``evaluate_each`` / ``evaluate_benchmarks``: ``evaluate_records`` on every benchmark, with the
+  unweighted average (the loop the evaluate stage, the study (``experiments/study.py``) and
+  ``benchmarks/bench_eval.py`` share).
+- ``evaluate_splits``: the evaluate stage's evaluation: every split of ``evaluate.splits``, with
+  n, 95% CIs, majority and chance rates (``experiments.stats.summarize_split``).
+- ``write_predictions``, ``write_accuracy_csv``, ``finish_run``: the stage's prediction files,
+  its accuracy plot and what it logs into the MLflow run (through ``tinyllm.tracking``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from .evaluate import RULES, average, evaluate_records
+
+log = logging.getLogger(__name__)
+
+
+def prepared_questions(
+    prepared: Path, benchmarks: list[str], split: str, limit: int | None = None, required: bool = False
+) -> dict[str, list[dict]]:
+    """{benchmark: the first ``limit`` questions of its ``split``} (None: all). A benchmark
+    without that split is left out (logged), or with ``required`` an error."""
+    from .benchmarks import load_prepared
+
+    out = {}
+    for b in benchmarks:
+        records = load_prepared(Path(prepared), b, split)
+        if records is None:
+            if required:
+                raise FileNotFoundError(f"{Path(prepared) / b}: no {split} split to evaluate on")
+            log.info("%s: no %s split — not evaluated", b, split)
+            continue
+        if limit is not None:
+            records = records[:limit]
+        out[b] = records
+    return out
+
+
+def evaluate_each(
+    student,
+    questions: dict[str, list[dict]],
+    context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    label: str | None = None,
+    **kwargs,
+) -> Iterator[tuple[str, dict, list[dict]]]:
+    """``(benchmark, metrics, predictions)`` of ``evaluate_records(student, records, **kwargs)``
+    for each benchmark of ``questions`` in turn, each run inside ``context()`` (autocast, no_grad,
+    ...). ``label`` (the split's name): log each benchmark's start and accuracies."""
+    for b, records in questions.items():
+        if label is not None:
+            log.info("evaluating %s/%s (%d questions)", b, label, len(records))
+        with context():
+            m, preds = evaluate_records(student, records, **kwargs)
+        if label is not None:
+            log.info(
+                "%s/%s: accuracy %.3f (%s; %s, unmatched %.2f)",
+                b,
+                label,
+                m["accuracy"],
+                kwargs.get("headline", "score"),
+                ", ".join(f"{r} {m[f'acc_{r}']:.3f}" for r in RULES if f"acc_{r}" in m),
+                m.get("unmatched_generate", float("nan")),
+            )
+        yield b, m, preds
+
+
+def evaluate_benchmarks(student, questions: dict[str, list[dict]], **kwargs) -> tuple[dict, dict]:
+    """({benchmark: metrics} plus "average" (when any benchmark was evaluated), {benchmark:
+    predictions}); ``kwargs`` as for ``evaluate_each``."""
+    per, preds_by = {}, {}
+    for b, m, preds in evaluate_each(student, questions, **kwargs):
+        per[b], preds_by[b] = m, preds
+    if per:
+        per["average"] = average(per)
+    return per, preds_by
+
+
+def evaluate_splits(student, prepared: Path, benchmarks: list[str], cfg, device, precision: str):
+    """The evaluate stage's evaluation under ``cfg`` (an ``EvaluateConfig``): (results, predictions),
+    results = {split: {benchmark|"average": metrics with n, CI, majority and chance rates}} for
+    every split some benchmark has, predictions = {split: {benchmark: predictions}}."""
+    import torch
+
+    from .experiments.stats import majority_classes, summarize_split
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    majority = majority_classes(prepared, benchmarks)  # train's majority answer per benchmark
+    results, predictions = {}, {}
+    for split in cfg.splits:
+        questions = prepared_questions(prepared, benchmarks, split, cfg.max_per_benchmark)
+        per, preds_by = evaluate_benchmarks(
+            student,
+            questions,
+            context=lambda: autocast,
+            label=split,
+            max_input_tokens=cfg.max_input_tokens,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+            device=device,
+            headline=cfg.headline,
+            generate_limit=cfg.generate_per_benchmark,
+        )
+        if per:
+            for key, extra in summarize_split(preds_by, majority, cfg.headline).items():
+                per[key].update(extra)  # n, 95% CI, majority and chance rates (tinyllm.experiments.stats)
+            results[split], predictions[split] = per, preds_by
+    return results, predictions
+
+
+def write_predictions(folder: Path, predictions: dict[str, dict[str, list[dict]]]) -> None:
+    """``<folder>/<split>/<benchmark>.jsonl``: one line per question."""
+    from .io import write_jsonl
+
+    for split, preds_by in predictions.items():
+        for b, preds in preds_by.items():
+            write_jsonl(Path(folder) / split / f"{b}.jsonl", preds)
+
+
+def accuracy_rows(results: dict) -> list[dict]:
+    """One row per (split, benchmark): the headline accuracy and each rule's (the plot's data)."""
+    return [
+        {"split": split, "benchmark": b, "accuracy": m["accuracy"]} | {f"acc_{r}": m.get(f"acc_{r}") for r in RULES}
+        for split, per in results.items()
+        if isinstance(per, dict)
+        for b, m in per.items()
+        if b != "average"
+    ]
+
+
+def write_accuracy_csv(path: Path, results: dict) -> None:
+    import csv
+
+    from .io import atomic_write
+
+    rows = accuracy_rows(results)
+    with atomic_write(path) as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def rationale_cache_metrics(metrics_dir: Path, teachers: list[str]) -> dict:
+    """{teacher: {benchmark: cache counts}} of the teachers in ``teachers``: the released caches'
+    (``rationales_released.json``) and the generated ones' (``teachers/<teacher>_<benchmark>.json``)."""
+    released = Path(metrics_dir) / "rationales_released.json"
+    caches = json.loads(released.read_text()) if released.exists() else {}
+    for f in sorted((Path(metrics_dir) / "teachers").glob("*.json")):
+        teacher, _, bench = f.stem.rpartition("_")
+        caches.setdefault(teacher, {})[bench] = json.loads(f.read_text())
+    used = set(teachers)
+    return {t: v for t, v in caches.items() if t in used}
+
+
+def finish_run(
+    run, root: Path, results: dict, student, tracking_cfg, alphas: dict, artifacts: list[Path], predictions: Path
+) -> None:
+    """Log the evaluation into the MLflow ``run`` and end it: DVC hashes of the data and models,
+    the metrics, the used teachers' rationale-cache counts, the metric files, the predictions and
+    (``tracking.log_model``) the student as a registered model."""
+    from . import tracking
+
+    teachers = sorted(t for t, a in alphas.items() if a)
+    run.set_tags(
+        tracking.dvc_hashes(root, ["data/raw", "data/prepared", "data/rationales", "models/base", "models/student"])
+    )
+    # rationale-cache quality (counts of ok/empty/missing/failed/filtered/truncated per teacher)
+    metrics = {"rationales": rationale_cache_metrics(Path(root) / "metrics", teachers)}
+    tracking.finish_evaluate_run(
+        run,
+        results,
+        metrics,
+        artifacts=artifacts,
+        eval_splits=[s for s in results if isinstance(results[s], dict)],
+        model=student.model,
+        tokenizer=student.tok,
+        log_model=tracking_cfg.log_model,
+        registered_model=tracking_cfg.registered_model,
+        seq2seq=student.kind == "seq2seq",
+        predictions=predictions,
+    )
