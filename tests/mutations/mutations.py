@@ -27,9 +27,9 @@ MUTATIONS: list[dict] = [
     },
     {
         "name": "seq2seq option scores summed, not averaged",
-        "file": "src/tinyllm/student.py",
-        "original": "            mean = tok_lp.sum(-1) / keep.sum(-1)\n",
-        "broken": "            mean = tok_lp.sum(-1)\n",
+        "file": "src/tinyllm/scoring.py",
+        "original": "        mean = tok_lp.sum(-1) / keep.sum(-1)\n",
+        "broken": "        mean = tok_lp.sum(-1)\n",
         "tests": ["tests/test_method_guards.py", "-k", "seq2seq_option"],
     },
     {
@@ -43,8 +43,9 @@ MUTATIONS: list[dict] = [
     {
         "name": "evaluate's data/prepared dep deleted from dvc.yaml",
         "file": "dvc.yaml",
-        "original": "      - metrics/mlflow_run.json\n      - data/prepared\n",
-        "broken": "      - metrics/mlflow_run.json\n",
+        "original": "      - metrics/train_log.tsv\n      - data/prepared\n    params:\n      - data.benchmarks\n"
+        "      - distill.alphas",
+        "broken": "      - metrics/train_log.tsv\n    params:\n      - data.benchmarks\n      - distill.alphas",
         "tests": ["tests/test_stage_scripts.py"],
     },
     {
@@ -132,7 +133,7 @@ MUTATIONS: list[dict] = [
     },
     {
         "name": "fixed 24-token generation budget",
-        "file": "src/tinyllm/student.py",
+        "file": "src/tinyllm/scoring.py",
         "original": "    limit = max(map(len, options))\n",
         "broken": "    limit = 24\n",
         "tests": ["tests/test_evaluate.py", "-k", "longest_option"],
@@ -153,7 +154,7 @@ MUTATIONS: list[dict] = [
     },
     {
         "name": "report picks the best alpha by min",
-        "file": "src/tinyllm/experiments/report.py",
+        "file": "src/tinyllm/experiments/report/selection.py",
         "original": "    return max(pts, key=lambda p: p[2]) if pts else None\n",
         "broken": "    return min(pts, key=lambda p: p[2]) if pts else None\n",
         "tests": ["tests/test_report.py", "-k", "best_alpha or multi_seed"],
@@ -236,5 +237,41 @@ MUTATIONS: list[dict] = [
         "original": "        model.save_pretrained(tmp)\n",
         "broken": "        model.save_pretrained(out_dir)\n",
         "tests": ["tests/test_faults.py", "-k", "atomic"],
+    },
+    # ---- issue 20: answer formats and decision rules
+    {
+        "name": "cloze text sums include the closing EOS",
+        "file": "src/tinyllm/student.py",
+        "original": "            text[torch.arange(len(text)), last] = 0\n",
+        "broken": "            pass\n",
+        "tests": ["tests/test_formats.py", "-k", "independent_full_forward"],
+    },
+    {
+        "name": "norm divides by words, not characters",
+        "file": "src/tinyllm/evaluate.py",
+        "original": '        "norm": [t / max(len(c), 1) for t, c in zip(total, choices, strict=True)],\n',
+        "broken": '        "norm": [t / max(len(c.split()), 1) for t, c in zip(total, choices, strict=True)],\n',
+        "tests": ["tests/test_formats.py", "-k", "independent_full_forward"],
+    },
+    {
+        "name": "pmi forgets the unconditional baseline",
+        "file": "src/tinyllm/evaluate.py",
+        "original": '        out["pmi"] = [t - u for t, u in zip(total, uncond, strict=True)]\n',
+        "broken": '        out["pmi"] = [t + 0 * u for t, u in zip(total, uncond, strict=True)]\n',
+        "tests": ["tests/test_formats.py", "-k", "independent_full_forward"],
+    },
+    {
+        "name": "Accelerate's bf16 autocast forward survives train()",
+        "file": "src/tinyllm/distill.py",
+        "original": "    student.model = acc.unwrap_model(model, keep_fp32_wrapper=False)\n",
+        "broken": "    student.model = acc.unwrap_model(model)\n",
+        "tests": ["tests/test_formats.py", "-k", "fp32_forward"],
+    },
+    {
+        "name": "rationale_position after_answer ignored",
+        "file": "src/tinyllm/student.py",
+        "original": '        if self.rationale_position == "after_answer":\n',
+        "broken": "        if False:\n",
+        "tests": ["tests/test_formats.py", "-k", "after_answer_follows"],
     },
 ]
