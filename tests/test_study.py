@@ -67,6 +67,16 @@ def test_study_runs_reports_and_resumes(tiny_tokenizer, tmp_path, monkeypatch):
     assert "## Plots" in report and "`valid_loss_per_benchmark: 0`" in report
     m = json.loads((out / "runs" / "tinyllm-s1" / "metrics.json").read_text())
     assert m["teachers"] == ["teacher_a"] and m["train"]["sequences"] == 8
+    # the MLflow parent run carries the report's one-sentence conclusion as its description
+    from tinyllm import tracking
+
+    client = tracking._mlflow(tmp_path).MlflowClient()
+    exp = client.get_experiment_by_name(cfg.experiment)
+    parents = client.search_runs([exp.experiment_id], filter_string="tags.study = 'tiny'")
+    parent = next(r for r in parents if "mlflow.parentRunId" not in r.data.tags)
+    sentence = parent.data.tags["mlflow.note.content"]
+    assert sentence == parent.data.tags["conclusion"] and sentence in report
+    assert sentence.startswith("On obqa (valid, n=4, rule score): ft − untrained = ")
 
     # resume: a finished run is not redone; a run without done.json is
     (out / "runs" / "ft-s1" / "done.json").unlink()

@@ -295,20 +295,25 @@ def run_study(root: Path, cfg: StudyConfig, out: Path, progress: bool = False) -
 
         parent = tracking.parent_run(root, f"study {cfg.name}", cfg.experiment, {"study": cfg.name})
     with parent as parent_id:
-        _run_all(root, cfg, out, todo, t0, progress)
-        write_report(root, cfg, out)
-        if parent_id:
-            from .. import tracking
 
-            sentence = conclusion(cfg, study_tables(cfg, out))
-            tracking.describe_run(root, parent_id, sentence, {"conclusion": sentence})
+        def report() -> None:
+            """The report, and its one-sentence conclusion as the MLflow parent run's description."""
+            write_report(root, cfg, out)
+            if parent_id:
+                from .. import tracking
+
+                sentence = conclusion(cfg, study_tables(cfg, out))
+                tracking.describe_run(root, parent_id, sentence, {"conclusion": sentence})
+
+        report()  # what earlier jobs finished, before this one adds to it
+        _run_all(root, cfg, out, todo, t0, progress, report)
     _write_json(
         out / "progress.json",
         {"running": None, "done": len(todo), "of": len(todo), "elapsed_s": time.perf_counter() - t0},
     )
 
 
-def _run_all(root, cfg, out, todo, t0, progress) -> None:
+def _run_all(root, cfg, out, todo, t0, progress, report) -> None:
     for i, (arm, seed) in enumerate(todo, 1):
         run_dir = out / "runs" / f"{arm}-s{seed}"
         if (run_dir / "done.json").exists():
@@ -330,7 +335,7 @@ def _run_all(root, cfg, out, todo, t0, progress) -> None:
             m["train_s"],
             m["eval_s"],
         )
-        write_report(root, cfg, out)  # partial results as they come
+        report()  # partial results as they come
 
 
 # ----------------------------------------------------------------------------- report
