@@ -15,6 +15,7 @@ def main() -> None:
     ap.add_argument("--model", default="models/student")
     ap.add_argument("--prepared", default="data/prepared")
     ap.add_argument("--metrics", default="metrics/eval.json")
+    ap.add_argument("--headline", default="metrics/headline.json", help="accuracy, CI and n per benchmark")
     ap.add_argument("--plot", default="metrics/eval_accuracy.csv")
     ap.add_argument("--predictions", default="eval/predictions")
     ap.add_argument("--train-metrics", default="metrics/train.json")
@@ -25,7 +26,7 @@ def main() -> None:
     root, cfg = _stage.ROOT, _stage.config()
 
     from tinyllm.device import default_device, resolve_precision
-    from tinyllm.evaluation import evaluate_splits, finish_run, write_accuracy_csv, write_predictions
+    from tinyllm.evaluation import evaluate_splits, finish_run, headline_metrics, write_accuracy_csv, write_predictions
     from tinyllm.io import write_json
     from tinyllm.student import load_student
 
@@ -43,8 +44,9 @@ def main() -> None:
     results["bf16"] = int(precision == "bf16")
     results["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     write_json(root / args.metrics, results)
+    write_json(root / args.headline, headline_metrics(results, cfg.evaluate.headline, student.answer_format))
     write_accuracy_csv(root / args.plot, results)
-    artifacts = [root / args.metrics, root / args.plot, root / args.train_metrics]
+    artifacts = [root / args.headline, root / args.metrics, root / args.plot, root / args.train_metrics]
     finish_run(run, root, results, student, cfg.tracking, cfg.distill.alphas, artifacts, root / args.predictions)
 
 

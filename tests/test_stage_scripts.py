@@ -198,6 +198,20 @@ def test_evaluate_scores_exactly_the_valid_questions(ran):
     assert metrics["valid"]["obqa"]["n"] == 3
 
 
+def test_evaluate_writes_the_headline_file_from_the_same_numbers(ran):
+    root, _, _ = ran
+    full = json.loads((root / "metrics" / "eval.json").read_text())["valid"]
+    head = json.loads((root / "metrics" / "headline.json").read_text())
+    cfg = yaml.safe_load((root / "params.yaml").read_text())
+    assert head["rule"] == cfg["evaluate"]["headline"] and head["format"] == cfg["distill"]["answer_format"]
+    assert list(head["valid"])[0] == "average"  # dvc metrics show: the average's columns first
+    for b, m in full.items():
+        row = head["valid"][b]
+        assert row["acc"] == round(100 * m["accuracy"], 1) and row["n"] == m["n"]
+        assert row["ci95"] == f"{round(100 * m['ci_low'], 1)}-{round(100 * m['ci_high'], 1)}"
+    assert head["valid"]["average"]["majority"] == round(100 * full["average"]["majority"], 1)
+
+
 @pytest.mark.parametrize("name", STAGES)
 def test_every_path_a_stage_opens_is_declared_in_dvc_yaml(ran, name):
     root, io, _ = ran

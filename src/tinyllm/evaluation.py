@@ -10,8 +10,9 @@
   ``benchmarks/bench_eval.py`` share).
 - ``evaluate_splits``: the evaluate stage's evaluation: every split of ``evaluate.splits``, with
   n, 95% CIs, majority and chance rates (``experiments.stats.summarize_split``).
-- ``write_predictions``, ``write_accuracy_csv``, ``finish_run``: the stage's prediction files,
-  its accuracy plot and what it logs into the MLflow run (through ``tinyllm.tracking``).
+- ``write_predictions``, ``write_accuracy_csv``, ``headline_metrics``, ``finish_run``: the stage's
+  prediction files, its accuracy plot, its short headline metrics file (``dvc metrics show
+  metrics/headline.json``) and what it logs into the MLflow run (through ``tinyllm.tracking``).
 """
 
 from __future__ import annotations
@@ -149,6 +150,31 @@ def write_accuracy_csv(path: Path, results: dict) -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+
+
+def headline_metrics(results: dict, rule: str, answer_format: str) -> dict:
+    """The short metrics file a person reads (``dvc metrics show metrics/headline.json``): which
+    decision rule and answer format, then per split the average first and each benchmark, with
+    the headline accuracy in percent, its 95% CI and n; the average also with the majority-class
+    and chance rates. Every number comes from ``results`` (metrics/eval.json), rounded to 0.1."""
+
+    def pct(x: float) -> float:
+        return round(100 * x, 1)
+
+    out: dict = {"rule": rule, "format": answer_format}
+    for split, per in results.items():
+        if not isinstance(per, dict):
+            continue
+        rows = {}
+        for b in ["average", *(k for k in per if k != "average")]:
+            if b not in per:
+                continue
+            m = per[b]
+            rows[b] = {"acc": pct(m["accuracy"]), "ci95": f"{pct(m['ci_low'])}-{pct(m['ci_high'])}", "n": m["n"]}
+            if b == "average":
+                rows[b] |= {"majority": pct(m["majority"]), "chance": pct(m["chance"])}
+        out[split] = rows
+    return out
 
 
 def rationale_cache_metrics(metrics_dir: Path, teachers: list[str]) -> dict:
