@@ -28,7 +28,7 @@ Where to find (one file each)::
     a rationale          rationales.py          (which ones train: trainset.py)
     alpha                distill.py             (active_teachers: alpha > 0 -> a task, its loss weight)
     in-context examples  teachers/icl.py
-    the student          student.py
+    the student          student/ (base, causal, seq2seq, checkpoint)
     the grid             experiments/grid.py    (rows: experiments/grid.yaml, read by experiments/rows.py)
 """
 

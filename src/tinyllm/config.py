@@ -103,7 +103,7 @@ class DistillConfig:
     # after the gold answer ("A: <answer>\nExplain (t): <rationale>"; Wadhwa et al. 2024).
     rationale_position: Literal["branch", "after_answer"] = "branch"
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto (bf16 where supported) | bf16 | fp32
-    # How the multi-task loss is computed (all three give the same loss; student.py):
+    # How the multi-task loss is computed (all three give the same loss; student/):
     # shared = the question encoded once, tasks branch from it; fused = one row per (question, task)
     # in one forward; per_task = one forward per task with full logits (the authors' trainer).
     forward: Literal["shared", "fused", "per_task"] = "shared"

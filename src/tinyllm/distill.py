@@ -1,7 +1,7 @@
 """The training loop: multi-task distillation (TinyLLM), label-only fine-tuning and LoRA.
 
 One training *example* is a question with the rationales its teachers wrote (``trainset.py``);
-the student (``student.py``) encodes it as a shared question prefix plus one branch per task —
+the student (``student/``) encodes it as a shared question prefix plus one branch per task —
 the answer (task 0) and each teacher's rationale (task m) — and computes per-task token-NLL sums.
 This module turns those into ``L = w_A * L_A + sum_m alpha_m * L_m`` where every term is the
 mean over that task's target tokens in the whole optimizer step (all micro-batches of

@@ -15,7 +15,7 @@
 Ties go to the first option. The answer format (listed options or cloze) is the student's own,
 read from its checkpoint (``Student.answer_format``); every rule applies to either format.
 
-The student (``student.py``) computes scores and texts; this module turns them into
+The student (``student/``) computes scores and texts; this module turns them into
 predictions and accuracies. Predictions are batch-invariant: a question gets the same
 prediction whatever else shares its batch (fp32 on CPU; tests/test_evaluate.py).
 """

@@ -6,7 +6,7 @@
 rationale (w_A = 1 in the paper). Each term is a mean over the target tokens of its own task
 in the (global) batch, which is exactly what the authors' one-forward-per-task code computes.
 
-Pure functions on tensors; the student's forward pass (``student.py``) supplies the hidden
+Pure functions on tensors; the student's forward pass (``student/``) supplies the hidden
 states of target positions, and ``token_nll`` projects them onto the vocabulary in chunks so a
 [tokens x vocabulary] tensor never exists whole (49k x 4k tokens would be 0.8 GB in fp32).
 """

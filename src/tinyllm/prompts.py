@@ -16,10 +16,10 @@ never shown: each is scored as a continuation of ``Answer:`` (``evaluate.py``'s 
 
 Every task reads the same question block and differs only in the tag after it, so the block is a
 common prefix of all tasks: the student encodes it once per question and branches per task
-(``student.py``). At test time only the answer tag is used. The authors put a task prefix
+(``student/``). At test time only the answer tag is used. The authors put a task prefix
 *before* the question ("predict: ", "explain: "), which forces one full pass per task.
 
-Pure text, no tokenizer and no kind of student: ``student.py`` turns these strings into ids.
+Pure text, no tokenizer and no kind of student: ``student/`` turns these strings into ids.
 """
 
 from __future__ import annotations

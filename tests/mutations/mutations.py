@@ -58,7 +58,7 @@ MUTATIONS: list[dict] = [
     },
     {
         "name": "branch position ids do not restart at the prefix end",
-        "file": "src/tinyllm/student.py",
+        "file": "src/tinyllm/student/causal.py",
         "original": "                    pos[r, c : c + n] = torch.arange(p, p + n)\n",
         "broken": "                    pos[r, c : c + n] = torch.arange(c - start, c - start + n)\n",
         "tests": ["tests/test_method_guards.py", "-k", "sharp or one_step"],
@@ -118,7 +118,7 @@ MUTATIONS: list[dict] = [
     },
     {
         "name": "EOS appended after a cut target",
-        "file": "src/tinyllm/student.py",
+        "file": "src/tinyllm/student/base.py",
         "original": "            return ids[:max_tokens], True\n",
         "broken": "            return ids[: max_tokens - 1] + [self.eos_id], True\n",
         "tests": ["tests/test_train.py", "-k", "cut_target"],
@@ -140,7 +140,7 @@ MUTATIONS: list[dict] = [
     },
     {
         "name": "sibling branches visible in the block mask",
-        "file": "src/tinyllm/student.py",
+        "file": "src/tinyllm/student/causal.py",
         "original": "        visible = (br[:, None, :] == 0) | (br[:, :, None] == br[:, None, :])\n",
         "broken": "        visible = br[:, None, :] >= 0\n",
         "tests": ["tests/test_train.py", "-k", "shared_and_fused or packed_question"],
@@ -233,7 +233,7 @@ MUTATIONS: list[dict] = [
     },
     {
         "name": "fault 8: save_student writes the weights into the live folder",
-        "file": "src/tinyllm/student.py",
+        "file": "src/tinyllm/student/checkpoint.py",
         "original": "        model.save_pretrained(tmp)\n",
         "broken": "        model.save_pretrained(out_dir)\n",
         "tests": ["tests/test_faults.py", "-k", "atomic"],
@@ -241,7 +241,7 @@ MUTATIONS: list[dict] = [
     # ---- issue 20: answer formats and decision rules
     {
         "name": "cloze text sums include the closing EOS",
-        "file": "src/tinyllm/student.py",
+        "file": "src/tinyllm/student/base.py",
         "original": "            text[torch.arange(len(text)), last] = 0\n",
         "broken": "            pass\n",
         "tests": ["tests/test_formats.py", "-k", "independent_full_forward"],
@@ -269,7 +269,7 @@ MUTATIONS: list[dict] = [
     },
     {
         "name": "rationale_position after_answer ignored",
-        "file": "src/tinyllm/student.py",
+        "file": "src/tinyllm/student/base.py",
         "original": '        if self.rationale_position == "after_answer":\n',
         "broken": "        if False:\n",
         "tests": ["tests/test_formats.py", "-k", "after_answer_follows"],
