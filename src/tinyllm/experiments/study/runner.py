@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -82,15 +84,54 @@ def _fp32_forward(model):
 
 def run_one(root: Path, cfg: StudyConfig, arm: str, seed: int, out: Path, progress: bool = False) -> dict:
     """Train and evaluate one (arm, seed); write its folder; return its metrics."""
+    run_dir = out / "runs" / f"{arm}-s{seed}"
+    t = _train(root, cfg, arm, seed, run_dir, progress)
+    t1 = time.perf_counter()
+    per = _evaluate_and_write(cfg, t.student, t.questions, run_dir, f"{arm}-s{seed}")
+    if cfg.save_models:
+        _save_model(root, cfg, f"{arm}-s{seed}", t)
+    metrics = {
+        "arm": arm,
+        "seed": seed,
+        "teachers": t.teachers,
+        "train": t.result,
+        "coverage": t.coverage,
+        cfg.eval_split: per,
+        "train_s": t.train_s,
+        "eval_s": time.perf_counter() - t1,  # the saved student's write and DVC add included
+    }
+    _write_json(run_dir / "metrics.json", metrics)
+    if cfg.mlflow:
+        _log_run(root, cfg, arm, seed, run_dir, per, t)
+    _write_json(run_dir / "done.json", {"finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+    return metrics
+
+
+@dataclass
+class _Trained:
+    """One (arm, seed) after training: what its evaluation, saving and logging need."""
+
+    student: Any
+    distill: Any  # the run's DistillConfig
+    teachers: list[str]
+    coverage: dict
+    questions: dict[str, list[dict]]  # the evaluation questions (eval_records)
+    result: dict  # train()'s summary
+    log_rows: list[dict]  # the train log's rows (MLflow step metrics)
+    train_s: float
+
+
+def _train(root: Path, cfg: StudyConfig, arm: str, seed: int, run_dir: Path, progress: bool) -> _Trained:
+    """The student trained under the arm's ``distill`` settings with the seed; every arm of a seed
+    sees the same questions in the same order. The checkpoint hook writes ``rss.json`` and the
+    checkpoints' predictions in ``run_dir``."""
     import torch
 
     from ...config import DistillConfig
-    from ...distill import active_teachers, config_dict, train
-    from ...io import write_jsonl
-    from ...student import load_student, save_student
+    from ...distill import active_teachers, train
+    from ...student import load_student
     from ...trainset import build_examples
 
-    run_dir = out / "runs" / f"{arm}-s{seed}"
     dcfg = DistillConfig(**{**cfg.distill, **cfg.arms[arm], "seed": seed})
     teachers = active_teachers(dcfg.alphas)
     examples, coverage = build_examples(
@@ -122,55 +163,59 @@ def run_one(root: Path, cfg: StudyConfig, arm: str, seed: int, out: Path, progre
     train_s = time.perf_counter() - t0
     if rss:
         _write_json(run_dir / "rss.json", rss)
-    t1 = time.perf_counter()
+    return _Trained(student, dcfg, teachers, coverage, questions, res, rows, train_s)
+
+
+def _evaluate_and_write(cfg: StudyConfig, student, questions, run_dir: Path, run: str) -> dict:
+    """The trained student's metrics per benchmark; its predictions in ``run_dir/predictions/``."""
+    from ...io import write_jsonl
+
     per, preds_by = evaluate_student(student, cfg, questions)
     for b, preds in preds_by.items():
         write_jsonl(run_dir / "predictions" / cfg.eval_split / f"{b}.jsonl", preds)
         m = per[b]
-        log.info("  %s-s%d %s/%s: %s %.3f (n=%d)", arm, seed, b, cfg.eval_split, cfg.rule, m["accuracy"], m["n"])
-    if cfg.save_models:
-        model_dir = root / cfg.save_models / cfg.name / f"{arm}-s{seed}"
-        save_student(
-            student.model,
-            student.tok,
-            model_dir,
-            {"teachers": teachers, "kind": student.kind, "distill": config_dict(dcfg), **student.format_meta()},
-        )
-        _dvc_add(root, model_dir)
-    metrics = {
-        "arm": arm,
-        "seed": seed,
-        "teachers": teachers,
-        "train": res,
-        "coverage": coverage,
-        cfg.eval_split: per,
-        "train_s": train_s,
-        "eval_s": time.perf_counter() - t1,
-    }
-    _write_json(run_dir / "metrics.json", metrics)
-    if cfg.mlflow:
-        from ... import tracking
+        log.info("  %s %s/%s: %s %.3f (n=%d)", run, b, cfg.eval_split, cfg.rule, m["accuracy"], m["n"])
+    return per
 
-        flat_eval = {
-            f"{cfg.eval_split}.{b}.{k}": v for b, m in per.items() for k, v in m.items() if isinstance(v, (int, float))
-        }
-        tracking.log_run(
-            root,
-            cfg.experiment,
-            f"{cfg.name} {arm} s{seed}",
-            {
-                "study": cfg.name,
-                "arm": arm,
-                "distill": {**cfg.distill, **cfg.arms[arm], "seed": seed},
-                "benchmarks": cfg.benchmarks,
-            },
-            {**flat_eval, "train_s": train_s},
-            {"row": f"study:{arm}", "study": cfg.name, "arm": arm},
-            step_rows=rows,
-            artifacts=[run_dir / "metrics.json"],
-        )
-    _write_json(run_dir / "done.json", {"finished": time.strftime("%Y-%m-%d %H:%M:%S")})
-    return metrics
+
+def _save_model(root: Path, cfg: StudyConfig, run: str, t: _Trained) -> None:
+    """The trained student in ``<save_models>/<study>/<run>/``, tracked with DVC."""
+    from ...distill import config_dict
+    from ...student import save_student
+
+    student = t.student
+    model_dir = root / cfg.save_models / cfg.name / run
+    save_student(
+        student.model,
+        student.tok,
+        model_dir,
+        {"teachers": t.teachers, "kind": student.kind, "distill": config_dict(t.distill), **student.format_meta()},
+    )
+    _dvc_add(root, model_dir)
+
+
+def _log_run(root: Path, cfg: StudyConfig, arm: str, seed: int, run_dir: Path, per: dict, t: _Trained) -> None:
+    """The run as an MLflow child run: settings, evaluation metrics, train-log steps, metrics.json."""
+    from ... import tracking
+
+    flat_eval = {
+        f"{cfg.eval_split}.{b}.{k}": v for b, m in per.items() for k, v in m.items() if isinstance(v, (int, float))
+    }
+    tracking.log_run(
+        root,
+        cfg.experiment,
+        f"{cfg.name} {arm} s{seed}",
+        {
+            "study": cfg.name,
+            "arm": arm,
+            "distill": {**cfg.distill, **cfg.arms[arm], "seed": seed},
+            "benchmarks": cfg.benchmarks,
+        },
+        {**flat_eval, "train_s": t.train_s},
+        {"row": f"study:{arm}", "study": cfg.name, "arm": arm},
+        step_rows=t.log_rows,
+        artifacts=[run_dir / "metrics.json"],
+    )
 
 
 def _dvc_add(root: Path, path: Path) -> None:
