@@ -18,11 +18,32 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
     """``report.md`` + ``report.json`` in ``out``: per arm and benchmark n, accuracy (mean ± sd
     over seeds) and a 95% CI; paired differences with bootstrap CIs and exact McNemar p."""
     from ...evaluate import RULES
-    from ..stats import majority_classes, reference_rates
 
     tables = study_tables(cfg, out)
-    summary, comps = tables["summary"], tables["comparisons"]
-    cols = cfg.benchmarks + ["average"]
+    lines = _intro_lines(cfg, tables) + _accuracy_lines(cfg, tables)
+    rates, rate_lines = _reference_rates(root, cfg, out, tables["half"])
+    lines += rate_lines
+    lines += _comparison_lines(cfg, tables)
+    lines += _even_seeds_caution(tables)
+    lines += _headline_lines(cfg, tables)
+    lines += _rules_table(cfg, out, tables, RULES)
+    lines += _checkpoint_lines(cfg, out)
+    plots = write_plots(cfg, out, tables, rates)  # before report.md, so its links never dangle
+    if plots:
+        lines += ["", "## Plots"]
+        for name, alt, caption in plots:
+            lines += ["", f"![{alt}]({name})", "", caption]
+    text = "\n".join(lines) + "\n"
+    from ...io import atomic_write
+
+    with atomic_write(out / "report.md") as f:
+        f.write(text)
+    _write_json(out / "report.json", tables)
+    return text
+
+
+def _intro_lines(cfg: StudyConfig, tables: dict) -> list[str]:
+    """Title, the profile's notes, the conclusion so far and what was evaluated, how."""
     fmt = {**cfg.distill}.get("answer_format", "listed")
     scope = "every question" if not cfg.eval_per_benchmark else f"the first {cfg.eval_per_benchmark} questions"
     half = {
@@ -30,7 +51,7 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
         "dev": "their **dev** half (a pilot: choices are made here)",
         "report": "their **report** half (fixed by a hash before any pilot; nothing was selected on it)",
     }[tables["half"]]
-    lines = [
+    return [
         f"# Study `{cfg.name}`",
         "",
         *([cfg.notes.strip(), ""] if cfg.notes.strip() else []),
@@ -41,6 +62,14 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
         "final step; steps, learning rate, caps and alphas were fixed in the profile before its runs. "
         "The mirror has no test split, so these are validation numbers.",
         "",
+    ]
+
+
+def _accuracy_lines(cfg: StudyConfig, tables: dict) -> list[str]:
+    """The accuracy table: a row per arm (``pending`` until a seed is finished)."""
+    summary = tables["summary"]
+    cols = cfg.benchmarks + ["average"]
+    lines = [
         "Accuracy % (mean over seeds ± sd) [95% CI; seeds pooled per question], n questions:",
         "",
         "| arm | seeds | " + " | ".join(cols) + " |",
@@ -56,24 +85,36 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
             sd = "" if s["sd"] != s["sd"] else f" ± {_pct(s['sd'])}"
             cells.append(f"{_pct(s['accuracy'])}{sd} [{_pct(s['ci_low'])}, {_pct(s['ci_high'])}] n={s['n']}")
         lines.append(f"| {arm} | {len(tables['seeds'][arm])} | " + " | ".join(cells) + " |")
-    # reference rates from the first finished run's predictions
+    return lines
+
+
+def _reference_rates(root: Path, cfg: StudyConfig, out: Path, half: str | None) -> tuple[dict, list[str]]:
+    """Majority-class and chance rates per benchmark ({} before any run is finished), from the
+    first finished run's predictions, and their rows of the accuracy table."""
+    from ..stats import majority_classes, reference_rates
+
     done = _runs_done(cfg, out)
-    rates: dict[str, dict] = {}
-    if done:
-        first = next(iter(next(iter(done.values())).values()))
-        maj = majority_classes(root / cfg.prepared, cfg.benchmarks)
-        rates = {
-            b: reference_rates(
-                _read_preds(first / "predictions" / cfg.eval_split / f"{b}.jsonl", tables["half"]), maj.get(b)
-            )
-            for b in cfg.benchmarks
-        }
-        for key, label in (("majority", "majority class (train)"), ("chance", "chance")):
-            vals = [rates[b].get(key) for b in cfg.benchmarks]
-            if all(v is not None for v in vals):
-                avg = sum(vals) / len(vals)
-                lines.append(f"| {label} | – | " + " | ".join(_pct(v) for v in vals + [avg]) + " |")
-    lines += [
+    if not done:
+        return {}, []
+    first = next(iter(next(iter(done.values())).values()))
+    maj = majority_classes(root / cfg.prepared, cfg.benchmarks)
+    rates = {
+        b: reference_rates(_read_preds(first / "predictions" / cfg.eval_split / f"{b}.jsonl", half), maj.get(b))
+        for b in cfg.benchmarks
+    }
+    lines = []
+    for key, label in (("majority", "majority class (train)"), ("chance", "chance")):
+        vals = [rates[b].get(key) for b in cfg.benchmarks]
+        if all(v is not None for v in vals):
+            avg = sum(vals) / len(vals)
+            lines.append(f"| {label} | – | " + " | ".join(_pct(v) for v in vals + [avg]) + " |")
+    return rates, lines
+
+
+def _comparison_lines(cfg: StudyConfig, tables: dict) -> list[str]:
+    """The paired-differences table: a row per comparison."""
+    cols = cfg.benchmarks + ["average"]
+    lines = [
         "",
         "Paired differences (points) [95% paired-bootstrap CI], exact McNemar p (seeds: per-question "
         "majority vote), on the same questions:",
@@ -81,7 +122,7 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
         "| comparison | " + " | ".join(cols) + " |",
         "|---|" + "---|" * len(cols),
     ]
-    for name, c in comps.items():
+    for name, c in tables["comparisons"].items():
         cells = [
             (
                 f"{100 * c[b]['diff']:+.1f} [{100 * c[b]['ci_low']:+.1f}, {100 * c[b]['ci_high']:+.1f}] "
@@ -92,41 +133,39 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
             for b in cols
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    even = sorted(a for a, seeds in tables["seeds"].items() if len(seeds) % 2 == 0)
-    if even:
-        lines += [
-            "",
-            f"**Caution:** {', '.join(even)} ha{'s' if len(even) == 1 else 've'} an even number of finished "
-            "seeds. McNemar's majority vote then counts a question that half the seeds got right as wrong, "
-            "which biases p against the arm that is right on split questions: read the bootstrap CIs, not "
-            "these p-values, until the study has an odd number of seeds (it resumes: `scripts/study.py run`).",
-        ]
-    key = f"{cfg.headline_arm} - {cfg.reference}"
-    if key in comps and "average" in comps[key] and cfg.reference in summary:
-        c, ref = comps[key]["average"], summary[cfg.reference]["average"]["accuracy"]
-        rel = c["diff"] / ref if ref else float("nan")
-        lines += [
-            "",
-            f"**{key}** on the average: {100 * c['diff']:+.2f} points "
-            f"(95% CI [{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}], "
-            f"McNemar p = {c['p_mcnemar']:.3g}), "
-            f"{100 * rel:+.1f}% relative to {cfg.reference}; CI half-width "
-            f"{50 * (c['ci_high'] - c['ci_low']):.2f} points.",
-        ]
-    lines += _rules_table(cfg, out, tables, RULES)
-    lines += _checkpoint_lines(cfg, out)
-    plots = write_plots(cfg, out, tables, rates)  # before report.md, so its links never dangle
-    if plots:
-        lines += ["", "## Plots"]
-        for name, alt, caption in plots:
-            lines += ["", f"![{alt}]({name})", "", caption]
-    text = "\n".join(lines) + "\n"
-    from ...io import atomic_write
+    return lines
 
-    with atomic_write(out / "report.md") as f:
-        f.write(text)
-    _write_json(out / "report.json", tables)
-    return text
+
+def _even_seeds_caution(tables: dict) -> list[str]:
+    """A warning when an arm has an even number of finished seeds (McNemar's majority vote ties)."""
+    even = sorted(a for a, seeds in tables["seeds"].items() if len(seeds) % 2 == 0)
+    if not even:
+        return []
+    return [
+        "",
+        f"**Caution:** {', '.join(even)} ha{'s' if len(even) == 1 else 've'} an even number of finished "
+        "seeds. McNemar's majority vote then counts a question that half the seeds got right as wrong, "
+        "which biases p against the arm that is right on split questions: read the bootstrap CIs, not "
+        "these p-values, until the study has an odd number of seeds (it resumes: `scripts/study.py run`).",
+    ]
+
+
+def _headline_lines(cfg: StudyConfig, tables: dict) -> list[str]:
+    """The headline comparison on the average, in points and relative to the reference arm."""
+    summary, comps = tables["summary"], tables["comparisons"]
+    key = f"{cfg.headline_arm} - {cfg.reference}"
+    if not (key in comps and "average" in comps[key] and cfg.reference in summary):
+        return []
+    c, ref = comps[key]["average"], summary[cfg.reference]["average"]["accuracy"]
+    rel = c["diff"] / ref if ref else float("nan")
+    return [
+        "",
+        f"**{key}** on the average: {100 * c['diff']:+.2f} points "
+        f"(95% CI [{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}], "
+        f"McNemar p = {c['p_mcnemar']:.3g}), "
+        f"{100 * rel:+.1f}% relative to {cfg.reference}; CI half-width "
+        f"{50 * (c['ci_high'] - c['ci_low']):.2f} points.",
+    ]
 
 
 RULE_TEXT = {
