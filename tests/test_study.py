@@ -80,7 +80,7 @@ def test_study_runs_reports_and_resumes(tiny_tokenizer, tmp_path, monkeypatch):
 
     # resume: a finished run is not redone; a run without done.json is
     (out / "runs" / "ft-s1" / "done.json").unlink()
-    import tinyllm.experiments.study as study
+    import tinyllm.experiments.study.runner as study  # run_study calls the runner module's run_one
 
     redone = []
     real = study.run_one

@@ -6,7 +6,7 @@
 - ``prepared_questions``: the questions of one split per benchmark (``data/prepared``), cut to
   the first N.
 - ``evaluate_each`` / ``evaluate_benchmarks``: ``evaluate_records`` on every benchmark, with the
-  unweighted average (the loop the evaluate stage, the study (``experiments/study.py``) and
+  unweighted average (the loop the evaluate stage, the study (``experiments/study/``) and
   ``benchmarks/bench_eval.py`` share).
 - ``evaluate_splits``: the evaluate stage's evaluation: every split of ``evaluate.splits``, with
   n, 95% CIs, majority and chance rates (``experiments.stats.summarize_split``).

@@ -50,7 +50,7 @@ MUTATIONS: list[dict] = [
     },
     {
         "name": "study gives its arms different batch orders",
-        "file": "src/tinyllm/experiments/study.py",
+        "file": "src/tinyllm/experiments/study/runner.py",
         "original": "    torch.manual_seed(seed)\n    student = load_student(root / cfg.base)\n",
         "broken": "    examples = examples[::-1] if teachers else examples\n"
         "    torch.manual_seed(seed)\n    student = load_student(root / cfg.base)\n",

@@ -7,8 +7,9 @@
                 per concept, see its ``__init__``
 - ``stats.py``  confidence intervals, paired bootstrap, McNemar, majority/chance, option shares
                 (numpy + scipy only: the evaluate stage imports it)
-- ``study.py``  TinyLLM vs label-only fine-tuning of the same student: arms x seeds trained and
-                evaluated in one resumable job (profile: experiments/study.yaml)
+- ``study/``    TinyLLM vs label-only fine-tuning of the same student: arms x seeds trained and
+                evaluated in one resumable job (profile: experiments/study.yaml); one module per
+                concept (config, runner, tables, report, plots), see its ``__init__``
 
 Import order (no cycle): report -> rows, stats, tinyllm.config, tinyllm.tracking; rows -> tinyllm.teachers.config;
 grid -> rows (tracking lazily);

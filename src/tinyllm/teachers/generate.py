@@ -245,40 +245,15 @@ def generate_split(
     own_backend = backend is None
     backend = backend or make_backend(cfg)
     t_start = time.perf_counter()
-    run = {
-        "generated": 0,
-        "failed": 0,
-        "skipped": 0,
-        "seconds": 0.0,
-        "new_tokens": 0,
-        "stopped_early": False,
-        "tokens_per_s": None,
-    }
+    run = _new_run()
     current: dict[str, str] = {}
     try:
         fmt = backend.resolve_format()
         prompts = build_prompts(cfg, selected, fmt, selector)
         current = {q["id"]: p.hash for q, p in zip(selected, prompts, strict=True)}
-        newest, _ = _read_newest(path, cfg.name, benchmark, split)
-        done = {
-            q["id"]
-            for q, p in zip(selected, prompts, strict=True)
-            if q["id"] in newest
-            and newest[q["id"]]["prompt"].get("hash") == p.hash
-            and newest[q["id"]]["status"] != "failed"
-        }
+        done = _cached_ids(path, cfg, benchmark, split, selected, prompts)
         run["skipped"] = len(done)
-        log.info(
-            "%s/%s/%s: %d questions, %d cached, %d to generate (%s, %s prompts)",
-            cfg.name,
-            benchmark,
-            split,
-            len(selected),
-            len(done),
-            len(selected) - len(done),
-            cfg.source,
-            fmt,
-        )
+        _log_plan(cfg, benchmark, split, len(selected), len(done), fmt)
         if len(done) < len(selected):
             todo = list(zip(selected, prompts, strict=True))
             _generate(cfg, benchmark, split, todo, done, backend, path, run, progress)
@@ -287,11 +262,78 @@ def generate_split(
             backend.close()
         # Runs on success, on TooManyFailures and on Ctrl-C alike: the append-only file is always
         # valid, compaction only tidies it (atomic rename), so no finished record can be lost here.
-        records = compact(path, cfg.name, benchmark, split, questions, current, cfg.settings_hash())
-        run["seconds"] = round(time.perf_counter() - t_start, 2)
-        summary = _summary(cfg, records, [q["id"] for q in selected])
-        write_json(summary_path(root, cfg.name, benchmark, split), summary)
-        summary = {**summary, "tokens_per_s": run["tokens_per_s"], "last_run": run}
+        records, summary = _save_split(cfg, benchmark, split, root, questions, selected, current, run, t_start)
+    _check_failures(cfg, benchmark, split, path, records, summary)
+    return summary
+
+
+def _new_run() -> dict:
+    """This run's counts and timings (``last_run`` of the summary), filled in as it goes."""
+    return {
+        "generated": 0,
+        "failed": 0,
+        "skipped": 0,
+        "seconds": 0.0,
+        "new_tokens": 0,
+        "stopped_early": False,
+        "tokens_per_s": None,
+    }
+
+
+def _cached_ids(
+    path: Path, cfg: TeacherConfig, benchmark: str, split: str, selected: list[dict], prompts: list[TeacherPrompt]
+) -> set[str]:
+    """Ids whose newest cached record has the current prompt hash and did not fail: not regenerated."""
+    newest, _ = _read_newest(path, cfg.name, benchmark, split)
+    return {
+        q["id"]
+        for q, p in zip(selected, prompts, strict=True)
+        if q["id"] in newest
+        and newest[q["id"]]["prompt"].get("hash") == p.hash
+        and newest[q["id"]]["status"] != "failed"
+    }
+
+
+def _log_plan(cfg: TeacherConfig, benchmark: str, split: str, n_selected: int, n_done: int, fmt: str) -> None:
+    log.info(
+        "%s/%s/%s: %d questions, %d cached, %d to generate (%s, %s prompts)",
+        cfg.name,
+        benchmark,
+        split,
+        n_selected,
+        n_done,
+        n_selected - n_done,
+        cfg.source,
+        fmt,
+    )
+
+
+def _save_split(
+    cfg: TeacherConfig,
+    benchmark: str,
+    split: str,
+    root: Path,
+    questions: list[dict],
+    selected: list[dict],
+    current: dict[str, str],
+    run: dict,
+    t_start: float,
+) -> tuple[list[dict], dict]:
+    """Compact the cache file, write ``<split>.summary.json``; returns the records and the summary
+    with this run's ``last_run`` (and its tokens/s) added."""
+    path = cache_path(root, cfg.name, benchmark, split)
+    records = compact(path, cfg.name, benchmark, split, questions, current, cfg.settings_hash())
+    run["seconds"] = round(time.perf_counter() - t_start, 2)
+    summary = _summary(cfg, records, [q["id"] for q in selected])
+    write_json(summary_path(root, cfg.name, benchmark, split), summary)
+    return records, {**summary, "tokens_per_s": run["tokens_per_s"], "last_run": run}
+
+
+def _check_failures(
+    cfg: TeacherConfig, benchmark: str, split: str, path: Path, records: list[dict], summary: dict
+) -> None:
+    """Raise ``TooManyFailures`` above ``max_failed_fraction``; below it, warn that DVC will commit
+    the failed or not generated records and not retry them."""
     missing = summary["failed"] + summary["not_generated"]
     rerun = f"dvc repro generate_rationales@{cfg.name}-{benchmark}"
     if missing and summary["failed_fraction"] > cfg.max_failed_fraction:
@@ -313,7 +355,6 @@ def generate_split(
             100 * cfg.max_failed_fraction,
             rerun,
         )
-    return summary
 
 
 def batch_layout(backend: Backend, pairs: list[tuple[dict, TeacherPrompt]], batch_size: int) -> list[list[int]]:

@@ -1,0 +1,243 @@
+"""``report.md`` + ``report.json`` (and ``checkpoints.json``) of a study, with its plots linked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import StudyConfig
+from .layout import _read_preds, _runs_done, _write_json
+from .plots import write_plots
+from .tables import checkpoint_table, conclusion, study_tables
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
+    """``report.md`` + ``report.json`` in ``out``: per arm and benchmark n, accuracy (mean ± sd
+    over seeds) and a 95% CI; paired differences with bootstrap CIs and exact McNemar p."""
+    from ...evaluate import RULES
+
+    tables = study_tables(cfg, out)
+    lines = _intro_lines(cfg, tables) + _accuracy_lines(cfg, tables)
+    rates, rate_lines = _reference_rates(root, cfg, out, tables["half"])
+    lines += rate_lines
+    lines += _comparison_lines(cfg, tables)
+    lines += _even_seeds_caution(tables)
+    lines += _headline_lines(cfg, tables)
+    lines += _rules_table(cfg, out, tables, RULES)
+    lines += _checkpoint_lines(cfg, out)
+    plots = write_plots(cfg, out, tables, rates)  # before report.md, so its links never dangle
+    if plots:
+        lines += ["", "## Plots"]
+        for name, alt, caption in plots:
+            lines += ["", f"![{alt}]({name})", "", caption]
+    text = "\n".join(lines) + "\n"
+    from ...io import atomic_write
+
+    with atomic_write(out / "report.md") as f:
+        f.write(text)
+    _write_json(out / "report.json", tables)
+    return text
+
+
+def _intro_lines(cfg: StudyConfig, tables: dict) -> list[str]:
+    """Title, the profile's notes, the conclusion so far and what was evaluated, how."""
+    fmt = {**cfg.distill}.get("answer_format", "listed")
+    scope = "every question" if not cfg.eval_per_benchmark else f"the first {cfg.eval_per_benchmark} questions"
+    half = {
+        None: "all of them",
+        "dev": "their **dev** half (a pilot: choices are made here)",
+        "report": "their **report** half (fixed by a hash before any pilot; nothing was selected on it)",
+    }[tables["half"]]
+    return [
+        f"# Study `{cfg.name}`",
+        "",
+        *([cfg.notes.strip(), ""] if cfg.notes.strip() else []),
+        f"**Conclusion so far:** {conclusion(cfg, tables)}",
+        "",
+        f"Split: **{cfg.eval_split}**, {scope} per benchmark, {half}. Answer format: **{fmt}**; "
+        f"decision rule: **{cfg.rule}** ({RULE_TEXT.get(cfg.rule, cfg.rule)}). Every arm is reported at its "
+        "final step; steps, learning rate, caps and alphas were fixed in the profile before its runs. "
+        "The mirror has no test split, so these are validation numbers.",
+        "",
+    ]
+
+
+def _accuracy_lines(cfg: StudyConfig, tables: dict) -> list[str]:
+    """The accuracy table: a row per arm (``pending`` until a seed is finished)."""
+    summary = tables["summary"]
+    cols = cfg.benchmarks + ["average"]
+    lines = [
+        "Accuracy % (mean over seeds ± sd) [95% CI; seeds pooled per question], n questions:",
+        "",
+        "| arm | seeds | " + " | ".join(cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for arm in cfg.arms:
+        if arm not in summary:
+            lines.append(f"| {arm} | pending | " + " | ".join("" for _ in cols) + " |")
+            continue
+        cells = []
+        for b in cols:
+            s = summary[arm][b]
+            sd = "" if s["sd"] != s["sd"] else f" ± {_pct(s['sd'])}"
+            cells.append(f"{_pct(s['accuracy'])}{sd} [{_pct(s['ci_low'])}, {_pct(s['ci_high'])}] n={s['n']}")
+        lines.append(f"| {arm} | {len(tables['seeds'][arm])} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _reference_rates(root: Path, cfg: StudyConfig, out: Path, half: str | None) -> tuple[dict, list[str]]:
+    """Majority-class and chance rates per benchmark ({} before any run is finished), from the
+    first finished run's predictions, and their rows of the accuracy table."""
+    from ..stats import majority_classes, reference_rates
+
+    done = _runs_done(cfg, out)
+    if not done:
+        return {}, []
+    first = next(iter(next(iter(done.values())).values()))
+    maj = majority_classes(root / cfg.prepared, cfg.benchmarks)
+    rates = {
+        b: reference_rates(_read_preds(first / "predictions" / cfg.eval_split / f"{b}.jsonl", half), maj.get(b))
+        for b in cfg.benchmarks
+    }
+    lines = []
+    for key, label in (("majority", "majority class (train)"), ("chance", "chance")):
+        vals = [rates[b].get(key) for b in cfg.benchmarks]
+        if all(v is not None for v in vals):
+            avg = sum(vals) / len(vals)
+            lines.append(f"| {label} | – | " + " | ".join(_pct(v) for v in vals + [avg]) + " |")
+    return rates, lines
+
+
+def _comparison_lines(cfg: StudyConfig, tables: dict) -> list[str]:
+    """The paired-differences table: a row per comparison."""
+    cols = cfg.benchmarks + ["average"]
+    lines = [
+        "",
+        "Paired differences (points) [95% paired-bootstrap CI], exact McNemar p (seeds: per-question "
+        "majority vote), on the same questions:",
+        "",
+        "| comparison | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for name, c in tables["comparisons"].items():
+        cells = [
+            (
+                f"{100 * c[b]['diff']:+.1f} [{100 * c[b]['ci_low']:+.1f}, {100 * c[b]['ci_high']:+.1f}] "
+                f"p={c[b]['p_mcnemar']:.3g}"
+            )
+            if b in c
+            else ""
+            for b in cols
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _even_seeds_caution(tables: dict) -> list[str]:
+    """A warning when an arm has an even number of finished seeds (McNemar's majority vote ties)."""
+    even = sorted(a for a, seeds in tables["seeds"].items() if len(seeds) % 2 == 0)
+    if not even:
+        return []
+    return [
+        "",
+        f"**Caution:** {', '.join(even)} ha{'s' if len(even) == 1 else 've'} an even number of finished "
+        "seeds. McNemar's majority vote then counts a question that half the seeds got right as wrong, "
+        "which biases p against the arm that is right on split questions: read the bootstrap CIs, not "
+        "these p-values, until the study has an odd number of seeds (it resumes: `scripts/study.py run`).",
+    ]
+
+
+def _headline_lines(cfg: StudyConfig, tables: dict) -> list[str]:
+    """The headline comparison on the average, in points and relative to the reference arm."""
+    summary, comps = tables["summary"], tables["comparisons"]
+    key = f"{cfg.headline_arm} - {cfg.reference}"
+    if not (key in comps and "average" in comps[key] and cfg.reference in summary):
+        return []
+    c, ref = comps[key]["average"], summary[cfg.reference]["average"]["accuracy"]
+    rel = c["diff"] / ref if ref else float("nan")
+    return [
+        "",
+        f"**{key}** on the average: {100 * c['diff']:+.2f} points "
+        f"(95% CI [{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}], "
+        f"McNemar p = {c['p_mcnemar']:.3g}), "
+        f"{100 * rel:+.1f}% relative to {cfg.reference}; CI half-width "
+        f"{50 * (c['ci_high'] - c['ci_low']):.2f} points.",
+    ]
+
+
+RULE_TEXT = {
+    "score": "mean token log-likelihood of option + EOS",
+    "sum": "summed log-likelihood of the option text",
+    "norm": "summed log-likelihood per character, lm-evaluation-harness acc_norm",
+    "pmi": "summed log-likelihood minus the option's after the answer tag alone",
+    "generate": "greedy generation matched to an option",
+}
+
+
+def _rules_table(cfg: StudyConfig, out: Path, tables: dict, rules) -> list[str]:
+    """Average accuracy [95% CI] of each arm under every decision rule the predictions carry,
+    and the headline comparison under each (same half as the main table)."""
+    done = _runs_done(cfg, out)
+    if not done:
+        return []
+    first = next(iter(next(iter(done.values())).values()))
+    sample = _read_preds(first / "predictions" / cfg.eval_split / f"{cfg.benchmarks[0]}.jsonl")
+    have = [r for r in rules if r != "generate" and sample and f"pred_{r}" in sample[0]]
+    if len(have) < 2:
+        return []
+    per_rule = {r: study_tables(cfg, out, rule=r) for r in have}
+    lines = [
+        "",
+        "Average accuracy % under each decision rule [95% CI] (same questions and half; the headline "
+        f"rule, **{cfg.rule}**, was fixed in the profile):",
+        "",
+        "| arm | " + " | ".join(have) + " |",
+        "|---|" + "---|" * len(have),
+    ]
+    for arm in cfg.arms:
+        if arm not in tables["summary"]:
+            continue
+        cells = []
+        for r in have:
+            s = per_rule[r]["summary"][arm]["average"]
+            cells.append(f"{_pct(s['accuracy'])} [{_pct(s['ci_low'])}, {_pct(s['ci_high'])}]")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    for name in tables["comparisons"]:
+        cells = []
+        for r in have:
+            c = per_rule[r]["comparisons"].get(name, {}).get("average")
+            cells.append(
+                f"{100 * c['diff']:+.1f} [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] p={c['p_mcnemar']:.2g}"
+                if c
+                else ""
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _checkpoint_lines(cfg: StudyConfig, out: Path) -> list[str]:
+    rows = checkpoint_table(cfg, out)
+    if not rows:
+        return []
+    _write_json(out / "checkpoints.json", rows)
+    lines = [
+        "",
+        f"Checkpoints (average accuracy %, rule {cfg.rule}): the step selected on **dev** and its **report** "
+        "accuracy, against the best step chosen on report itself (the authors' protocol: every checkpoint "
+        "evaluated on the reported split); gap = best-on-report − dev-selected [95% paired-bootstrap CI]:",
+        "",
+        "| run | steps evaluated | dev-selected step | its report acc | final step's | best step on report "
+        "| best-on-report acc | gap (points) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['run']} | {', '.join(map(str, r['steps']))} | {r['dev_selected_step']} | "
+            f"{_pct(r['dev_selected_report'])} | {_pct(r['final_report'])} | {r['best_step_on_report']} | "
+            f"{_pct(r['best_on_report'])} | {100 * r['gap']:+.1f} [{100 * r['gap_ci_low']:+.1f}, "
+            f"{100 * r['gap_ci_high']:+.1f}] |"
+        )
+    return lines

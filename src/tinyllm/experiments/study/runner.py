@@ -1,0 +1,315 @@
+"""Running a study: every (arm, seed) trained and evaluated in this process, resumable, with a
+checkpoint hook (memory per step, predictions every ``checkpoint_every`` steps), the saved
+students tracked with DVC and every run logged to MLflow; the report rewritten after each run."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import StudyConfig
+from .layout import _write_json
+from .report import write_report
+from .tables import conclusion, study_tables
+
+log = logging.getLogger(__package__)  # the name the log lines had before study.py became a package
+
+
+def eval_records(root: Path, cfg: StudyConfig) -> dict[str, list[dict]]:
+    """The questions every run is evaluated on: per benchmark, ``eval_split`` (first
+    ``eval_per_benchmark``), then ``eval_half`` of it."""
+    from ...benchmarks import select_half
+    from ...evaluation import prepared_questions
+
+    questions = prepared_questions(
+        root / cfg.prepared, cfg.benchmarks, cfg.eval_split, cfg.eval_per_benchmark or None, required=True
+    )
+    return {b: select_half(records, cfg.eval_half) for b, records in questions.items()}
+
+
+def evaluate_student(student, cfg: StudyConfig, questions: dict[str, list[dict]], generate: bool | None = None):
+    """({benchmark: metrics} with the average, {benchmark: predictions}); each prediction carries
+    its ``half`` of valid."""
+    import torch
+
+    from ...benchmarks import valid_half
+    from ...evaluation import evaluate_benchmarks
+
+    @contextlib.contextmanager
+    def fp32_no_grad():
+        with torch.no_grad(), _fp32_forward(student.model):
+            yield
+
+    student.model.eval()
+    per, preds_by = evaluate_benchmarks(
+        student,
+        questions,
+        context=fp32_no_grad,
+        max_input_tokens=cfg.eval_max_input_tokens,
+        max_new_tokens=None,
+        batch_size=cfg.eval_batch_size,
+        device="cpu",
+        progress=False,
+        generate=cfg.generate if generate is None else generate,
+        headline=cfg.rule,
+        pmi=cfg.pmi,
+    )
+    for b, records in questions.items():
+        for p, r in zip(preds_by[b], records, strict=True):
+            p["half"] = valid_half(r)
+    return per, preds_by
+
+
+@contextlib.contextmanager
+def _fp32_forward(model):
+    """During training, Accelerate's bf16 mixed precision wraps ``model.forward`` in autocast;
+    a checkpoint is evaluated with the original fp32 forward (batch-invariant), then rewrapped."""
+    wrapped = model.__dict__.get("forward")
+    original = getattr(model, "_original_forward", None)
+    if wrapped is None or original is None:
+        yield
+        return
+    model.forward = original
+    try:
+        yield
+    finally:
+        model.forward = wrapped
+
+
+def run_one(root: Path, cfg: StudyConfig, arm: str, seed: int, out: Path, progress: bool = False) -> dict:
+    """Train and evaluate one (arm, seed); write its folder; return its metrics."""
+    run_dir = out / "runs" / f"{arm}-s{seed}"
+    t = _train(root, cfg, arm, seed, run_dir, progress)
+    t1 = time.perf_counter()
+    per = _evaluate_and_write(cfg, t.student, t.questions, run_dir, f"{arm}-s{seed}")
+    if cfg.save_models:
+        _save_model(root, cfg, f"{arm}-s{seed}", t)
+    metrics = {
+        "arm": arm,
+        "seed": seed,
+        "teachers": t.teachers,
+        "train": t.result,
+        "coverage": t.coverage,
+        cfg.eval_split: per,
+        "train_s": t.train_s,
+        "eval_s": time.perf_counter() - t1,  # the saved student's write and DVC add included
+    }
+    _write_json(run_dir / "metrics.json", metrics)
+    if cfg.mlflow:
+        _log_run(root, cfg, arm, seed, run_dir, per, t)
+    _write_json(run_dir / "done.json", {"finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+    return metrics
+
+
+@dataclass
+class _Trained:
+    """One (arm, seed) after training: what its evaluation, saving and logging need."""
+
+    student: Any
+    distill: Any  # the run's DistillConfig
+    teachers: list[str]
+    coverage: dict
+    questions: dict[str, list[dict]]  # the evaluation questions (eval_records)
+    result: dict  # train()'s summary
+    log_rows: list[dict]  # the train log's rows (MLflow step metrics)
+    train_s: float
+
+
+def _train(root: Path, cfg: StudyConfig, arm: str, seed: int, run_dir: Path, progress: bool) -> _Trained:
+    """The student trained under the arm's ``distill`` settings with the seed; every arm of a seed
+    sees the same questions in the same order. The checkpoint hook writes ``rss.json`` and the
+    checkpoints' predictions in ``run_dir``."""
+    import torch
+
+    from ...config import DistillConfig
+    from ...distill import active_teachers, train
+    from ...student import load_student
+    from ...trainset import build_examples
+
+    dcfg = DistillConfig(**{**cfg.distill, **cfg.arms[arm], "seed": seed})
+    teachers = active_teachers(dcfg.alphas)
+    examples, coverage = build_examples(
+        root / cfg.prepared,
+        root / cfg.rationales,
+        cfg.benchmarks,
+        teachers,
+        dcfg.train_per_benchmark,
+        seed,
+        dcfg.drop_flags,
+    )
+    torch.manual_seed(seed)
+    student = load_student(root / cfg.base)
+    questions = eval_records(root, cfg)
+    t0 = time.perf_counter()
+    rows: list[dict] = []
+    rss: list[dict] = []
+    on_step = _checkpoint_hook(student, cfg, questions, run_dir, dcfg.steps, rss)
+    res = train(
+        student,
+        examples,
+        dcfg,
+        log_path=run_dir / "train_log.tsv",
+        progress=progress,
+        on_log=rows.append,
+        on_step=on_step,
+    )
+    res.pop("_is_main", None)
+    train_s = time.perf_counter() - t0
+    if rss:
+        _write_json(run_dir / "rss.json", rss)
+    return _Trained(student, dcfg, teachers, coverage, questions, res, rows, train_s)
+
+
+def _evaluate_and_write(cfg: StudyConfig, student, questions, run_dir: Path, run: str) -> dict:
+    """The trained student's metrics per benchmark; its predictions in ``run_dir/predictions/``."""
+    from ...io import write_jsonl
+
+    per, preds_by = evaluate_student(student, cfg, questions)
+    for b, preds in preds_by.items():
+        write_jsonl(run_dir / "predictions" / cfg.eval_split / f"{b}.jsonl", preds)
+        m = per[b]
+        log.info("  %s %s/%s: %s %.3f (n=%d)", run, b, cfg.eval_split, cfg.rule, m["accuracy"], m["n"])
+    return per
+
+
+def _save_model(root: Path, cfg: StudyConfig, run: str, t: _Trained) -> None:
+    """The trained student in ``<save_models>/<study>/<run>/``, tracked with DVC."""
+    from ...distill import config_dict
+    from ...student import save_student
+
+    student = t.student
+    model_dir = root / cfg.save_models / cfg.name / run
+    save_student(
+        student.model,
+        student.tok,
+        model_dir,
+        {"teachers": t.teachers, "kind": student.kind, "distill": config_dict(t.distill), **student.format_meta()},
+    )
+    _dvc_add(root, model_dir)
+
+
+def _log_run(root: Path, cfg: StudyConfig, arm: str, seed: int, run_dir: Path, per: dict, t: _Trained) -> None:
+    """The run as an MLflow child run: settings, evaluation metrics, train-log steps, metrics.json."""
+    from ... import tracking
+
+    flat_eval = {
+        f"{cfg.eval_split}.{b}.{k}": v for b, m in per.items() for k, v in m.items() if isinstance(v, (int, float))
+    }
+    tracking.log_run(
+        root,
+        cfg.experiment,
+        f"{cfg.name} {arm} s{seed}",
+        {
+            "study": cfg.name,
+            "arm": arm,
+            "distill": {**cfg.distill, **cfg.arms[arm], "seed": seed},
+            "benchmarks": cfg.benchmarks,
+        },
+        {**flat_eval, "train_s": t.train_s},
+        {"row": f"study:{arm}", "study": cfg.name, "arm": arm},
+        step_rows=t.log_rows,
+        artifacts=[run_dir / "metrics.json"],
+    )
+
+
+def _dvc_add(root: Path, path: Path) -> None:
+    """Track a saved student with DVC (``<run>.dvc`` beside it: commit it, ``dvc push`` the
+    weights), so it can be re-evaluated on another machine without retraining. A failure (no
+    DVC, a lock held by a running ``dvc repro``) is a warning naming the command to run."""
+    import subprocess
+
+    cmd = ["dvc", "add", "--quiet", str(path.relative_to(root) if path.is_relative_to(root) else path)]
+    try:
+        done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.warning("could not track %s with DVC (%s); run: %s", path, e, " ".join(cmd))
+        return
+    if done.returncode:
+        log.warning("`%s` failed (%s); run it again later", " ".join(cmd), done.stderr.strip()[-300:])
+
+
+def _rss_gb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**30
+
+
+def _checkpoint_hook(student, cfg: StudyConfig, questions, run_dir: Path, steps: int, rss: list[dict]):
+    """``train``'s ``on_step``: the resident set size every step (``rss.json``: a long run must
+    stay flat) and, every ``checkpoint_every`` steps before the last, the predictions of the
+    model so far in ``checkpoints/step<N>/`` (a finished checkpoint is kept on resume)."""
+    from ...io import write_jsonl
+
+    def hook(step: int) -> None:
+        rss.append({"step": step, "rss_gb": round(_rss_gb(), 4)})
+        if not cfg.checkpoint_every or step % cfg.checkpoint_every or step == steps:
+            return
+        ck = run_dir / "checkpoints" / f"step{step}"
+        per, preds_by = evaluate_student(student, cfg, questions, generate=False)
+        for b, preds in preds_by.items():
+            write_jsonl(ck / "predictions" / cfg.eval_split / f"{b}.jsonl", preds)
+        _write_json(ck / "metrics.json", {"step": step, cfg.eval_split: per})
+        log.info("  checkpoint step %d: %s %.3f", step, cfg.rule, per["average"]["accuracy"])
+
+    return hook
+
+
+def run_study(root: Path, cfg: StudyConfig, out: Path, progress: bool = False) -> None:
+    """Every (arm, seed) not yet done, in order; then the report."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "profile.yaml").write_text(yaml.safe_dump(cfg.__dict__, sort_keys=False))
+    todo = cfg.runs()
+    t0 = time.perf_counter()
+    parent = contextlib.nullcontext()
+    if cfg.mlflow:
+        from ... import tracking
+
+        parent = tracking.parent_run(root, f"study {cfg.name}", cfg.experiment, {"study": cfg.name})
+    with parent as parent_id:
+
+        def report() -> None:
+            """The report, and its one-sentence conclusion as the MLflow parent run's description."""
+            write_report(root, cfg, out)
+            if parent_id:
+                from ... import tracking
+
+                sentence = conclusion(cfg, study_tables(cfg, out))
+                tracking.describe_run(root, parent_id, sentence, {"conclusion": sentence})
+
+        report()  # what earlier jobs finished, before this one adds to it
+        _run_all(root, cfg, out, todo, t0, progress, report)
+    _write_json(
+        out / "progress.json",
+        {"running": None, "done": len(todo), "of": len(todo), "elapsed_s": time.perf_counter() - t0},
+    )
+
+
+def _run_all(root, cfg, out, todo, t0, progress, report) -> None:
+    for i, (arm, seed) in enumerate(todo, 1):
+        run_dir = out / "runs" / f"{arm}-s{seed}"
+        if (run_dir / "done.json").exists():
+            log.info("[%d/%d] %s-s%d: done before, skipped", i, len(todo), arm, seed)
+            continue
+        _write_json(
+            out / "progress.json",
+            {"running": f"{arm}-s{seed}", "index": i, "of": len(todo), "elapsed_s": time.perf_counter() - t0},
+        )
+        log.info("[%d/%d] %s-s%d: training and evaluating", i, len(todo), arm, seed)
+        m = run_one(root, cfg, arm, seed, out, progress)
+        log.info(
+            "[%d/%d] %s-s%d: average %.3f (train %.0f s, eval %.0f s)",
+            i,
+            len(todo),
+            arm,
+            seed,
+            m[cfg.eval_split]["average"]["accuracy"],
+            m["train_s"],
+            m["eval_s"],
+        )
+        report()  # partial results as they come

@@ -1,0 +1,117 @@
+"""The study's statistics from the finished runs' predictions: accuracy per arm with CIs, paired
+comparisons, the checkpoint table (dev-selected vs best-on-report) and the one-sentence conclusion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .config import StudyConfig
+from .layout import _read_preds, _runs_done
+
+
+def study_tables(cfg: StudyConfig, out: Path, rule: str | None = None, half: str | None = "profile") -> dict:
+    """Accuracy summaries per arm and paired comparisons, from the finished runs' predictions
+    under ``rule`` (default: the profile's) on ``half`` (default: the profile's report half)."""
+    from ..stats import accuracy_summary, paired_comparison, seed_matrix
+
+    rule = rule or cfg.rule
+    half = cfg.report_half if half == "profile" else half
+    done = _runs_done(cfg, out)
+    mats: dict[str, dict] = {}
+    for arm, seeds in done.items():
+        mats[arm] = {}
+        for b in cfg.benchmarks:
+            runs = [
+                _read_preds(d / "predictions" / cfg.eval_split / f"{b}.jsonl", half) for _, d in sorted(seeds.items())
+            ]
+            mats[arm][b] = seed_matrix(runs, rule)
+    summary = {arm: accuracy_summary({b: m for b, (_, m) in per.items()}) for arm, per in mats.items()}
+    comps = {}
+    for arm in mats:
+        if arm in cfg.deterministic_arms:
+            continue  # the untrained student is a reference, not a treatment
+        for ref in (cfg.reference, *cfg.deterministic_arms):
+            if arm != ref and ref in mats:
+                comps[f"{arm} - {ref}"] = paired_comparison(mats[arm], mats[ref])
+    seeds = {a: sorted(s) for a, s in done.items()}
+    return {"summary": summary, "comparisons": comps, "seeds": seeds, "rule": rule, "half": half}
+
+
+def checkpoint_table(cfg: StudyConfig, out: Path) -> list[dict]:
+    """Per finished run with checkpoints: the step selected on ``dev`` (highest dev accuracy
+    under the profile's rule, ties to the later step) and its accuracy on the report half, beside
+    the best accuracy over the checkpoints on the report half (the authors' protocol) and the
+    gap, with the paired-bootstrap CI of the gap's two predictions sets (questions resampled)."""
+    from ..stats import accuracy_summary, paired_comparison, seed_matrix
+
+    rows = []
+    for arm, seeds in _runs_done(cfg, out).items():
+        for seed, d in sorted(seeds.items()):
+            steps = sorted(int(p.name[4:]) for p in (d / "checkpoints").glob("step*") if (p / "metrics.json").exists())
+            if not steps:
+                continue
+            final = json.loads((d / "metrics.json").read_text())["train"].get("steps", 0)
+            folders = {s: d / "checkpoints" / f"step{s}" for s in steps} | {final: d}
+
+            def mats(folder, half, rule=cfg.rule):
+                return {
+                    b: seed_matrix(
+                        [_read_preds(folder / "predictions" / cfg.eval_split / f"{b}.jsonl", half)], cfg.rule
+                    )
+                    for b in cfg.benchmarks
+                }
+
+            def average(folder, half):
+                return accuracy_summary({b: m for b, (_, m) in mats(folder, half).items()}, n_resamples=200)["average"][
+                    "accuracy"
+                ]
+
+            acc = {h: {s: average(f, h) for s, f in folders.items()} for h in ("dev", cfg.report_half or "report")}
+            rep_half = cfg.report_half or "report"
+            chosen = max(folders, key=lambda s: (acc["dev"][s], s))
+            best = max(folders, key=lambda s: (acc[rep_half][s], s))
+            gap = paired_comparison(mats(folders[best], rep_half), mats(folders[chosen], rep_half))["average"]
+            rows.append(
+                {
+                    "run": f"{arm}-s{seed}",
+                    "steps": sorted(folders),
+                    "dev_selected_step": chosen,
+                    "dev_selected_report": acc[rep_half][chosen],
+                    "final_report": acc[rep_half][final],
+                    "best_step_on_report": best,
+                    "best_on_report": acc[rep_half][best],
+                    "gap": gap["diff"],
+                    "gap_ci_low": gap["ci_low"],
+                    "gap_ci_high": gap["ci_high"],
+                }
+            )
+    return rows
+
+
+def conclusion(cfg: StudyConfig, tables: dict) -> str:
+    """The study's result in one sentence with its numbers: the positive control (the reference
+    arm against the untrained student) and the headline arm against the reference."""
+    summary, comps = tables["summary"], tables["comparisons"]
+    half = f"{tables['half']} half of " if tables["half"] else ""
+    n = summary.get(cfg.reference, {}).get("average", {}).get("n")
+    where = f"{', '.join(cfg.benchmarks)} ({half}{cfg.eval_split}, n={n}, rule {cfg.rule})"
+
+    def diff(key):
+        c = comps.get(key, {}).get("average")
+        if not c:
+            return None
+        return (
+            f"{100 * c['diff']:+.1f} points [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}], "
+            f"McNemar p = {c['p_mcnemar']:.2g}"
+        )
+
+    control = next((diff(f"{cfg.reference} - {a}") for a in cfg.deterministic_arms), None)
+    head = diff(f"{cfg.headline_arm} - {cfg.reference}")
+    seeds = tables["seeds"].get(cfg.headline_arm, [])
+    if control is None:
+        return f"On {where}: the positive control ({cfg.reference} against the untrained student) is not finished."
+    text = f"On {where}: {cfg.reference} − untrained = {control}"
+    if head is None:
+        return text + f"; {cfg.headline_arm} is not finished."
+    return text + f"; {cfg.headline_arm} − {cfg.reference} = {head} ({len(seeds)} seed{'s' * (len(seeds) != 1)})."
