@@ -325,6 +325,40 @@ def train(
     }
 
 
+def distill_student(
+    base: Path,
+    trainset: Path,
+    out: Path,
+    cfg: DistillConfig,
+    kind: str = "auto",
+    log_path: Path | None = None,
+    on_log: Callable[[dict], None] | None = None,
+) -> dict | None:
+    """The ``distill`` stage: the ``trainset`` stage's examples for the teachers with alpha > 0 (and
+    its validation-loss examples), the base student (LoRA adapters when ``cfg.lora``) trained under
+    ``cfg``, saved atomically to ``out`` with its teachers, answer format and settings
+    (``tinyllm.json``). Returns what metrics/train.json holds; None on a non-main process of a
+    distributed run, which saves nothing."""
+    from .student import load_student, save_student
+    from .trainset import load_trainset
+
+    teachers = active_teachers(cfg.alphas)
+    examples, coverage = load_trainset(trainset, teachers)  # current rationales of these teachers only
+    log.info("%d training questions; teachers %s; coverage %s", len(examples), teachers, coverage)
+    valid = load_trainset(trainset, teachers, "valid")[0]  # the validation-loss curve's questions
+    torch.manual_seed(cfg.seed)
+    student = load_student(base, kind)
+    if cfg.lora:
+        apply_lora(student, cfg.lora)
+    result = train(student, examples, cfg, log_path=log_path, on_log=on_log, valid_examples=valid)
+    is_main, cut = result.pop("_is_main"), result.pop("cut_targets")
+    if not is_main:
+        return None
+    meta = {"teachers": teachers, "kind": student.kind, "distill": config_dict(cfg), **student.format_meta()}
+    save_student(student.model, student.tok, out, meta)
+    return {"train": result, "coverage": coverage, "cut_targets": cut}
+
+
 def _tail_mean(rows: list[dict], key: str) -> float:
     """Mean of ``key`` over the last fifth of the steps, ignoring steps where the task was absent."""
     tail = [r[key] for r in rows[-max(1, len(rows) // 5) :] if not math.isnan(r[key])]

@@ -169,3 +169,61 @@ def build_examples(
         drop_flags,
     )
     return examples, coverage(examples, teachers)
+
+
+def make_trainset(prepared: Path, rationales: Path, out: Path, params) -> dict:
+    """The ``trainset`` stage under the typed ``params`` (``config.Params``): the train examples
+    (first ``distill.train_per_benchmark``) and the validation-loss examples (first
+    ``distill.valid_loss_per_benchmark`` valid questions) of every teacher with alpha > 0, written
+    to ``out`` with their settings in ``meta.json``. Returns the counts (``metrics/trainset.json``:
+    per split, teacher and benchmark, plus totals), after logging them."""
+    import shutil
+
+    d = params.distill
+    used = [t for t, a in d.alphas.items() if a > 0]  # alpha 0: no task, no sequence, no loss
+    _require_caches(Path(rationales), used)
+    teachers = {t: params.teachers.get(t) for t in used}  # None: a released cache (fixed source)
+    splits, counts = {}, {}
+    for split, n in (("train", d.train_per_benchmark), ("valid", d.valid_loss_per_benchmark)):
+        if split == "valid" and not n:
+            continue
+        splits[split], counts[split] = build_trainset(
+            prepared, rationales, params.data.benchmarks, teachers, n, d.drop_flags, split
+        )
+    shutil.rmtree(out, ignore_errors=True)
+    meta = {
+        "teachers": used,
+        "benchmarks": params.data.benchmarks,
+        "train_per_benchmark": d.train_per_benchmark,
+        "valid_per_benchmark": d.valid_loss_per_benchmark or 0,
+        "drop_flags": d.drop_flags,
+    }
+    write_trainset(out, splits, meta)
+    totals = {
+        split: {t: {k: sum(c[k] for c in per.values()) for k in COUNTS} for t, per in by_t.items()}
+        for split, by_t in counts.items()
+    }
+    _log_counts(totals, {split: len(examples) for split, examples in splits.items()})
+    return {"totals": totals, **counts}
+
+
+def _require_caches(rationales: Path, teachers: list[str]) -> None:
+    for t in teachers:
+        if not (rationales / t).is_dir():
+            known = sorted(d.name for d in rationales.iterdir() if d.is_dir()) if rationales.is_dir() else []
+            raise FileNotFoundError(
+                f"params.yaml [distill]: teacher {t!r} in alphas has no rationale cache at "
+                f"{rationales / t}; caches present: {known}"
+            )
+
+
+def _log_counts(totals: dict, sizes: dict[str, int]) -> None:
+    for split, by_t in totals.items():
+        log.info("%s: %d questions", split, sizes[split])
+        for t, c in by_t.items():
+            log.info("  %s: %s", t, ", ".join(f"{c[k]} {k}" for k in COUNTS))
+            if c["stale"] or c["out_of_limit"]:
+                log.warning(
+                    "  %s: %d stale (other settings) and %d out-of-limit records left out of %s",
+                    *(t, c["stale"], c["out_of_limit"], split),
+                )

@@ -33,11 +33,12 @@ MUTATIONS: list[dict] = [
         "tests": ["tests/test_method_guards.py", "-k", "seq2seq_option"],
     },
     {
-        "name": "stages/distill.py trains on the valid questions too",
-        "file": "stages/distill.py",
-        "original": "    examples, coverage = load_trainset(root / args.trainset, teachers)\n",
-        "broken": "    examples, coverage = load_trainset(root / args.trainset, teachers)\n"
-        "    examples += _valid_examples(root, args, data, teachers, cfg)\n",
+        "name": "distill trains on the valid questions too",
+        "file": "src/tinyllm/distill.py",
+        "original": "    result = train(student, examples, cfg, log_path=log_path, on_log=on_log, valid_examples=valid)"
+        "\n",
+        "broken": "    result = train(student, examples + valid, cfg, log_path=log_path, on_log=on_log, "
+        "valid_examples=valid)\n",
         "tests": ["tests/test_stage_scripts.py"],
     },
     {
