@@ -54,7 +54,7 @@ def checkpoint_table(cfg: StudyConfig, out: Path) -> list[dict]:
             final = json.loads((d / "metrics.json").read_text())["train"].get("steps", 0)
             folders = {s: d / "checkpoints" / f"step{s}" for s in steps} | {final: d}
 
-            def mats(folder, half, rule=cfg.rule):
+            def mats(folder, half):
                 return {
                     b: seed_matrix(
                         [_read_preds(folder / "predictions" / cfg.eval_split / f"{b}.jsonl", half)], cfg.rule
