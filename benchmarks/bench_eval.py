@@ -49,12 +49,10 @@ def main() -> None:
 
     import torch
 
-    from tinyllm.benchmarks import load_prepared
     from tinyllm.student import load_student
 
     student = load_student(args.model)
     student.model.eval()
-    mi, bs = args.max_input_tokens, args.batch_size
     amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.precision == "bf16" else contextlib.nullcontext
     print(f"machine: {machine()}")
     if args.full:
@@ -64,6 +62,14 @@ def main() -> None:
         roofline(args, student)
         return
 
+    compare_paths(args, student, amp)
+
+
+def compare_paths(args, student, amp) -> None:
+    """Each scoring and generation path on the first N questions: time, speed-up, exactness."""
+    from tinyllm.benchmarks import load_prepared
+
+    mi, bs = args.max_input_tokens, args.batch_size
     recs = load_prepared(args.data / "prepared", args.benchmark, "valid")[: args.questions]
     n = len(recs)
     results = {}
@@ -78,10 +84,20 @@ def main() -> None:
     t2 = bench("pairs b16", lambda: student.score_options_pairwise(recs, mi, bs, "cpu"))
     t3 = bench("kv b16", lambda: student.score_options(recs, mi, bs, "cpu"))
     t4 = bench("kv b1", lambda: student.score_options(recs, mi, 1, "cpu"))
+    # every path returns scoring.OptionScores: compare the mean (rule score) and the summed
+    # (rules sum/norm/pmi) log-likelihoods, each against one pair at a time
     ref = results["pairs b1"]
 
     def argmaxes(key):
-        return [max(range(len(s)), key=s.__getitem__) for s in results[key]]
+        return [max(range(len(s)), key=s.__getitem__) for s in results[key].mean]
+
+    def max_diff(key):
+        return max(
+            abs(a - b)
+            for field in ("mean", "total")
+            for x, y in zip(getattr(results[key], field), getattr(ref, field), strict=True)
+            for a, b in zip(x, y, strict=True)
+        )
 
     for name, key, t in (
         ("score: one pair at a time", "pairs b1", t1),
@@ -89,7 +105,7 @@ def main() -> None:
         ("score: KV-cached prompt, one question at a time", "kv b1", t4),
         (f"score: KV-cached prompt, batched ({bs}) [default]", "kv b16", t3),
     ):
-        diff = max(abs(a - b) for x, y in zip(results[key], ref, strict=True) for a, b in zip(x, y, strict=True))
+        diff = max_diff(key)
         same = sum(a == b for a, b in zip(argmaxes(key), argmaxes("pairs b1"), strict=True))
         rows.append(
             {
