@@ -90,7 +90,7 @@ def test_outage_mid_training_buffers_then_replays_when_the_server_answers(repo, 
 
     root, params = repo
     outage = Outage(monkeypatch)
-    monkeypatch.setattr(tracking, "RETRY_EVERY_S", 0.0)
+    monkeypatch.setattr("tinyllm.tracking.run.RETRY_EVERY_S", 0.0)  # where the Run reads it
     run = tracking.start_distill_run(root, params)
     seen = []
 
@@ -161,7 +161,7 @@ def test_a_server_down_at_start_is_reported_in_seconds(repo, monkeypatch):
     # fault 1: the first error came after 4 min 21 s of MLflow's retries
     root, params = repo
     assert tracking.PROBE_S <= 15
-    monkeypatch.setattr(tracking, "PROBE_S", 2.0)
+    monkeypatch.setattr("tinyllm.tracking.store.PROBE_S", 2.0)  # where check_server reads it
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:hunter2@127.0.0.1:{free_port()}")
     t0 = time.perf_counter()
     with pytest.raises(tracking.TrackingUnavailable, match="did not answer within 2 s") as e:
