@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tinyllm import tracking
+from tinyllm.redact import redact_uri
 
 PREPARED_MD5 = "0123456789abcdef0123456789abcdef.dir"
 CACHE_MD5 = "fedcba9876543210fedcba9876543210.dir"
@@ -287,9 +288,20 @@ def test_system_metrics_logged_per_run(repo, monkeypatch):
 
 def test_tracking_uri_redacted_in_logs():
     # guards: user:password of a tracking URI printed in the stage log (issue 12 item 13)
-    shown = tracking._redact("postgresql://alice:s3cret@db:5432/mlflow")
+    shown = redact_uri("postgresql://alice:s3cret@db:5432/mlflow")
     assert "s3cret" not in shown and shown.endswith("@db:5432/mlflow")
-    assert tracking._redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert redact_uri("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_report_run_logs_more_metrics_than_one_request_holds(repo):
+    # guards: the hand-made 500-metric chunks removed from log_report_run: MlflowClient.log_batch
+    # splits a larger batch itself (the store refuses over 1000 metrics a request)
+    root, params = repo
+    metrics = {f"row.b{i}.accuracy": i / 2500 for i in range(2500)} | {"not_a_number": float("nan")}
+    run_id = tracking.log_report_run(root, params["tracking"]["experiment"], [], {"grid": "g"}, metrics)
+    run = client().get_run(run_id)
+    assert len(run.data.metrics) == 2500 and run.data.metrics["row.b2499.accuracy"] == 2499 / 2500
+    assert run.info.run_name == "report" and run.data.tags["kind"] == "report"
 
 
 def test_train_callback_logs_every_step_live(repo, tiny_tokenizer):

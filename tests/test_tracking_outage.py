@@ -157,6 +157,34 @@ def test_a_call_the_server_refuses_is_dropped_not_buffered_or_raised(repo, caplo
     assert mlflow.MlflowClient().get_run(run.run_id).info.status == "FINISHED"
 
 
+def test_the_outage_warning_masks_a_password_the_error_quotes(repo, monkeypatch, caplog):
+    # guards: MLflow's error quotes the tracking URI with its password ("API request to
+    # http://user:pw@host/... failed"); the warning redacted it as one URI, a no-op on such text
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking.client import MlflowClient
+
+    root, params = repo
+    run = tracking.start_distill_run(root, params)
+    real, down = MlflowClient.log_batch, [True]
+
+    def log_batch(client, *a, **kw):
+        if down[0]:
+            raise MlflowException(
+                "API request to http://alice:hunter2@mlflow.example:5000/api/2.0/mlflow/runs/log-batch failed "
+                "with exception ConnectionError"  # INTERNAL_ERROR: how MLflow wraps a transport failure
+            )
+        return real(client, *a, **kw)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+    with caplog.at_level(logging.WARNING, logger="tinyllm.tracking"):
+        run.log_row({"step": 1, "loss": 1.0})
+    assert run.pending and "did not answer" in caplog.text  # taken as an outage: buffered
+    assert "hunter2" not in caplog.text and "alice:***@mlflow.example" in caplog.text
+    down[0] = False
+    tracking.finish_distill_run(run, root, {})
+    assert [s for s, _ in _history(run.run_id, "train.loss")] == [1]
+
+
 def test_a_server_down_at_start_is_reported_in_seconds(repo, monkeypatch):
     # fault 1: the first error came after 4 min 21 s of MLflow's retries
     root, params = repo

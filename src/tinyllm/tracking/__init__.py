@@ -87,7 +87,6 @@ from .store import (
     PROBE_S,
     TrackingUnavailable,
     _mlflow,
-    _redact,
     check_server,
     compare_url,
     ensure_experiment,
@@ -95,6 +94,7 @@ from .store import (
     fast_http,
     main_repo_root,
     runs_url,
+    shown_uri,
     tracking_uri,
 )
 
@@ -121,7 +121,6 @@ __all__ = [
     "Run",
     "TrackingUnavailable",
     "_mlflow",
-    "_redact",
     "check_server",
     "child_runs",
     "compare_url",
@@ -150,6 +149,7 @@ __all__ = [
     "row_runs",
     "run_name",
     "runs_url",
+    "shown_uri",
     "start_distill_run",
     "start_parent",
     "tracking_uri",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .names import PARENT_ENV, TAG_KIND, flatten
 from .run import Run
-from .store import _mlflow, _mlflow_at, _redact, ensure_experiment, experiment_name, tracking_uri
+from .store import _mlflow, ensure_experiment, experiment_name, shown_uri
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def start_parent(root: Path, name: str, experiment: str = "tinyllm", tags: dict 
     run = mlflow.MlflowClient().create_run(
         exp_id, run_name=name, tags={TAG_KIND: "grid", **{k: str(v) for k, v in (tags or {}).items()}}
     )
-    log.info("MLflow parent run %s (%s) at %s", run.info.run_id, name, _redact(tracking_uri(root)))
+    log.info("MLflow parent run %s (%s) at %s", run.info.run_id, name, shown_uri(root))
     return run.info.run_id
 
 
@@ -128,7 +128,7 @@ def log_run(
             run.log_row(row)
         run.log_artifacts(list(artifacts))
         atexit.unregister(run._fail_if_open)
-    log.info("MLflow run %s in experiment %r at %s", active.info.run_id, experiment, _redact(tracking_uri(root)))
+    log.info("MLflow run %s in experiment %r at %s", active.info.run_id, experiment, shown_uri(root))
     return active.info.run_id
 
 
@@ -136,7 +136,7 @@ def row_runs(root: Path, experiment: str | None = None) -> list[dict]:
     """Finished runs that carry a `row` tag and accuracy metrics (evaluate's runs; a parent or
     report run without metrics is left out), newest first: {run_id, experiment_id, row, seed,
     tags, metrics, start_time}; seed = the run's `distill.seed` param (None if not logged)."""
-    mlflow = _mlflow_at(root)
+    mlflow = _mlflow(root)
     exp = mlflow.get_experiment_by_name(experiment_name(root, experiment))
     if exp is None:
         return []
@@ -168,7 +168,7 @@ def row_runs(root: Path, experiment: str | None = None) -> list[dict]:
 
 def download_artifacts(root: Path, run_id: str, path: str, dst: Path) -> Path | None:
     """Artifact `path` (file or folder) of a run copied under `dst`; None when the run has none."""
-    mlflow = _mlflow_at(root)
+    mlflow = _mlflow(root)
     if not mlflow.MlflowClient().list_artifacts(run_id, path):
         return None
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst)))
@@ -177,13 +177,12 @@ def download_artifacts(root: Path, run_id: str, path: str, dst: Path) -> Path | 
 def log_report_run(root: Path, experiment: str, files: list[Path], tags: dict, metrics: dict) -> str:
     """A run named `report` (no `row` tag) holding the report's files as artifacts under
     `report/` and its numbers (CIs, paired tests) as metrics; returns its id."""
-    mlflow = _mlflow_at(root)
+    mlflow = _mlflow(root)
     exp_id = ensure_experiment(root, experiment)  # artifacts next to the store, not in ./mlruns
     with mlflow.start_run(experiment_id=exp_id, run_name="report") as run:
         mlflow.set_tags({"kind": "report", TAG_KIND: "report", **{k: str(v) for k, v in tags.items()}})
         finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
-        for i in range(0, len(finite), 500):  # MLflow's batch limit is 1000 metrics
-            mlflow.log_metrics(dict(list(finite.items())[i : i + 500]))
+        mlflow.log_metrics(finite)  # MlflowClient.log_batch sends them 1000 a request (the store's limit)
         for f in files:
             mlflow.log_artifact(str(f), artifact_path="report")
         return run.info.run_id

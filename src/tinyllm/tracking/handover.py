@@ -29,12 +29,11 @@ from .store import (
     FAST_HTTP,
     TrackingUnavailable,
     _mlflow,
-    _redact,
     _short,
     check_server,
     ensure_experiment,
     fast_http,
-    tracking_uri,
+    shown_uri,
 )
 
 log = logging.getLogger(__name__)
@@ -92,7 +91,7 @@ def _start(root: Path, params: dict, run_id: str | None = None) -> Run:
         run.info.run_id,
         run.info.run_name,
         track.get("experiment", "tinyllm"),
-        _redact(tracking_uri(root)),
+        shown_uri(root),
     )
     out = Run(mlflow, run.info.run_id, resumed=bool(run_id), root=Path(root))
     out.experiment_id = run.info.experiment_id
@@ -134,7 +133,7 @@ def finish_distill_run(run: Run, root: Path, train_metrics: dict, run_file: Path
     if run.run_id:
         run.log_metrics(train_metrics, prefix="train.")
         run.set_tags({TAG_DISTILLED: "true"})
-        info.update(experiment_id=run.experiment_id, tracking_uri=_redact(tracking_uri(root)))
+        info.update(experiment_id=run.experiment_id, tracking_uri=shown_uri(root))
         if run.flush():
             try:
                 with fast_http():
@@ -195,7 +194,7 @@ def replay_pending(root: Path, run_file: Path | str = RUN_FILE) -> int:
         run = Run(mlflow, None, root=Path(root))
         run.run_id, run.pending = info["run_id"], list(info["pending"])
         if not run.flush():
-            raise TrackingUnavailable(f"MLflow at {_redact(tracking_uri(root))} still does not answer")
+            raise TrackingUnavailable(f"MLflow at {shown_uri(root)} still does not answer")
         if status == "RUNNING":
             client.set_terminated(run.run_id, "FINISHED")
     info.pop("pending")

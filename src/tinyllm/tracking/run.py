@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .lineage import DatasetRef, _log_datasets
 from .names import TAG_KIND, _row_metric, flatten
-from .store import _is_outage, _mlflow, _redact, _short, fast_http, tracking_uri
+from .store import _is_outage, _mlflow, _short, fast_http, shown_uri
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class Run:
                 log.warning(
                     "MLflow at %s did not answer (%s): logging to a local buffer, replayed when it answers "
                     "again or at the end; training goes on and the model is saved either way",
-                    _redact(tracking_uri(self.root or Path("."))),
+                    shown_uri(self.root or Path(".")),
                     _short(e),
                 )
 

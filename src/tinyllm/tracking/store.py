@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from ..redact import redact_and_cut, redact_uri
+
 log = logging.getLogger(__name__)
 
 EXPS_TMP = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
@@ -32,18 +34,9 @@ def tracking_uri(root: Path) -> str:
     return f"sqlite:///{main_repo_root(root) / 'mlflow.db'}"
 
 
-def _redact(uri: str) -> str:
-    """``scheme://user:password@host`` -> ``scheme://***@host``: a URI is printed in logs (issue 12 item 13)."""
-    try:
-        from tinyllm.redact import redact_uri  # the shared helper, where it exists
-    except ImportError:
-        from urllib.parse import urlsplit, urlunsplit
-
-        parts = urlsplit(uri)
-        if "@" not in parts.netloc:
-            return uri
-        return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
-    return redact_uri(uri)
+def shown_uri(root: Path) -> str:
+    """The tracking URI as logs and errors print it, its ``user:password@`` masked (issue 12 item 13)."""
+    return redact_uri(tracking_uri(root))
 
 
 # How long one tracking call may take while a stage logs live: MLflow's defaults (7 retries with
@@ -100,7 +93,9 @@ def _is_outage(e: Exception) -> bool:
 
 
 def _short(e: Exception) -> str:
-    return _redact(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")[:200]
+    """The error's first line for a log: free text that may quote the URI with its password
+    (``API request to http://u:p@host/... failed``), so redacted as text, not as one URI."""
+    return redact_and_cut(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", 200)
 
 
 def check_server(root: Path, timeout_s: float | None = None) -> None:
@@ -126,7 +121,7 @@ def check_server(root: Path, timeout_s: float | None = None) -> None:
             last = e
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
     raise TrackingUnavailable(
-        f"MLflow tracking server {_redact(uri)} did not answer within {timeout_s:g} s ({_short(last)}). "
+        f"MLflow tracking server {redact_uri(uri)} did not answer within {timeout_s:g} s ({_short(last)}). "
         "Start it, point MLFLOW_TRACKING_URI at one that runs (unset: the local mlflow.db), or run the stage "
         "with --no-mlflow; nothing has been trained yet."
     )
@@ -171,11 +166,6 @@ def runs_url(ui: str, experiment_id: str, run_id: str | None = None) -> str:
     """
     page = f"runs/{run_id}" if run_id else "runs"
     return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
-
-
-def _mlflow_at(root: Path):
-    """mlflow, pointed at the repo's store (imported lazily: ~3 s)."""
-    return _mlflow(root)
 
 
 def experiment_name(root: Path, experiment: str | None = None) -> str:
