@@ -272,6 +272,26 @@ def test_register_best_without_models_names_the_run(repo):
         tracking.register_best(root, pid, registered_model="nothing-registered")
 
 
+def test_experiment_and_model_names_come_from_params_yaml_through_the_typed_config(repo):
+    # guards: tracking re-reading params.yaml with defaults of its own: register_best looked for
+    # 'tinyllm-student' whatever tracking.registered_model said, parent runs went to `tinyllm`,
+    # and a misspelt key fell back to the default without a word
+    from tinyllm.config import ParamsError
+
+    root, params = repo
+    exp = params["tracking"]["experiment"]
+    (root / "params.yaml").write_text(yaml.safe_dump({"tracking": {"experiment": exp, "registered_model": "mine"}}))
+    assert tracking.experiment_name(root) == exp and tracking.experiment_name(root, "other") == "other"
+    with tracking.parent_run(root, "grid") as pid:
+        distill_and_evaluate(root, params)
+    assert client().get_run(pid).info.experiment_id == client().get_experiment_by_name(exp).experiment_id
+    with pytest.raises(ValueError, match="no version of model 'mine'"):
+        tracking.register_best(root, pid)
+    (root / "params.yaml").write_text(yaml.safe_dump({"tracking": {"experimnt": exp}}))
+    with pytest.raises(ParamsError, match="experimnt"):
+        tracking.experiment_name(root)
+
+
 def test_system_metrics_logged_per_run(repo, monkeypatch):
     # guards: no CPU/memory curves in the run (system metrics not enabled)
     root, params = repo

@@ -94,7 +94,9 @@ from .store import (
     fast_http,
     main_repo_root,
     runs_url,
+    section,
     shown_uri,
+    tracking_config,
     tracking_uri,
 )
 
@@ -149,9 +151,11 @@ __all__ = [
     "row_runs",
     "run_name",
     "runs_url",
+    "section",
     "shown_uri",
     "start_distill_run",
     "start_parent",
+    "tracking_config",
     "tracking_uri",
     "training_datasets",
 ]

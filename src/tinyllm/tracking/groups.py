@@ -13,15 +13,16 @@ from pathlib import Path
 
 from .names import PARENT_ENV, TAG_KIND, flatten
 from .run import Run
-from .store import _mlflow, ensure_experiment, experiment_name, shown_uri
+from .store import _mlflow, ensure_experiment, experiment_name, shown_uri, tracking_config
 
 log = logging.getLogger(__name__)
 
 
-def start_parent(root: Path, name: str, experiment: str = "tinyllm", tags: dict | None = None) -> str:
-    """A parent run (RUNNING) for a grid or study; returns its id. End it with :func:`end_parent`."""
+def start_parent(root: Path, name: str, experiment: str | None = None, tags: dict | None = None) -> str:
+    """A parent run (RUNNING) for a grid or study in ``experiment`` (default: params.yaml's); returns
+    its id. End it with :func:`end_parent`."""
     mlflow = _mlflow(root)
-    exp_id = ensure_experiment(root, experiment)
+    exp_id = ensure_experiment(root, experiment_name(root, experiment))
     run = mlflow.MlflowClient().create_run(
         exp_id, run_name=name, tags={TAG_KIND: "grid", **{k: str(v) for k, v in (tags or {}).items()}}
     )
@@ -34,7 +35,7 @@ def end_parent(root: Path, run_id: str, status: str = "FINISHED") -> None:
 
 
 @contextlib.contextmanager
-def parent_run(root: Path, name: str, experiment: str = "tinyllm", tags: dict | None = None) -> Iterator[str]:
+def parent_run(root: Path, name: str, experiment: str | None = None, tags: dict | None = None) -> Iterator[str]:
     """``with parent_run(root, "grid 2026-11-25") as pid:`` — runs started inside (in this process
     or in subprocesses started inside, e.g. ``dvc queue start``) become its children via
     ``TINYLLM_PARENT_RUN_ID``; the parent ends FAILED if the block raises."""
@@ -70,14 +71,16 @@ def register_best(
     root: Path,
     parent_run_id: str,
     metric: str = "valid.average.accuracy",
-    registered_model: str = "tinyllm-student",
+    registered_model: str | None = None,
     alias: str = "best-valid",
 ) -> tuple[str, str]:
-    """Point ``registered_model@alias`` at the student of the child run with the highest ``metric``.
+    """Point ``registered_model@alias`` (default: params.yaml's ``tracking.registered_model``, the
+    name the rows registered under) at the student of the child run with the highest ``metric``.
 
     Returns ``(run_id, version)``. Every evaluated child with ``tracking.log_model: true`` has
     registered its student as a version; the best child without one is an error naming it.
     """
+    registered_model = registered_model or tracking_config(root).registered_model
     client = _mlflow(root).MlflowClient()
     scored = [r for r in child_runs(root, parent_run_id) if metric in r.data.metrics]
     if not scored:

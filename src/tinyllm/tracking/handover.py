@@ -33,6 +33,7 @@ from .store import (
     check_server,
     ensure_experiment,
     fast_http,
+    section,
     shown_uri,
 )
 
@@ -52,15 +53,15 @@ def _params_of(params: dict, sections: tuple[str, ...]) -> dict[str, str]:
 
 
 def _tags_of(root: Path, params: dict) -> dict[str, str]:
-    distill = params.get("distill") or {}
-    teachers = sorted(t for t, a in (distill.get("alphas") or {}).items() if a)
+    alphas = section(params, "distill").alphas
+    teachers = sorted(t for t, a in alphas.items() if a)
     return {
         TAG_KIND: "training",
-        "row": (params.get("tracking") or {}).get("row", "default"),
-        "student": (params.get("student") or {}).get("source", ""),
+        "row": section(params, "tracking").row,
+        "student": section(params, "student").source,
         "teachers": ",".join(teachers) or "none",
-        "alphas": json.dumps(distill.get("alphas") or {}, sort_keys=True),
-        "headline": (params.get("evaluate") or {}).get("headline", "score"),
+        "alphas": json.dumps(alphas, sort_keys=True),
+        "headline": section(params, "evaluate").headline,
         "dvc_exp_name": os.environ.get("DVC_EXP_NAME", ""),
         **git_info(root),
     }
@@ -74,8 +75,8 @@ def _start(root: Path, params: dict, run_id: str | None = None) -> Run:
     RUNNING by dead processes of this host are ended KILLED (:func:`mark_orphans`)."""
     check_server(root)
     mlflow = _mlflow(root)
-    track = params.get("tracking") or {}
-    exp_id = ensure_experiment(root, track.get("experiment", "tinyllm"))
+    experiment = section(params, "tracking").experiment
+    exp_id = ensure_experiment(root, experiment)
     if run_id:
         # make the run's own experiment the active one: MLflow refuses to resume a run while another
         # experiment is active (mlflow.set_experiment earlier in the process, a user's shell)
@@ -90,7 +91,7 @@ def _start(root: Path, params: dict, run_id: str | None = None) -> Run:
         "MLflow run %s (%s) in experiment %r at %s",
         run.info.run_id,
         run.info.run_name,
-        track.get("experiment", "tinyllm"),
+        experiment,
         shown_uri(root),
     )
     out = Run(mlflow, run.info.run_id, resumed=bool(run_id), root=Path(root))
@@ -118,7 +119,7 @@ def start_distill_run(root: Path, params: dict, enabled: bool = True) -> Run:
 
 
 def _used_teachers(params: dict) -> dict:
-    alphas = (params.get("distill") or {}).get("alphas") or {}
+    alphas = section(params, "distill").alphas
     return {t: v for t, v in (params.get("teachers") or {}).items() if alphas.get(t)}
 
 

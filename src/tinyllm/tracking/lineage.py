@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from .store import section
+
 log = logging.getLogger(__name__)
 
 
@@ -102,8 +104,8 @@ def training_datasets(
     refs = [_ref(root, "prepared/train", prepared, "training")]
     if (Path(root) / "data" / "trainset").exists():  # the joined questions + rationales distill reads
         refs.append(_ref(root, "trainset", "data/trainset", "training"))
-    benchmarks = (params.get("data") or {}).get("benchmarks") or []
-    for teacher, alpha in ((params.get("distill") or {}).get("alphas") or {}).items():
+    benchmarks = section(params, "data").benchmarks
+    for teacher, alpha in section(params, "distill").alphas.items():
         if not alpha or float(alpha) <= 0:
             continue
         path = f"{rationales}/{teacher}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from .store import section
+
 PARENT_ENV = "TINYLLM_PARENT_RUN_ID"  # a queued/temp DVC experiment's parent run (grid or study)
 TAG_DISTILLED = "tinyllm.distilled"
 TAG_EVALUATED = "tinyllm.evaluated"
@@ -21,15 +23,12 @@ def run_name(params: dict) -> str:
     the experiment name for the default profile; the alphas are those > 0 in params order (``a=-``:
     label-only fine-tuning); ``+lora`` marks a LoRA run.
     """
-    track = params.get("tracking") or {}
-    distill = params.get("distill") or {}
-    row = track.get("row", "default")
-    name = os.environ.get("DVC_EXP_NAME") or (row if row != "default" else track.get("experiment", "tinyllm"))
-    alphas = [f"{float(a):g}" for a in (distill.get("alphas") or {}).values() if a and float(a) > 0]
-    lora = " +lora" if distill.get("lora") else ""
-    steps = distill.get("steps")
-    untrained = " untrained" if steps == 0 else ""
-    return f"{name} a={','.join(alphas) or '-'} s{distill.get('seed', 0)}{lora}{untrained}"
+    track, distill = section(params, "tracking"), section(params, "distill")
+    name = os.environ.get("DVC_EXP_NAME") or (track.row if track.row != "default" else track.experiment)
+    alphas = [f"{float(a):g}" for a in distill.alphas.values() if a and float(a) > 0]
+    lora = " +lora" if distill.lora else ""
+    untrained = " untrained" if distill.steps == 0 else ""
+    return f"{name} a={','.join(alphas) or '-'} s{distill.seed}{lora}{untrained}"
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

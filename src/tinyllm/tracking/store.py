@@ -10,8 +10,7 @@ import os
 import time
 from pathlib import Path
 
-import yaml
-
+from ..config import SECTIONS, TrackingConfig, from_dict, load_params
 from ..redact import redact_and_cut, redact_uri
 
 log = logging.getLogger(__name__)
@@ -168,13 +167,21 @@ def runs_url(ui: str, experiment_id: str, run_id: str | None = None) -> str:
     return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
 
 
+def section(params: dict, name: str):
+    """Section ``name`` of a params dict as its typed config (``tinyllm.config``: the defaults of
+    missing keys live there, not here); e.g. ``section(params, "tracking").experiment``."""
+    return from_dict(SECTIONS[name], params.get(name), name)
+
+
+def tracking_config(root: Path) -> TrackingConfig:
+    """``tracking`` of ``<root>/params.yaml`` (the typed defaults without the file or the section)."""
+    path = Path(root) / "params.yaml"
+    return section(load_params(path) if path.exists() else {}, "tracking")
+
+
 def experiment_name(root: Path, experiment: str | None = None) -> str:
-    """`experiment`, else params.yaml's `tracking.experiment`, else `tinyllm`."""
-    if experiment:
-        return experiment
-    p = Path(root) / "params.yaml"
-    params = (yaml.safe_load(p.read_text()) or {}) if p.exists() else {}
-    return (params.get("tracking") or {}).get("experiment", "tinyllm")
+    """`experiment`, else params.yaml's `tracking.experiment` (typed default: `tinyllm`)."""
+    return experiment or tracking_config(root).experiment
 
 
 def compare_url(run_ids: list[str], experiment_ids: list[str], ui: str) -> str | None:
