@@ -104,16 +104,48 @@ def test_one_run_spans_distill_and_evaluate(repo):
     distill_id, eval_id = distill_and_evaluate(root, params)
     assert eval_id == distill_id
     run = client().get_run(distill_id)
-    assert [m.step for m in client().get_metric_history(distill_id, "train.loss")] == [1, 2, 3]
-    assert run.data.metrics["valid.obqa.accuracy"] == 0.5
+    assert [m.step for m in client().get_metric_history(distill_id, "train/loss")] == [1, 2, 3]
+    assert run.data.metrics["acc/valid/obqa"] == 0.5
     assert run.data.metrics["train.loss_last"] == 1.0
-    assert run.data.metrics["valid.loss_answer"] == 0.9  # train()'s valid_loss_<task> rows
+    assert run.data.metrics["valid/loss_answer"] == 0.9  # train()'s valid_loss_<task> rows
     assert run.info.status == "FINISHED"
     assert run.data.tags[tracking.TAG_ORIGIN] == "distill"
     assert run.data.tags[tracking.TAG_STUDENT_MD5] == STUDENT_MD5
     assert run.data.params["distill.seed"] == "3" and run.data.params["evaluate.headline"] == "score"
     assert "teachers.local_t.backend" in run.data.params and "teachers.unused_t.backend" not in run.data.params
     assert json.loads((root / tracking.RUN_FILE).read_text())["run_id"] == distill_id
+
+
+def _ui_sections(names) -> list[tuple[str, list[str]]]:
+    """Chart sections of a run as MLflow 3.17's UI orders them (RunsChartsCardConfig's
+    extractChartSectionName and getBaseChartAndSectionConfigs): a section is the name before the
+    last "/"; named sections alphabetically, then "Model metrics" (no "/"), then "System metrics"."""
+    sections: dict[str, list[str]] = {}
+    for n in sorted(names):
+        s = n.rpartition("/")[0]
+        sections.setdefault({"": "Model metrics", "system": "System metrics"}.get(s, s), []).append(n)
+    named = sorted(s for s in sections if s not in ("Model metrics", "System metrics"))
+    return [(s, sections[s]) for s in [*named, "Model metrics", "System metrics"] if s in sections]
+
+
+def test_accuracy_sorts_first_in_the_ui_then_the_training_curves(repo):
+    # guards: the headline accuracy buried among CIs, counts and timings (issue 22: 451 charts led
+    # by single-value bars); the results dict (metrics/eval.json, a DVC output) renamed in place
+    root, params = repo
+    obqa = {"accuracy": 0.5, "n": 10, "ci_low": 0.2, "ci_high": 0.8, "acc_sum": 0.4}
+    results = {"valid": {"obqa": obqa, "average": {"accuracy": 0.5, "n": 10}}, "eval_wall_s": 3.0}
+    before = json.loads(json.dumps(results))
+    run_id, _ = distill_and_evaluate(root, params, results=results)
+    assert results == before
+    metrics = client().get_run(run_id).data.metrics
+    assert sorted(metrics)[:2] == ["acc/valid/average", "acc/valid/obqa"]  # the run page's metrics table
+    sections = _ui_sections(metrics)
+    assert sections[0] == ("acc/valid", ["acc/valid/average", "acc/valid/obqa"])
+    assert sections[1][0] == "train" and {"train/loss", "train/loss_flan_t5_xl", "train/lr"} <= set(sections[1][1])
+    assert sections[2] == ("valid", ["valid/loss_answer"])  # the loss on valid questions while training
+    details = {"valid.obqa.n", "valid.obqa.ci_low", "valid.obqa.acc_sum", "eval_wall_s", "train.loss_last"}
+    assert details <= set(dict(sections)["Model metrics"])
+    assert not any(k.endswith(".accuracy") for k in metrics)  # each accuracy once, under acc/
 
 
 def test_run_named_by_row_alphas_and_seed(repo, monkeypatch):
@@ -135,7 +167,7 @@ def test_losses_are_visible_while_training(repo):
     run = tracking.start_distill_run(root, params)
     run.log_row({"step": 1, "loss": 2.5, "lr": 1e-4})
     live = client().get_run(run.run_id)
-    assert live.info.status == "RUNNING" and live.data.metrics["train.loss"] == 2.5
+    assert live.info.status == "RUNNING" and live.data.metrics["train/loss"] == 2.5
     tracking.finish_distill_run(run, root, {})
 
 
@@ -183,8 +215,8 @@ def test_evaluate_after_restored_distill_starts_linked_run(repo):
     assert run.data.tags[tracking.TAG_ORIGIN] == "fresh:already-evaluated"
     assert run.data.tags[tracking.TAG_DISTILL_RUN] == first
     assert run.data.tags[tracking.TAG_STUDENT_MD5] == STUDENT_MD5
-    assert [m.value for m in client().get_metric_history(ev.run_id, "train.loss")] == [2.0, 1.5]
-    assert client().get_run(first).data.metrics["valid.average.accuracy"] == 0.5  # the old run untouched
+    assert [m.value for m in client().get_metric_history(ev.run_id, "train/loss")] == [2.0, 1.5]
+    assert client().get_run(first).data.metrics["acc/valid/average"] == 0.5  # the old run untouched
 
 
 def test_run_id_from_another_store_starts_fresh_run(repo):
@@ -348,7 +380,7 @@ def test_train_callback_logs_every_step_live(repo, tiny_tokenizer):
     run = tracking.start_distill_run(root, params)
     train(CausalStudent(tiny_causal(tiny_tokenizer), tiny_tokenizer), examples, cfg, progress=False, on_log=run.log_row)
     tracking.finish_distill_run(run, root, {})
-    for key in ("train.loss", "train.loss_answer", "train.loss_flan_t5_xl", "train.lr"):
+    for key in ("train/loss", "train/loss_answer", "train/loss_flan_t5_xl", "train/lr"):
         assert [m.step for m in client().get_metric_history(run.run_id, key)] == [1, 2, 3, 4], key
 
 

@@ -107,7 +107,7 @@ def test_outage_mid_training_buffers_then_replays_when_the_server_answers(repo, 
     assert seen == [(1, 0), (2, 1), (3, 2), (4, 3), (5, 0), (6, 0)]  # buffered, then replayed at step 5
     assert sum("did not answer" in r.getMessage() for r in caplog.records) == 1  # one warning
     tracking.finish_distill_run(run, root, res)
-    assert [s for s, _ in _history(run.run_id, "train.loss")] == [1, 2, 3, 4, 5, 6]
+    assert [s for s, _ in _history(run.run_id, "train/loss")] == [1, 2, 3, 4, 5, 6]
     import mlflow
 
     assert mlflow.MlflowClient().get_run(run.run_id).info.status == "FINISHED"
@@ -131,7 +131,7 @@ def test_outage_to_the_end_hands_the_buffer_to_evaluate(repo, monkeypatch):
     outage.down = False  # the server is back when evaluate starts
     ev = tracking.open_evaluate_run(root, params)
     assert ev.run_id == run.run_id  # resumed, not a fresh run: distill's run carries its whole curve
-    assert [s for s, _ in _history(run.run_id, "train.loss")] == [1, 2, 3]
+    assert [s for s, _ in _history(run.run_id, "train/loss")] == [1, 2, 3]
     import mlflow
 
     got = mlflow.MlflowClient().get_run(run.run_id)
@@ -153,7 +153,7 @@ def test_a_call_the_server_refuses_is_dropped_not_buffered_or_raised(repo, caplo
         run.log_row({"step": 3, "loss": 1.0})
     assert run.pending == [] and any("refused a logging call" in r.getMessage() for r in caplog.records)
     tracking.finish_distill_run(run, root, {})
-    assert [s for s, _ in _history(run.run_id, "train.loss")] == [1, 3]
+    assert [s for s, _ in _history(run.run_id, "train/loss")] == [1, 3]
     assert mlflow.MlflowClient().get_run(run.run_id).info.status == "FINISHED"
 
 
@@ -182,7 +182,7 @@ def test_the_outage_warning_masks_a_password_the_error_quotes(repo, monkeypatch,
     assert "hunter2" not in caplog.text and "alice:***@mlflow.example" in caplog.text
     down[0] = False
     tracking.finish_distill_run(run, root, {})
-    assert [s for s, _ in _history(run.run_id, "train.loss")] == [1]
+    assert [s for s, _ in _history(run.run_id, "train/loss")] == [1]
 
 
 def test_a_server_down_at_start_is_reported_in_seconds(repo, monkeypatch):
@@ -313,7 +313,7 @@ def test_distill_stage_survives_a_real_server_that_stops_mid_training(tmp_path, 
         import mlflow
 
         mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-        hist = mlflow.MlflowClient().get_metric_history(info["run_id"], "train.loss")
+        hist = mlflow.MlflowClient().get_metric_history(info["run_id"], "train/loss")
         assert sorted(m.step for m in hist) == list(range(1, 41))
         assert mlflow.MlflowClient().get_run(info["run_id"]).info.status == "FINISHED"
     finally:

@@ -219,9 +219,7 @@ def run_one(root: Path, cfg: StudyConfig, arm: str, seed: int, out: Path, progre
     if cfg.mlflow:
         from .. import tracking
 
-        flat_eval = {
-            f"{cfg.eval_split}.{b}.{k}": v for b, m in per.items() for k, v in m.items() if isinstance(v, (int, float))
-        }
+        flat_eval = tracking.eval_metrics({cfg.eval_split: per})  # acc/<split>/<b> first in the UI
         tracking.log_run(
             root,
             cfg.experiment,

@@ -4,10 +4,12 @@ What a run holds (one run per trained student, spanning the ``distill`` and ``ev
 
 - ``distill`` starts the run (name: grid row / DVC experiment, alphas, seed: ``no_icl a=1,1,0.5 s0``),
   logs params, tags and its input datasets (prepared splits and each used rationale cache, the DVC
-  md5 from ``dvc.lock`` as digest), then the training losses *live* (``train.loss``, ``train.loss_<teacher>``,
-  ``train.lr`` per logged step) and CPU/memory system metrics, and writes the run id to
+  md5 from ``dvc.lock`` as digest), then the training losses *live* (``train/loss``, ``train/loss_<teacher>``,
+  ``train/lr`` per logged step) and CPU/memory system metrics, and writes the run id to
   ``metrics/mlflow_run.json`` (a small DVC output of ``distill``, next to the metrics).
-- ``evaluate`` resumes that run (``start_run(run_id=...)``) and adds the per-benchmark metrics, the
+- ``evaluate`` resumes that run (``start_run(run_id=...)``) and adds the per-benchmark metrics
+  (``acc/valid/<benchmark>`` and ``acc/valid/average`` first in the UI; n, CIs and the rest as
+  ``valid.<benchmark>.<key>``: ``names.py``), the
   evaluation datasets, the metric files and the student as an MLflow model (transformers flavour,
   registered as a version of ``tracking.registered_model``). When there is no usable run to resume
   (no run file, a run id from another store, or a run already evaluated because DVC restored
@@ -59,6 +61,7 @@ from .handover import (
 )
 from .lineage import DatasetRef, dvc_hashes, dvc_md5, evaluation_datasets, git_info, training_datasets
 from .names import (
+    ACC,
     PARENT_ENV,
     TAG_DISTILL_RUN,
     TAG_DISTILLED,
@@ -66,8 +69,13 @@ from .names import (
     TAG_KIND,
     TAG_ORIGIN,
     TAG_STUDENT_MD5,
+    acc_metric,
+    eval_metrics,
     flatten,
+    has_accuracy,
+    row_metric,
     run_name,
+    split_metrics,
 )
 from .run import (
     MODEL_ARTIFACT,
@@ -101,6 +109,7 @@ from .store import (
 )
 
 __all__ = [
+    "ACC",
     "EXPERIMENT_KIND",
     "EXPERIMENT_KIND_TAG",
     "FAST_HTTP",
@@ -123,6 +132,7 @@ __all__ = [
     "Run",
     "TrackingUnavailable",
     "_mlflow",
+    "acc_metric",
     "check_server",
     "child_runs",
     "compare_url",
@@ -132,6 +142,7 @@ __all__ = [
     "dvc_md5",
     "end_parent",
     "ensure_experiment",
+    "eval_metrics",
     "evaluation_datasets",
     "experiment_name",
     "fast_http",
@@ -139,6 +150,7 @@ __all__ = [
     "finish_evaluate_run",
     "flatten",
     "git_info",
+    "has_accuracy",
     "log_report_run",
     "log_run",
     "main_repo_root",
@@ -148,11 +160,13 @@ __all__ = [
     "parent_run",
     "register_best",
     "replay_pending",
+    "row_metric",
     "row_runs",
     "run_name",
     "runs_url",
     "section",
     "shown_uri",
+    "split_metrics",
     "start_distill_run",
     "start_parent",
     "tracking_config",

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .names import PARENT_ENV, TAG_KIND, flatten
+from .names import PARENT_ENV, TAG_KIND, acc_metric, flatten, has_accuracy
 from .run import Run
 from .store import _mlflow, ensure_experiment, experiment_name, shown_uri, tracking_config
 
@@ -70,7 +70,7 @@ def child_runs(root: Path, parent_run_id: str) -> list:
 def register_best(
     root: Path,
     parent_run_id: str,
-    metric: str = "valid.average.accuracy",
+    metric: str = acc_metric("valid", "average"),
     registered_model: str | None = None,
     alias: str = "best-valid",
 ) -> tuple[str, str]:
@@ -152,7 +152,7 @@ def row_runs(root: Path, experiment: str | None = None) -> list[dict]:
     out = []
     for r in runs:
         row = r.data.tags.get("row")
-        if not row or not any(k.endswith(".accuracy") for k in r.data.metrics):
+        if not row or not has_accuracy(r.data.metrics):
             continue
         seed = r.data.params.get("distill.seed")
         out.append(

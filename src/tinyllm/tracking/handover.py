@@ -21,6 +21,7 @@ from .names import (
     TAG_KIND,
     TAG_ORIGIN,
     TAG_STUDENT_MD5,
+    eval_metrics,
     flatten,
     run_name,
 )
@@ -285,13 +286,13 @@ def finish_evaluate_run(
     prepared: str = "data/prepared",
     predictions: Path | None = None,
 ) -> None:
-    """Per-benchmark metrics (``valid.obqa.accuracy``, ``valid.average.accuracy``...), the evaluated
-    splits as datasets, the metric files, optionally the student as a registered model; the run
-    ended FINISHED."""
+    """Per-benchmark metrics (``acc/valid/obqa``, ``acc/valid/average``, ``valid.obqa.n``...: names.py),
+    the evaluated splits as datasets, the metric files, optionally the student as a registered
+    model; the run ended FINISHED."""
     if not run.run_id:
         return
     run.log_datasets(evaluation_datasets(run.root, eval_splits, prepared))
-    run.log_metrics(results)
+    run.log_metrics(eval_metrics(results))
     run.log_metrics(extra_metrics or {})
     run.log_artifacts(list(artifacts))
     for split_dir in sorted(Path(predictions).glob("*")) if predictions else []:

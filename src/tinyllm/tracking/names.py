@@ -1,5 +1,5 @@
 """What things are called in MLflow: the run's name, the tags that link runs, the environment
-variable that makes a run a child, and the metric names of flattened results and training rows."""
+variable that makes a run a child, and the metric names (accuracy first in the UI, see below)."""
 
 from __future__ import annotations
 
@@ -42,5 +42,54 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _row_metric(key: str) -> str:
-    return f"valid.{key[len('valid_') :]}" if key.startswith("valid_") else f"train.{key}"
+# Metric names, for the MLflow UI: it groups a run's charts into sections by the name before the
+# last "/" and lists sections alphabetically, then "Model metrics" (names without "/"), then
+# "System metrics" ("system/..."); charts and metric tables are alphabetical within. So:
+# - acc/<split>/<benchmark|average>  the headline accuracy: first section, first metrics;
+# - train/<key>, valid/<key>         the live training curves (loss, loss_<task>, lr; the loss on
+#                                    the valid questions), right after;
+# - <split>.<benchmark>.<key>        everything else, under "Model metrics" after them: n, CIs,
+#   train.<key>, ...                 per-rule accuracies, chance, majority, timings, summaries.
+# metrics/eval.json (DVC) keeps its own layout: only the names sent to MLflow follow this.
+ACC = "acc"
+_SPLITS = ("train", "valid", "test")
+
+
+def acc_metric(split: str, benchmark: str) -> str:
+    """``acc/valid/obqa``: the MLflow name of a split's headline accuracy on a benchmark (or ``average``)."""
+    return f"{ACC}/{split}/{benchmark}"
+
+
+def row_metric(key: str) -> str:
+    """A training-log column as a live curve: ``valid/<loss_task>`` for ``valid_<loss_task>``, else
+    ``train/<key>`` (loss, loss_answer, loss_<teacher>, lr, tokens_per_s)."""
+    return f"valid/{key[len('valid_') :]}" if key.startswith("valid_") else f"train/{key}"
+
+
+def eval_metrics(results: dict) -> dict:
+    """Evaluation results ``{split: {benchmark: {accuracy, n, ci_low, ...}}, <key>: value}`` as MLflow
+    metrics: each ``accuracy`` as ``acc/<split>/<benchmark>``, the rest flattened (``valid.obqa.n``)."""
+    out = {}
+    for key, value in flatten(results).items():
+        split, _, rest = key.partition(".")
+        benchmark, _, name = rest.partition(".")
+        out[acc_metric(split, benchmark) if name == "accuracy" and split in _SPLITS else key] = value
+    return out
+
+
+def split_metrics(flat: dict) -> dict[str, dict[str, dict[str, float]]]:
+    """``{split: {benchmark|average: {accuracy, n, ...}}}`` from a run's MLflow metrics: the names
+    ``eval_metrics`` gives, and the ``valid.obqa.accuracy`` of runs logged before them."""
+    out: dict = {}
+    for k, v in flat.items():
+        acc = k.startswith(ACC + "/")
+        parts = k.split("/")[1:] + ["accuracy"] if acc else k.split(".")
+        if len(parts) == 3 and parts[0] in _SPLITS and isinstance(v, (int, float)):
+            split, benchmark, name = parts
+            out.setdefault(split, {}).setdefault(benchmark, {})[name] = float(v)
+    return out
+
+
+def has_accuracy(metrics: dict) -> bool:
+    """Whether a run's metrics hold an evaluation's accuracy (either naming)."""
+    return any(k.startswith(ACC + "/") or k.endswith(".accuracy") for k in metrics)

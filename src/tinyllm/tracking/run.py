@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .lineage import DatasetRef, _log_datasets
-from .names import TAG_KIND, _row_metric, flatten
+from .names import TAG_KIND, flatten, row_metric
 from .store import _is_outage, _mlflow, _short, fast_http, shown_uri
 
 log = logging.getLogger(__name__)
@@ -103,11 +103,11 @@ class Run:
         return True
 
     def log_row(self, row: dict) -> None:
-        """One logged training step (``train()``'s ``on_log`` callback) at ``step``: ``train.<key>``
-        (loss, loss_answer, loss_<teacher>, lr, ...), and ``valid.<loss_task>`` for ``valid_<loss_task>``."""
+        """One logged training step (``train()``'s ``on_log`` callback) at ``step``: ``train/<key>``
+        (loss, loss_answer, loss_<teacher>, lr, ...), and ``valid/<loss_task>`` for ``valid_<loss_task>``."""
         if self.run_id:
             step = int(row["step"])
-            metrics = {_row_metric(k): float(v) for k, v in row.items() if k != "step"}
+            metrics = {row_metric(k): float(v) for k, v in row.items() if k != "step"}
             self._send({"op": "metrics", "metrics": metrics, "step": step, "ts": int(time.time() * 1000)})
 
     def log_metrics(self, metrics: dict, prefix: str = "") -> None:
