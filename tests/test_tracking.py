@@ -161,6 +161,49 @@ def test_run_named_by_row_alphas_and_seed(repo, monkeypatch):
     assert tracking.run_name(params) == f"{params['tracking']['experiment']} a=- s3"
 
 
+def test_run_named_by_the_row_when_dvc_made_up_the_experiment_name(repo, monkeypatch):
+    # guards: a `dvc exp run` without -n named after DVC's made-up name (`bumpy-scup`) in MLflow
+    # instead of the grid row / experiment (issue 22), and a given name of that shape dropped
+    from dvc.repo.experiments.utils import gen_random_name
+
+    root, params = repo
+    for _ in range(20):
+        monkeypatch.setenv("DVC_EXP_NAME", gen_random_name())
+        assert tracking.run_name(params) == "no_icl a=1,0.5 s3"
+    for given in ("my-try", "full_ft-s1", "small-test"):  # small-test: the shape of DVC's names, not its words
+        monkeypatch.setenv("DVC_EXP_NAME", given)
+        assert tracking.run_name(params) == f"{given} a=1,0.5 s3"
+    params["tracking"]["row"] = "default"
+    monkeypatch.setenv("DVC_EXP_NAME", gen_random_name())
+    assert tracking.run_name(params) == f"{params['tracking']['experiment']} a=1,0.5 s3"
+
+
+def test_dvc_exp_run_hands_its_name_to_the_run_name(tmp_path):
+    # guards: the variable `dvc exp run` passes the experiment name to a stage command in (the
+    # installed DVC's DVC_EXP_NAME): `-n NAME` names the run, DVC's made-up name gives way to the row
+    from pipeline_copy import ROOT, base_env, run
+
+    env = base_env()
+    params = {"tracking": {"experiment": "exp", "row": "no_icl"}, "distill": {"alphas": {}, "seed": 2}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "name.py").write_text(
+        f"import sys, yaml\nsys.path.insert(0, {str(ROOT / 'src')!r})\nfrom tinyllm.tracking import run_name\n"
+        "open('name.txt', 'w').write(run_name(yaml.safe_load(open('params.yaml'))))\n"
+    )
+    stage = {"cmd": "python name.py", "deps": ["name.py"], "params": ["tracking", "distill"], "outs": ["name.txt"]}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"name": stage}}))
+    run(["git", "init", "-q"], tmp_path, env)
+    run(["git", "config", "user.email", "t@t"], tmp_path, env)
+    run(["git", "config", "user.name", "t"], tmp_path, env)
+    run(["dvc", "init", "-q"], tmp_path, env)
+    run(["git", "add", "-A"], tmp_path, env)
+    run(["git", "commit", "-q", "-m", "stage"], tmp_path, env)
+    run(["dvc", "exp", "run", "-q", "-n", "my-try"], tmp_path, env)
+    assert (tmp_path / "name.txt").read_text() == "my-try a=- s2"
+    run(["dvc", "exp", "run", "-q", "-S", "distill.seed=3"], tmp_path, env)  # no -n: DVC makes one up
+    assert (tmp_path / "name.txt").read_text() == "no_icl a=- s3"
+
+
 def test_losses_are_visible_while_training(repo):
     # guards: losses written only at the end (no live curve while a run trains)
     root, params = repo

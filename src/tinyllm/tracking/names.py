@@ -3,7 +3,9 @@ variable that makes a run a child, and the metric names (accuracy first in the U
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 
 from .store import section
 
@@ -14,21 +16,48 @@ TAG_ORIGIN = "tinyllm.run_origin"
 TAG_STUDENT_MD5 = "tinyllm.student_md5"
 TAG_DISTILL_RUN = "tinyllm.distill_run_id"
 TAG_KIND = "tinyllm.kind"  # training | grid (parent) | report
+_DVC_NAME = re.compile(r"[a-z]{5}-[a-z]{4}")  # the shape of DVC's made-up experiment names
 
 
 def run_name(params: dict) -> str:
     """What the run is: ``<DVC experiment or grid row> a=<alphas> s<seed>``, e.g. ``no_icl a=1,1,0.5 s0``.
 
-    The name comes first from ``DVC_EXP_NAME`` (set by ``dvc exp run``), else ``tracking.row``, else
-    the experiment name for the default profile; the alphas are those > 0 in params order (``a=-``:
-    label-only fine-tuning); ``+lora`` marks a LoRA run.
+    The name is the DVC experiment's (``dvc exp run -n NAME``, a grid row's ``<row>[-s<seed>]``;
+    DVC hands it to the stage as ``DVC_EXP_NAME``) unless DVC made it up (no ``-n``: ``bumpy-scup``,
+    kept in the run's ``dvc_exp_name`` tag), else ``tracking.row``, else the experiment name for the
+    default profile; the alphas are those > 0 in params order (``a=-``: label-only fine-tuning);
+    ``+lora`` marks a LoRA run.
     """
     track, distill = section(params, "tracking"), section(params, "distill")
-    name = os.environ.get("DVC_EXP_NAME") or (track.row if track.row != "default" else track.experiment)
+    exp = os.environ.get("DVC_EXP_NAME", "")
+    name = exp if exp and not dvc_made_up(exp) else (track.row if track.row != "default" else track.experiment)
     alphas = [f"{float(a):g}" for a in distill.alphas.values() if a and float(a) > 0]
     lora = " +lora" if distill.lora else ""
     untrained = " untrained" if distill.steps == 0 else ""
     return f"{name} a={','.join(alphas) or '-'} s{distill.seed}{lora}{untrained}"
+
+
+def dvc_made_up(name: str) -> bool:
+    """Whether ``name`` is one DVC makes up for a ``dvc exp run`` without ``-n`` (its
+    ``gen_random_name``: a 5-letter adjective and a 4-letter noun of its word lists); the shape
+    alone where those lists cannot be read."""
+    if not _DVC_NAME.fullmatch(name):
+        return False
+    words = _dvc_name_words()
+    return not words or all(w in words for w in name.split("-"))
+
+
+@functools.cache
+def _dvc_name_words() -> frozenset[str]:
+    """The words of DVC's made-up experiment names: DVC 3.67 keeps its adjective and noun lists as
+    tuple constants of ``dvc.repo.experiments.utils.gen_random_name`` (imported only for a name of
+    that shape, ~0.5 s); empty where DVC is not installed or keeps them elsewhere."""
+    try:
+        from dvc.repo.experiments.utils import gen_random_name
+    except ImportError:
+        return frozenset()
+    consts = getattr(getattr(gen_random_name, "__code__", None), "co_consts", ())
+    return frozenset(w for c in consts if isinstance(c, tuple) for w in c if isinstance(w, str))
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
