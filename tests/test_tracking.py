@@ -427,6 +427,28 @@ def test_train_callback_logs_every_step_live(repo, tiny_tokenizer):
         assert [m.step for m in client().get_metric_history(run.run_id, key)] == [1, 2, 3, 4], key
 
 
+def test_only_the_tracking_package_imports_mlflow_and_only_when_used():
+    # guards: mlflow calls spreading outside tinyllm.tracking, and an import of tinyllm.tracking
+    # loading mlflow (~1-3 s) in stages and scripts that never track
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    outside = []
+    for folder in ("src", "stages", "scripts", "benchmarks"):
+        for f in sorted((root / folder).rglob("*.py")):
+            if f.is_relative_to(root / "src" / "tinyllm" / "tracking"):
+                continue
+            for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                names += [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+                outside += [f"{f.relative_to(root)}: {n}" for n in names if n.split(".")[0] == "mlflow"]
+    assert not outside
+    code = "import sys, tinyllm.tracking; print('mlflow' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout == "False\n"
+
+
 def test_ui_links_open_on_the_runs_table():
     # guards: printed links landing on the GenAI overview (MLflow 3.17 follows the workflowType toggle)
     url = tracking.runs_url("http://127.0.0.1:5000/", "7")
