@@ -304,8 +304,8 @@ def _fake_store(root: Path, runs: list[tuple[dict, dict]]) -> dict[str, str]:
 
 
 def _metrics(accs: dict[str, float], split="valid", n: int = 100) -> dict:
-    m = {f"{split}.{b}.accuracy": a for b, a in accs.items()} | {f"{split}.{b}.n": n for b in accs}
-    m[f"{split}.average.accuracy"] = sum(accs.values()) / len(accs)
+    m = {f"acc/{split}/{b}": a for b, a in accs.items()} | {f"{split}.{b}.n": n for b in accs}
+    m[f"acc/{split}/average"] = sum(accs.values()) / len(accs)
     return m
 
 
@@ -404,6 +404,19 @@ def test_report_takes_the_latest_run_per_row_and_equals_its_metrics(fake_repo):
         "report/accuracy_ci.png",
     } <= arts
     assert set(report.collect_mlflow(root)) == {"full_ft", "tinyllm", "alpha_0.1", "inference"}
+
+
+def test_report_reads_runs_logged_with_the_older_metric_names(fake_repo):
+    # guards: runs logged before the acc/<split>/<benchmark> names (valid.arc.accuracy) vanishing
+    # from the report, the grid's status and the UI link once evaluate logs the new names
+    root, _ = fake_repo
+    old = {"valid.arc.accuracy": 0.3, "valid.arc.n": 100, "valid.average.accuracy": 0.3}
+    ids = _fake_store(root, [({"row": "full_ft", "student": "tiny", "headline": "score"}, old)])
+    found = report.collect_mlflow(root)
+    assert found["full_ft"]["run_id"] == ids["full_ft"]
+    assert found["full_ft"]["runs"][None]["metrics"] == {
+        "valid": {"arc": {"accuracy": 0.3, "n": 100.0}, "average": {"accuracy": 0.3}}
+    }
 
 
 def test_report_puts_the_papers_row_beside_ours_for_a_paper_student(fake_repo):

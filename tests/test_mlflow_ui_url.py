@@ -29,7 +29,7 @@ def test_link_opens_the_experiments_runs_table_in_model_training_view(tmp_path, 
     exp_id = mlflow.create_experiment("tinyllm", artifact_location=(tmp_path / "a").as_uri())
     with mlflow.start_run(experiment_id=exp_id):
         mlflow.set_tag("row", "default")
-        mlflow.log_metric("valid.average.accuracy", 0.4)
+        mlflow.log_metric("acc/valid/average", 0.4)
     assert cli.main(["--root", str(tmp_path), "--ui", "http://127.0.0.1:5001"]) == 0
     out = capsys.readouterr().out
     assert f"http://127.0.0.1:5001/#/experiments/{exp_id}/runs?workflowType=machine_learning" in out

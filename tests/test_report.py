@@ -127,14 +127,14 @@ YN_LABELS = [0] * 30 + [1] * 10  # bioasq: "yes" 30 of 40
 def _log(mlflow, row, seed, correct_by_b, artifacts_dir: Path | None):
     metrics, files = {}, []
     for b, (correct, k, labels) in correct_by_b.items():
-        metrics[f"valid.{b}.accuracy"], metrics[f"valid.{b}.n"] = float(np.mean(correct)), N
+        metrics[f"acc/valid/{b}"], metrics[f"valid.{b}.n"] = float(np.mean(correct)), N
         p = make_preds(correct, k, labels)
         if artifacts_dir is not None:
             f = artifacts_dir / row / f"seed{seed}" / "valid" / f"{b}.jsonl"
             f.parent.mkdir(parents=True, exist_ok=True)
             f.write_text("".join(json.dumps(x) + "\n" for x in p))
             files.append(f)
-    metrics["valid.average.accuracy"] = float(np.mean([np.mean(c) for c, _, _ in correct_by_b.values()]))
+    metrics["acc/valid/average"] = float(np.mean([np.mean(c) for c, _, _ in correct_by_b.values()]))
     with mlflow.start_run():
         mlflow.set_tags({"row": row, "student": "tiny", "headline": "score"})
         mlflow.log_params({"distill.seed": seed})

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tinyllm import tracking
+from tinyllm.redact import redact_uri
 
 PREPARED_MD5 = "0123456789abcdef0123456789abcdef.dir"
 CACHE_MD5 = "fedcba9876543210fedcba9876543210.dir"
@@ -103,16 +104,48 @@ def test_one_run_spans_distill_and_evaluate(repo):
     distill_id, eval_id = distill_and_evaluate(root, params)
     assert eval_id == distill_id
     run = client().get_run(distill_id)
-    assert [m.step for m in client().get_metric_history(distill_id, "train.loss")] == [1, 2, 3]
-    assert run.data.metrics["valid.obqa.accuracy"] == 0.5
+    assert [m.step for m in client().get_metric_history(distill_id, "train/loss")] == [1, 2, 3]
+    assert run.data.metrics["acc/valid/obqa"] == 0.5
     assert run.data.metrics["train.loss_last"] == 1.0
-    assert run.data.metrics["valid.loss_answer"] == 0.9  # train()'s valid_loss_<task> rows
+    assert run.data.metrics["valid/loss_answer"] == 0.9  # train()'s valid_loss_<task> rows
     assert run.info.status == "FINISHED"
     assert run.data.tags[tracking.TAG_ORIGIN] == "distill"
     assert run.data.tags[tracking.TAG_STUDENT_MD5] == STUDENT_MD5
     assert run.data.params["distill.seed"] == "3" and run.data.params["evaluate.headline"] == "score"
     assert "teachers.local_t.backend" in run.data.params and "teachers.unused_t.backend" not in run.data.params
     assert json.loads((root / tracking.RUN_FILE).read_text())["run_id"] == distill_id
+
+
+def _ui_sections(names) -> list[tuple[str, list[str]]]:
+    """Chart sections of a run as MLflow 3.17's UI orders them (RunsChartsCardConfig's
+    extractChartSectionName and getBaseChartAndSectionConfigs): a section is the name before the
+    last "/"; named sections alphabetically, then "Model metrics" (no "/"), then "System metrics"."""
+    sections: dict[str, list[str]] = {}
+    for n in sorted(names):
+        s = n.rpartition("/")[0]
+        sections.setdefault({"": "Model metrics", "system": "System metrics"}.get(s, s), []).append(n)
+    named = sorted(s for s in sections if s not in ("Model metrics", "System metrics"))
+    return [(s, sections[s]) for s in [*named, "Model metrics", "System metrics"] if s in sections]
+
+
+def test_accuracy_sorts_first_in_the_ui_then_the_training_curves(repo):
+    # guards: the headline accuracy buried among CIs, counts and timings (issue 22: 451 charts led
+    # by single-value bars); the results dict (metrics/eval.json, a DVC output) renamed in place
+    root, params = repo
+    obqa = {"accuracy": 0.5, "n": 10, "ci_low": 0.2, "ci_high": 0.8, "acc_sum": 0.4}
+    results = {"valid": {"obqa": obqa, "average": {"accuracy": 0.5, "n": 10}}, "eval_wall_s": 3.0}
+    before = json.loads(json.dumps(results))
+    run_id, _ = distill_and_evaluate(root, params, results=results)
+    assert results == before
+    metrics = client().get_run(run_id).data.metrics
+    assert sorted(metrics)[:2] == ["acc/valid/average", "acc/valid/obqa"]  # the run page's metrics table
+    sections = _ui_sections(metrics)
+    assert sections[0] == ("acc/valid", ["acc/valid/average", "acc/valid/obqa"])
+    assert sections[1][0] == "train" and {"train/loss", "train/loss_flan_t5_xl", "train/lr"} <= set(sections[1][1])
+    assert sections[2] == ("valid", ["valid/loss_answer"])  # the loss on valid questions while training
+    details = {"valid.obqa.n", "valid.obqa.ci_low", "valid.obqa.acc_sum", "eval_wall_s", "train.loss_last"}
+    assert details <= set(dict(sections)["Model metrics"])
+    assert not any(k.endswith(".accuracy") for k in metrics)  # each accuracy once, under acc/
 
 
 def test_run_named_by_row_alphas_and_seed(repo, monkeypatch):
@@ -128,13 +161,56 @@ def test_run_named_by_row_alphas_and_seed(repo, monkeypatch):
     assert tracking.run_name(params) == f"{params['tracking']['experiment']} a=- s3"
 
 
+def test_run_named_by_the_row_when_dvc_made_up_the_experiment_name(repo, monkeypatch):
+    # guards: a `dvc exp run` without -n named after DVC's made-up name (`bumpy-scup`) in MLflow
+    # instead of the grid row / experiment (issue 22), and a given name of that shape dropped
+    from dvc.repo.experiments.utils import gen_random_name
+
+    root, params = repo
+    for _ in range(20):
+        monkeypatch.setenv("DVC_EXP_NAME", gen_random_name())
+        assert tracking.run_name(params) == "no_icl a=1,0.5 s3"
+    for given in ("my-try", "full_ft-s1", "small-test"):  # small-test: the shape of DVC's names, not its words
+        monkeypatch.setenv("DVC_EXP_NAME", given)
+        assert tracking.run_name(params) == f"{given} a=1,0.5 s3"
+    params["tracking"]["row"] = "default"
+    monkeypatch.setenv("DVC_EXP_NAME", gen_random_name())
+    assert tracking.run_name(params) == f"{params['tracking']['experiment']} a=1,0.5 s3"
+
+
+def test_dvc_exp_run_hands_its_name_to_the_run_name(tmp_path):
+    # guards: the variable `dvc exp run` passes the experiment name to a stage command in (the
+    # installed DVC's DVC_EXP_NAME): `-n NAME` names the run, DVC's made-up name gives way to the row
+    from pipeline_copy import ROOT, base_env, run
+
+    env = base_env()
+    params = {"tracking": {"experiment": "exp", "row": "no_icl"}, "distill": {"alphas": {}, "seed": 2}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "name.py").write_text(
+        f"import sys, yaml\nsys.path.insert(0, {str(ROOT / 'src')!r})\nfrom tinyllm.tracking import run_name\n"
+        "open('name.txt', 'w').write(run_name(yaml.safe_load(open('params.yaml'))))\n"
+    )
+    stage = {"cmd": "python name.py", "deps": ["name.py"], "params": ["tracking", "distill"], "outs": ["name.txt"]}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"name": stage}}))
+    run(["git", "init", "-q"], tmp_path, env)
+    run(["git", "config", "user.email", "t@t"], tmp_path, env)
+    run(["git", "config", "user.name", "t"], tmp_path, env)
+    run(["dvc", "init", "-q"], tmp_path, env)
+    run(["git", "add", "-A"], tmp_path, env)
+    run(["git", "commit", "-q", "-m", "stage"], tmp_path, env)
+    run(["dvc", "exp", "run", "-q", "-n", "my-try"], tmp_path, env)
+    assert (tmp_path / "name.txt").read_text() == "my-try a=- s2"
+    run(["dvc", "exp", "run", "-q", "-S", "distill.seed=3"], tmp_path, env)  # no -n: DVC makes one up
+    assert (tmp_path / "name.txt").read_text() == "no_icl a=- s3"
+
+
 def test_losses_are_visible_while_training(repo):
     # guards: losses written only at the end (no live curve while a run trains)
     root, params = repo
     run = tracking.start_distill_run(root, params)
     run.log_row({"step": 1, "loss": 2.5, "lr": 1e-4})
     live = client().get_run(run.run_id)
-    assert live.info.status == "RUNNING" and live.data.metrics["train.loss"] == 2.5
+    assert live.info.status == "RUNNING" and live.data.metrics["train/loss"] == 2.5
     tracking.finish_distill_run(run, root, {})
 
 
@@ -182,8 +258,8 @@ def test_evaluate_after_restored_distill_starts_linked_run(repo):
     assert run.data.tags[tracking.TAG_ORIGIN] == "fresh:already-evaluated"
     assert run.data.tags[tracking.TAG_DISTILL_RUN] == first
     assert run.data.tags[tracking.TAG_STUDENT_MD5] == STUDENT_MD5
-    assert [m.value for m in client().get_metric_history(ev.run_id, "train.loss")] == [2.0, 1.5]
-    assert client().get_run(first).data.metrics["valid.average.accuracy"] == 0.5  # the old run untouched
+    assert [m.value for m in client().get_metric_history(ev.run_id, "train/loss")] == [2.0, 1.5]
+    assert client().get_run(first).data.metrics["acc/valid/average"] == 0.5  # the old run untouched
 
 
 def test_run_id_from_another_store_starts_fresh_run(repo):
@@ -271,6 +347,26 @@ def test_register_best_without_models_names_the_run(repo):
         tracking.register_best(root, pid, registered_model="nothing-registered")
 
 
+def test_experiment_and_model_names_come_from_params_yaml_through_the_typed_config(repo):
+    # guards: tracking re-reading params.yaml with defaults of its own: register_best looked for
+    # 'tinyllm-student' whatever tracking.registered_model said, parent runs went to `tinyllm`,
+    # and a misspelt key fell back to the default without a word
+    from tinyllm.config import ParamsError
+
+    root, params = repo
+    exp = params["tracking"]["experiment"]
+    (root / "params.yaml").write_text(yaml.safe_dump({"tracking": {"experiment": exp, "registered_model": "mine"}}))
+    assert tracking.experiment_name(root) == exp and tracking.experiment_name(root, "other") == "other"
+    with tracking.parent_run(root, "grid") as pid:
+        distill_and_evaluate(root, params)
+    assert client().get_run(pid).info.experiment_id == client().get_experiment_by_name(exp).experiment_id
+    with pytest.raises(ValueError, match="no version of model 'mine'"):
+        tracking.register_best(root, pid)
+    (root / "params.yaml").write_text(yaml.safe_dump({"tracking": {"experimnt": exp}}))
+    with pytest.raises(ParamsError, match="experimnt"):
+        tracking.experiment_name(root)
+
+
 def test_system_metrics_logged_per_run(repo, monkeypatch):
     # guards: no CPU/memory curves in the run (system metrics not enabled)
     root, params = repo
@@ -287,9 +383,20 @@ def test_system_metrics_logged_per_run(repo, monkeypatch):
 
 def test_tracking_uri_redacted_in_logs():
     # guards: user:password of a tracking URI printed in the stage log (issue 12 item 13)
-    shown = tracking._redact("postgresql://alice:s3cret@db:5432/mlflow")
+    shown = redact_uri("postgresql://alice:s3cret@db:5432/mlflow")
     assert "s3cret" not in shown and shown.endswith("@db:5432/mlflow")
-    assert tracking._redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert redact_uri("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_report_run_logs_more_metrics_than_one_request_holds(repo):
+    # guards: the hand-made 500-metric chunks removed from log_report_run: MlflowClient.log_batch
+    # splits a larger batch itself (the store refuses over 1000 metrics a request)
+    root, params = repo
+    metrics = {f"row.b{i}.accuracy": i / 2500 for i in range(2500)} | {"not_a_number": float("nan")}
+    run_id = tracking.log_report_run(root, params["tracking"]["experiment"], [], {"grid": "g"}, metrics)
+    run = client().get_run(run_id)
+    assert len(run.data.metrics) == 2500 and run.data.metrics["row.b2499.accuracy"] == 2499 / 2500
+    assert run.info.run_name == "report" and run.data.tags["kind"] == "report"
 
 
 def test_train_callback_logs_every_step_live(repo, tiny_tokenizer):
@@ -316,8 +423,30 @@ def test_train_callback_logs_every_step_live(repo, tiny_tokenizer):
     run = tracking.start_distill_run(root, params)
     train(CausalStudent(tiny_causal(tiny_tokenizer), tiny_tokenizer), examples, cfg, progress=False, on_log=run.log_row)
     tracking.finish_distill_run(run, root, {})
-    for key in ("train.loss", "train.loss_answer", "train.loss_flan_t5_xl", "train.lr"):
+    for key in ("train/loss", "train/loss_answer", "train/loss_flan_t5_xl", "train/lr"):
         assert [m.step for m in client().get_metric_history(run.run_id, key)] == [1, 2, 3, 4], key
+
+
+def test_only_the_tracking_package_imports_mlflow_and_only_when_used():
+    # guards: mlflow calls spreading outside tinyllm.tracking, and an import of tinyllm.tracking
+    # loading mlflow (~1-3 s) in stages and scripts that never track
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    outside = []
+    for folder in ("src", "stages", "scripts", "benchmarks"):
+        for f in sorted((root / folder).rglob("*.py")):
+            if f.is_relative_to(root / "src" / "tinyllm" / "tracking"):
+                continue
+            for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                names += [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+                outside += [f"{f.relative_to(root)}: {n}" for n in names if n.split(".")[0] == "mlflow"]
+    assert not outside
+    code = "import sys, tinyllm.tracking; print('mlflow' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout == "False\n"
 
 
 def test_ui_links_open_on_the_runs_table():

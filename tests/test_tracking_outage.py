@@ -90,7 +90,7 @@ def test_outage_mid_training_buffers_then_replays_when_the_server_answers(repo, 
 
     root, params = repo
     outage = Outage(monkeypatch)
-    monkeypatch.setattr(tracking, "RETRY_EVERY_S", 0.0)
+    monkeypatch.setattr("tinyllm.tracking.run.RETRY_EVERY_S", 0.0)  # where the Run reads it
     run = tracking.start_distill_run(root, params)
     seen = []
 
@@ -107,7 +107,7 @@ def test_outage_mid_training_buffers_then_replays_when_the_server_answers(repo, 
     assert seen == [(1, 0), (2, 1), (3, 2), (4, 3), (5, 0), (6, 0)]  # buffered, then replayed at step 5
     assert sum("did not answer" in r.getMessage() for r in caplog.records) == 1  # one warning
     tracking.finish_distill_run(run, root, res)
-    assert [s for s, _ in _history(run.run_id, "train.loss")] == [1, 2, 3, 4, 5, 6]
+    assert [s for s, _ in _history(run.run_id, "train/loss")] == [1, 2, 3, 4, 5, 6]
     import mlflow
 
     assert mlflow.MlflowClient().get_run(run.run_id).info.status == "FINISHED"
@@ -131,7 +131,7 @@ def test_outage_to_the_end_hands_the_buffer_to_evaluate(repo, monkeypatch):
     outage.down = False  # the server is back when evaluate starts
     ev = tracking.open_evaluate_run(root, params)
     assert ev.run_id == run.run_id  # resumed, not a fresh run: distill's run carries its whole curve
-    assert [s for s, _ in _history(run.run_id, "train.loss")] == [1, 2, 3]
+    assert [s for s, _ in _history(run.run_id, "train/loss")] == [1, 2, 3]
     import mlflow
 
     got = mlflow.MlflowClient().get_run(run.run_id)
@@ -153,15 +153,43 @@ def test_a_call_the_server_refuses_is_dropped_not_buffered_or_raised(repo, caplo
         run.log_row({"step": 3, "loss": 1.0})
     assert run.pending == [] and any("refused a logging call" in r.getMessage() for r in caplog.records)
     tracking.finish_distill_run(run, root, {})
-    assert [s for s, _ in _history(run.run_id, "train.loss")] == [1, 3]
+    assert [s for s, _ in _history(run.run_id, "train/loss")] == [1, 3]
     assert mlflow.MlflowClient().get_run(run.run_id).info.status == "FINISHED"
+
+
+def test_the_outage_warning_masks_a_password_the_error_quotes(repo, monkeypatch, caplog):
+    # guards: MLflow's error quotes the tracking URI with its password ("API request to
+    # http://user:pw@host/... failed"); the warning redacted it as one URI, a no-op on such text
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking.client import MlflowClient
+
+    root, params = repo
+    run = tracking.start_distill_run(root, params)
+    real, down = MlflowClient.log_batch, [True]
+
+    def log_batch(client, *a, **kw):
+        if down[0]:
+            raise MlflowException(
+                "API request to http://alice:hunter2@mlflow.example:5000/api/2.0/mlflow/runs/log-batch failed "
+                "with exception ConnectionError"  # INTERNAL_ERROR: how MLflow wraps a transport failure
+            )
+        return real(client, *a, **kw)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+    with caplog.at_level(logging.WARNING, logger="tinyllm.tracking"):
+        run.log_row({"step": 1, "loss": 1.0})
+    assert run.pending and "did not answer" in caplog.text  # taken as an outage: buffered
+    assert "hunter2" not in caplog.text and "alice:***@mlflow.example" in caplog.text
+    down[0] = False
+    tracking.finish_distill_run(run, root, {})
+    assert [s for s, _ in _history(run.run_id, "train/loss")] == [1]
 
 
 def test_a_server_down_at_start_is_reported_in_seconds(repo, monkeypatch):
     # fault 1: the first error came after 4 min 21 s of MLflow's retries
     root, params = repo
     assert tracking.PROBE_S <= 15
-    monkeypatch.setattr(tracking, "PROBE_S", 2.0)
+    monkeypatch.setattr("tinyllm.tracking.store.PROBE_S", 2.0)  # where check_server reads it
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:hunter2@127.0.0.1:{free_port()}")
     t0 = time.perf_counter()
     with pytest.raises(tracking.TrackingUnavailable, match="did not answer within 2 s") as e:
@@ -285,7 +313,7 @@ def test_distill_stage_survives_a_real_server_that_stops_mid_training(tmp_path, 
         import mlflow
 
         mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-        hist = mlflow.MlflowClient().get_metric_history(info["run_id"], "train.loss")
+        hist = mlflow.MlflowClient().get_metric_history(info["run_id"], "train/loss")
         assert sorted(m.step for m in hist) == list(range(1, 41))
         assert mlflow.MlflowClient().get_run(info["run_id"]).info.status == "FINISHED"
     finally:

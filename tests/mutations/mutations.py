@@ -163,7 +163,7 @@ MUTATIONS: list[dict] = [
     # ---- issue 21's fault fixes: each broken back, its test must notice
     {
         "name": "fault 1: a tracking outage raises out of live logging",
-        "file": "src/tinyllm/tracking.py",
+        "file": "src/tinyllm/tracking/run.py",
         "original": "        except Exception as e:  # noqa: BLE001  "
         "(tracking is never the reason a training is lost)\n",
         "broken": "        except ZeroDivisionError as e:  # noqa: BLE001\n",
@@ -171,7 +171,7 @@ MUTATIONS: list[dict] = [
     },
     {
         "name": "fault 1: no probe of the tracking server at start",
-        "file": "src/tinyllm/tracking.py",
+        "file": "src/tinyllm/tracking/handover.py",
         "original": "    check_server(root)\n    mlflow = _mlflow(root)\n",
         "broken": "    mlflow = _mlflow(root)\n",
         "tests": ["tests/test_tracking_outage.py", "-k", "down_at_start"],
@@ -185,7 +185,7 @@ MUTATIONS: list[dict] = [
     },
     {
         "name": "fault 3: orphaned runs not marked",
-        "file": "src/tinyllm/tracking.py",
+        "file": "src/tinyllm/tracking/handover.py",
         "original": "        mark_orphans(root, run.info.experiment_id, keep=run.info.run_id)\n",
         "broken": "        pass\n",
         "tests": ["tests/test_tracking_outage.py", "-k", "killed"],

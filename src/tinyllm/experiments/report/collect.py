@@ -16,14 +16,10 @@ from .columns import NAMES
 
 
 def split_metrics(flat: dict) -> dict[str, dict[str, dict[str, float]]]:
-    """{split: {benchmark|average: {accuracy, n, majority, chance, ...}}} from flat
-    `valid.obqa.accuracy`-style keys (MLflow metrics)."""
-    out: dict = {}
-    for k, v in flat.items():
-        parts = k.split(".")
-        if len(parts) == 3 and parts[0] in ("train", "valid", "test") and isinstance(v, (int, float)):
-            out.setdefault(parts[0], {}).setdefault(parts[1], {})[parts[2]] = float(v)
-    return out
+    """{split: {benchmark|average: {accuracy, n, majority, chance, ...}}} from a run's MLflow
+    metrics (`acc/valid/obqa`, `valid.obqa.n`; older runs' `valid.obqa.accuracy`): tracking's
+    names, read where they are made."""
+    return tracking.split_metrics(flat)
 
 
 def _add_run(found: dict, run: dict, meta: dict) -> None:

@@ -198,9 +198,7 @@ def _log_run(root: Path, cfg: StudyConfig, arm: str, seed: int, run_dir: Path, p
     """The run as an MLflow child run: settings, evaluation metrics, train-log steps, metrics.json."""
     from ... import tracking
 
-    flat_eval = {
-        f"{cfg.eval_split}.{b}.{k}": v for b, m in per.items() for k, v in m.items() if isinstance(v, (int, float))
-    }
+    flat_eval = tracking.eval_metrics({cfg.eval_split: per})  # acc/<split>/<b> first in the UI
     tracking.log_run(
         root,
         cfg.experiment,

@@ -1,0 +1,200 @@
+"""Runs beyond one training: a grid's or study's parent run and its children, the registry alias
+of the best child, self-contained runs (a study arm, the report), and reading runs back for the
+report (``row_runs``, ``download_artifacts``)."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .names import PARENT_ENV, TAG_KIND, acc_metric, flatten, has_accuracy
+from .run import Run
+from .store import _mlflow, ensure_experiment, experiment_name, shown_uri, tracking_config
+
+log = logging.getLogger(__name__)
+
+
+def start_parent(root: Path, name: str, experiment: str | None = None, tags: dict | None = None) -> str:
+    """A parent run (RUNNING) for a grid or study in ``experiment`` (default: params.yaml's); returns
+    its id. End it with :func:`end_parent`."""
+    mlflow = _mlflow(root)
+    exp_id = ensure_experiment(root, experiment_name(root, experiment))
+    run = mlflow.MlflowClient().create_run(
+        exp_id, run_name=name, tags={TAG_KIND: "grid", **{k: str(v) for k, v in (tags or {}).items()}}
+    )
+    log.info("MLflow parent run %s (%s) at %s", run.info.run_id, name, shown_uri(root))
+    return run.info.run_id
+
+
+def end_parent(root: Path, run_id: str, status: str = "FINISHED") -> None:
+    _mlflow(root).MlflowClient().set_terminated(run_id, status)
+
+
+@contextlib.contextmanager
+def parent_run(root: Path, name: str, experiment: str | None = None, tags: dict | None = None) -> Iterator[str]:
+    """``with parent_run(root, "grid 2026-11-25") as pid:`` — runs started inside (in this process
+    or in subprocesses started inside, e.g. ``dvc queue start``) become its children via
+    ``TINYLLM_PARENT_RUN_ID``; the parent ends FAILED if the block raises."""
+    pid = start_parent(root, name, experiment, tags)
+    before = os.environ.get(PARENT_ENV)
+    os.environ[PARENT_ENV] = pid
+    status = "FAILED"
+    try:
+        yield pid
+        status = "FINISHED"
+    finally:
+        if before is None:
+            os.environ.pop(PARENT_ENV, None)
+        else:
+            os.environ[PARENT_ENV] = before
+        end_parent(root, pid, status)
+
+
+def child_runs(root: Path, parent_run_id: str) -> list:
+    """The runs nested under ``parent_run_id`` (``mlflow.entities.Run``), oldest first."""
+    mlflow = _mlflow(root)
+    client = mlflow.MlflowClient()
+    exp_id = client.get_run(parent_run_id).info.experiment_id
+    return client.search_runs(
+        [exp_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10000,
+    )
+
+
+def register_best(
+    root: Path,
+    parent_run_id: str,
+    metric: str = acc_metric("valid", "average"),
+    registered_model: str | None = None,
+    alias: str = "best-valid",
+) -> tuple[str, str]:
+    """Point ``registered_model@alias`` (default: params.yaml's ``tracking.registered_model``, the
+    name the rows registered under) at the student of the child run with the highest ``metric``.
+
+    Returns ``(run_id, version)``. Every evaluated child with ``tracking.log_model: true`` has
+    registered its student as a version; the best child without one is an error naming it.
+    """
+    registered_model = registered_model or tracking_config(root).registered_model
+    client = _mlflow(root).MlflowClient()
+    scored = [r for r in child_runs(root, parent_run_id) if metric in r.data.metrics]
+    if not scored:
+        raise ValueError(f"register_best: no child run of {parent_run_id} has metric {metric!r}")
+    best = max(scored, key=lambda r: r.data.metrics[metric])
+    versions = client.search_model_versions(f"name = '{registered_model}' and run_id = '{best.info.run_id}'")
+    if not versions:
+        raise ValueError(
+            f"register_best: best run {best.info.run_name} ({best.info.run_id}, {metric} = "
+            f"{best.data.metrics[metric]:.4f}) has no version of model {registered_model!r}; "
+            f"run the grid with tracking.log_model=true"
+        )
+    version = max(versions, key=lambda v: int(v.version)).version
+    client.set_registered_model_alias(registered_model, alias, version)
+    client.set_tag(parent_run_id, f"best.{alias}", best.info.run_id)
+    log.info(
+        "%s@%s -> version %s (run %s, %s = %.4f)",
+        registered_model,
+        alias,
+        version,
+        best.info.run_name,
+        metric,
+        best.data.metrics[metric],
+    )
+    return best.info.run_id, version
+
+
+def log_run(
+    root: Path,
+    experiment: str,
+    run_name: str,
+    params: dict,
+    metrics: dict,
+    tags: dict,
+    step_rows: list[dict] | None = None,
+    artifacts: list[Path] = (),
+) -> str:
+    """One self-contained run (e.g. the grid report's); returns its id."""
+    mlflow = _mlflow(root)
+    exp_id = ensure_experiment(root, experiment)
+    parent = os.environ.get(PARENT_ENV) or None  # a study's or grid's run: this one is its child
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, parent_run_id=parent) as active:
+        run = Run(mlflow, active.info.run_id)
+        run.log_params({k: ("null" if v is None else str(v))[:6000] for k, v in flatten(params).items()})
+        run.set_tags(tags)
+        run.log_metrics(metrics)
+        for row in step_rows or []:
+            run.log_row(row)
+        run.log_artifacts(list(artifacts))
+        atexit.unregister(run._fail_if_open)
+    log.info("MLflow run %s in experiment %r at %s", active.info.run_id, experiment, shown_uri(root))
+    return active.info.run_id
+
+
+def row_runs(root: Path, experiment: str | None = None) -> list[dict]:
+    """Finished runs that carry a `row` tag and accuracy metrics (evaluate's runs; a parent or
+    report run without metrics is left out), newest first: {run_id, experiment_id, row, seed,
+    tags, metrics, start_time}; seed = the run's `distill.seed` param (None if not logged)."""
+    mlflow = _mlflow(root)
+    exp = mlflow.get_experiment_by_name(experiment_name(root, experiment))
+    if exp is None:
+        return []
+    runs = mlflow.search_runs(
+        experiment_ids=[exp.experiment_id],
+        output_format="list",
+        filter_string="attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    out = []
+    for r in runs:
+        row = r.data.tags.get("row")
+        if not row or not has_accuracy(r.data.metrics):
+            continue
+        seed = r.data.params.get("distill.seed")
+        out.append(
+            {
+                "run_id": r.info.run_id,
+                "experiment_id": exp.experiment_id,
+                "row": row,
+                "seed": int(seed) if seed not in (None, "", "null") else None,
+                "tags": dict(r.data.tags),
+                "metrics": dict(r.data.metrics),
+                "start_time": r.info.start_time,
+            }
+        )
+    return out
+
+
+def download_artifacts(root: Path, run_id: str, path: str, dst: Path) -> Path | None:
+    """Artifact `path` (file or folder) of a run copied under `dst`; None when the run has none."""
+    mlflow = _mlflow(root)
+    if not mlflow.MlflowClient().list_artifacts(run_id, path):
+        return None
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst)))
+
+
+def log_report_run(root: Path, experiment: str, files: list[Path], tags: dict, metrics: dict) -> str:
+    """A run named `report` (no `row` tag) holding the report's files as artifacts under
+    `report/` and its numbers (CIs, paired tests) as metrics; returns its id."""
+    mlflow = _mlflow(root)
+    exp_id = ensure_experiment(root, experiment)  # artifacts next to the store, not in ./mlruns
+    with mlflow.start_run(experiment_id=exp_id, run_name="report") as run:
+        mlflow.set_tags({"kind": "report", TAG_KIND: "report", **{k: str(v) for k, v in tags.items()}})
+        finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
+        mlflow.log_metrics(finite)  # MlflowClient.log_batch sends them 1000 a request (the store's limit)
+        for f in files:
+            mlflow.log_artifact(str(f), artifact_path="report")
+        return run.info.run_id
+
+
+def describe_run(root: Path, run_id: str, text: str, tags: dict | None = None) -> None:
+    """Set a run's description (the MLflow UI shows it on the run page) and tags, e.g. a study's
+    one-sentence conclusion on its parent run."""
+    client = _mlflow(root).MlflowClient()
+    client.set_tag(run_id, "mlflow.note.content", text)
+    for k, v in (tags or {}).items():
+        client.set_tag(run_id, k, str(v))

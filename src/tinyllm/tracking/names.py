@@ -1,0 +1,124 @@
+"""What things are called in MLflow: the run's name, the tags that link runs, the environment
+variable that makes a run a child, and the metric names (accuracy first in the UI, see below)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+
+from .store import section
+
+PARENT_ENV = "TINYLLM_PARENT_RUN_ID"  # a queued/temp DVC experiment's parent run (grid or study)
+TAG_DISTILLED = "tinyllm.distilled"
+TAG_EVALUATED = "tinyllm.evaluated"
+TAG_ORIGIN = "tinyllm.run_origin"
+TAG_STUDENT_MD5 = "tinyllm.student_md5"
+TAG_DISTILL_RUN = "tinyllm.distill_run_id"
+TAG_KIND = "tinyllm.kind"  # training | grid (parent) | report
+_DVC_NAME = re.compile(r"[a-z]{5}-[a-z]{4}")  # the shape of DVC's made-up experiment names
+
+
+def run_name(params: dict) -> str:
+    """What the run is: ``<DVC experiment or grid row> a=<alphas> s<seed>``, e.g. ``no_icl a=1,1,0.5 s0``.
+
+    The name is the DVC experiment's (``dvc exp run -n NAME``, a grid row's ``<row>[-s<seed>]``;
+    DVC hands it to the stage as ``DVC_EXP_NAME``) unless DVC made it up (no ``-n``: ``bumpy-scup``,
+    kept in the run's ``dvc_exp_name`` tag), else ``tracking.row``, else the experiment name for the
+    default profile; the alphas are those > 0 in params order (``a=-``: label-only fine-tuning);
+    ``+lora`` marks a LoRA run.
+    """
+    track, distill = section(params, "tracking"), section(params, "distill")
+    exp = os.environ.get("DVC_EXP_NAME", "")
+    name = exp if exp and not dvc_made_up(exp) else (track.row if track.row != "default" else track.experiment)
+    alphas = [f"{float(a):g}" for a in distill.alphas.values() if a and float(a) > 0]
+    lora = " +lora" if distill.lora else ""
+    untrained = " untrained" if distill.steps == 0 else ""
+    return f"{name} a={','.join(alphas) or '-'} s{distill.seed}{lora}{untrained}"
+
+
+def dvc_made_up(name: str) -> bool:
+    """Whether ``name`` is one DVC makes up for a ``dvc exp run`` without ``-n`` (its
+    ``gen_random_name``: a 5-letter adjective and a 4-letter noun of its word lists); the shape
+    alone where those lists cannot be read."""
+    if not _DVC_NAME.fullmatch(name):
+        return False
+    words = _dvc_name_words()
+    return not words or all(w in words for w in name.split("-"))
+
+
+@functools.cache
+def _dvc_name_words() -> frozenset[str]:
+    """The words of DVC's made-up experiment names: DVC 3.67 keeps its adjective and noun lists as
+    tuple constants of ``dvc.repo.experiments.utils.gen_random_name`` (imported only for a name of
+    that shape, ~0.5 s); empty where DVC is not installed or keeps them elsewhere."""
+    try:
+        from dvc.repo.experiments.utils import gen_random_name
+    except ImportError:
+        return frozenset()
+    consts = getattr(getattr(gen_random_name, "__code__", None), "co_consts", ())
+    return frozenset(w for c in consts if isinstance(c, tuple) for w in c if isinstance(w, str))
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+# Metric names, for the MLflow UI: it groups a run's charts into sections by the name before the
+# last "/" and lists sections alphabetically, then "Model metrics" (names without "/"), then
+# "System metrics" ("system/..."); charts and metric tables are alphabetical within. So:
+# - acc/<split>/<benchmark|average>  the headline accuracy: first section, first metrics;
+# - train/<key>, valid/<key>         the live training curves (loss, loss_<task>, lr; the loss on
+#                                    the valid questions), right after;
+# - <split>.<benchmark>.<key>        everything else, under "Model metrics" after them: n, CIs,
+#   train.<key>, ...                 per-rule accuracies, chance, majority, timings, summaries.
+# metrics/eval.json (DVC) keeps its own layout: only the names sent to MLflow follow this.
+ACC = "acc"
+_SPLITS = ("train", "valid", "test")
+
+
+def acc_metric(split: str, benchmark: str) -> str:
+    """``acc/valid/obqa``: the MLflow name of a split's headline accuracy on a benchmark (or ``average``)."""
+    return f"{ACC}/{split}/{benchmark}"
+
+
+def row_metric(key: str) -> str:
+    """A training-log column as a live curve: ``valid/<loss_task>`` for ``valid_<loss_task>``, else
+    ``train/<key>`` (loss, loss_answer, loss_<teacher>, lr, tokens_per_s)."""
+    return f"valid/{key[len('valid_') :]}" if key.startswith("valid_") else f"train/{key}"
+
+
+def eval_metrics(results: dict) -> dict:
+    """Evaluation results ``{split: {benchmark: {accuracy, n, ci_low, ...}}, <key>: value}`` as MLflow
+    metrics: each ``accuracy`` as ``acc/<split>/<benchmark>``, the rest flattened (``valid.obqa.n``)."""
+    out = {}
+    for key, value in flatten(results).items():
+        split, _, rest = key.partition(".")
+        benchmark, _, name = rest.partition(".")
+        out[acc_metric(split, benchmark) if name == "accuracy" and split in _SPLITS else key] = value
+    return out
+
+
+def split_metrics(flat: dict) -> dict[str, dict[str, dict[str, float]]]:
+    """``{split: {benchmark|average: {accuracy, n, ...}}}`` from a run's MLflow metrics: the names
+    ``eval_metrics`` gives, and the ``valid.obqa.accuracy`` of runs logged before them."""
+    out: dict = {}
+    for k, v in flat.items():
+        acc = k.startswith(ACC + "/")
+        parts = k.split("/")[1:] + ["accuracy"] if acc else k.split(".")
+        if len(parts) == 3 and parts[0] in _SPLITS and isinstance(v, (int, float)):
+            split, benchmark, name = parts
+            out.setdefault(split, {}).setdefault(benchmark, {})[name] = float(v)
+    return out
+
+
+def has_accuracy(metrics: dict) -> bool:
+    """Whether a run's metrics hold an evaluation's accuracy (either naming)."""
+    return any(k.startswith(ACC + "/") or k.endswith(".accuracy") for k in metrics)
