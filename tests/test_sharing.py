@@ -209,9 +209,17 @@ def mlflow_server_cmd(backend: str, artifacts: str, port: int) -> list[str]:
 
 def assert_run_matches_metrics(run_json: dict, d: Path) -> None:
     """The run read over REST carries exactly the numbers of metrics/eval.json and the lineage."""
+    from tinyllm.tracking import split_metrics
+
     metrics = {m["key"]: m["value"] for m in run_json["data"].get("metrics", [])}
-    expected = flat_numeric(json.loads((d / "metrics" / "eval.json").read_text()))
-    assert expected and {k: metrics.get(k) for k in expected} == pytest.approx(expected)
+    results = json.loads((d / "metrics" / "eval.json").read_text())
+    # per split and benchmark, read back through the MLflow names (acc/<split>/<benchmark>, ...)
+    expected = flat_numeric({k: v for k, v in results.items() if isinstance(v, dict)})
+    got = flat_numeric(split_metrics(metrics))
+    assert expected and {k: got.get(k) for k in expected} == pytest.approx(expected)
+    assert metrics.get("acc/valid/average") == pytest.approx(results["valid"]["average"]["accuracy"])
+    others = {k: v for k, v in results.items() if not isinstance(v, dict)}  # wall time, RSS, bf16
+    assert {k: metrics.get(k) for k in others} == pytest.approx(others)
     tags = {t["key"]: t["value"] for t in run_json["data"].get("tags", [])}
     assert tags["dvc.md5.models/student"] == lock_md5(d, "distill", "models/student")
 
