@@ -204,7 +204,7 @@ def test_evaluate_writes_the_headline_file_from_the_same_numbers(ran):
     head = json.loads((root / "metrics" / "headline.json").read_text())
     cfg = yaml.safe_load((root / "params.yaml").read_text())
     assert head["rule"] == cfg["evaluate"]["headline"] and head["format"] == cfg["distill"]["answer_format"]
-    assert list(head["valid"])[0] == "average"  # dvc metrics show: the average's columns first
+    assert list(head["valid"])[0] == "average"  # the file (and `--json`) lists the average first
     for b, m in full.items():
         row = head["valid"][b]
         assert row["acc"] == round(100 * m["accuracy"], 1) and row["n"] == m["n"]
