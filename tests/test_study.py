@@ -3,6 +3,7 @@ carries n / CIs / paired tests, and a restarted job resumes without redoing fini
 
 import json
 import math
+import sys
 
 from conftest import RATIONALES, records, tiny_causal
 
@@ -177,3 +178,21 @@ def test_study_reports_the_report_half_and_checkpoints_selected_on_dev(tiny_toke
     assert [r["step"] for r in json.loads((out / "runs" / "ft-s0" / "rss.json").read_text())] == [1, 2, 3, 4]
     assert "](rss.png)" in report
     assert load_student(tmp_path / "models" / "tiny" / "ft-s0").answer_format == "cloze"
+
+
+def test_saved_student_is_tracked_with_dvc_without_dvc_on_path(tmp_path, monkeypatch):
+    # guards: the study ran `dvc add` from PATH; a job started as `.venv/bin/python scripts/...`
+    # (no activated venv) had none, so tinyllm-s0's student was left untracked with a warning
+    import subprocess
+
+    from tinyllm.experiments.study.runner import _dvc_add
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    model = tmp_path / "models" / "study" / "arm-s0"
+    model.mkdir(parents=True)
+    (model / "weights.bin").write_bytes(b"\0" * 64)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # git, but no dvc executable
+    _dvc_add(tmp_path, model)
+    assert (model.parent / "arm-s0.dvc").exists()
+    assert "/arm-s0" in (model.parent / ".gitignore").read_text()

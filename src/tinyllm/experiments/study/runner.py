@@ -221,10 +221,11 @@ def _dvc_add(root: Path, path: Path) -> None:
     weights), so it can be re-evaluated on another machine without retraining. A failure (no
     DVC, a lock held by a running ``dvc repro``) is a warning naming the command to run."""
     import subprocess
+    import sys
 
     cmd = ["dvc", "add", "--quiet", str(path.relative_to(root) if path.is_relative_to(root) else path)]
-    try:
-        done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    try:  # this interpreter's DVC: a job started as `.venv/bin/python ...` has no `dvc` on PATH
+        done = subprocess.run([sys.executable, "-m", *cmd], cwd=root, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as e:
         log.warning("could not track %s with DVC (%s); run: %s", path, e, " ".join(cmd))
         return
