@@ -172,7 +172,7 @@ def test_study_reports_the_report_half_and_checkpoints_selected_on_dev(tiny_toke
     assert "**report** half" in report and "decision rule: **norm**" in report and "Answer format: **cloze**" in report
     assert "dev-selected step" in report and "| ft-s0 | 2, 4 |" in report
     assert "**Conclusion so far:** On obqa (report half of valid, n=3, rule norm): ft − untrained = " in report
-    assert "; tinyllm − ft = " in report and "(1 seed)." in report
+    assert "; tinyllm − ft = " in report and "(seed 0, paired)." in report
     preds = (out / "runs" / "ft-s0" / "checkpoints" / "step2" / "predictions" / "valid" / "obqa.jsonl").read_text()
     assert preds.count("\n") == 4 and '"half": "dev"' in preds  # checkpoints: every question, both halves
     assert [r["step"] for r in json.loads((out / "runs" / "ft-s0" / "rss.json").read_text())] == [1, 2, 3, 4]
@@ -196,3 +196,35 @@ def test_saved_student_is_tracked_with_dvc_without_dvc_on_path(tmp_path, monkeyp
     _dvc_add(tmp_path, model)
     assert (model.parent / "arm-s0.dvc").exists()
     assert "/arm-s0" in (model.parent / ".gitignore").read_text()
+
+
+def test_trained_arms_are_compared_on_the_seeds_both_finished(tmp_path):
+    # guards: with ft at seeds 0, 1 and tinyllm at seed 0 only, the comparison pitted ft's 2-seed
+    # majority vote (a 1-1 tie counts as wrong) against one run: identical predictions at seed 0
+    # came out as tinyllm − ft = +50 points, McNemar p = 0.002 (riddle-cloze-v1 printed p = 0.012
+    # for a +0.2-point difference whose seed-0 pair had 5 discordant questions, p = 1)
+    from tinyllm.experiments.study import study_tables
+
+    recs = records("valid")
+    right = [{"id": r["id"], "label": r["label"], "pred_score": r["label"]} for r in recs]
+    wrong = [{"id": r["id"], "label": r["label"], "pred_score": (r["label"] + 1) % 3} for r in recs]
+    cfg = StudyConfig(
+        name="paired",
+        benchmarks=["obqa"],
+        seeds=[0, 1, 2],
+        arms={"untrained": {"steps": 0}, "ft": {"alphas": {}}, "tinyllm": {"alphas": {"teacher_a": 1.0}}},
+        mlflow=False,
+    )
+    out = tmp_path / "out"
+    _fake_run(out, "untrained-s0", preds=wrong)
+    _fake_run(out, "ft-s0", preds=right)
+    _fake_run(out, "ft-s1", preds=wrong)
+    _fake_run(out, "tinyllm-s0", preds=right)
+    t = study_tables(cfg, out, rule="score", half=None)
+    c = t["comparisons"]["tinyllm - ft"]["average"]
+    assert t["comparison_seeds"]["tinyllm - ft"] == [0]
+    assert c["diff"] == 0 and c["p_mcnemar"] == 1 and c["b"] == c["c"] == 0
+    # against the deterministic untrained arm, every seed of the other arm counts
+    assert t["comparison_seeds"]["ft - untrained"] == [0, 1]
+    assert t["comparisons"]["ft - untrained"]["average"]["diff"] == 0.5
+    assert t["summary"]["ft"]["average"]["accuracy"] == 0.5  # the arm's own row still pools both seeds

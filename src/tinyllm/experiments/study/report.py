@@ -117,11 +117,12 @@ def _comparison_lines(cfg: StudyConfig, tables: dict) -> list[str]:
     lines = [
         "",
         "Paired differences (points) [95% paired-bootstrap CI], exact McNemar p (seeds: per-question "
-        "majority vote), on the same questions:",
+        "majority vote), on the same questions; two trained arms on the seeds both have finished:",
         "",
-        "| comparison | " + " | ".join(cols) + " |",
-        "|---|" + "---|" * len(cols),
+        "| comparison | seeds | " + " | ".join(cols) + " |",
+        "|---|---|" + "---|" * len(cols),
     ]
+    used = tables.get("comparison_seeds", {})
     for name, c in tables["comparisons"].items():
         cells = [
             (
@@ -132,21 +133,21 @@ def _comparison_lines(cfg: StudyConfig, tables: dict) -> list[str]:
             else ""
             for b in cols
         ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {', '.join(map(str, used.get(name, [])))} | " + " | ".join(cells) + " |")
     return lines
 
 
 def _even_seeds_caution(tables: dict) -> list[str]:
-    """A warning when an arm has an even number of finished seeds (McNemar's majority vote ties)."""
-    even = sorted(a for a, seeds in tables["seeds"].items() if len(seeds) % 2 == 0)
+    """A warning when a comparison pools an even number of seeds (McNemar's majority vote ties)."""
+    even = sorted(name for name, seeds in tables.get("comparison_seeds", {}).items() if len(seeds) % 2 == 0)
     if not even:
         return []
     return [
         "",
-        f"**Caution:** {', '.join(even)} ha{'s' if len(even) == 1 else 've'} an even number of finished "
-        "seeds. McNemar's majority vote then counts a question that half the seeds got right as wrong, "
-        "which biases p against the arm that is right on split questions: read the bootstrap CIs, not "
-        "these p-values, until the study has an odd number of seeds (it resumes: `scripts/study.py run`).",
+        f"**Caution:** {', '.join(even)} pool{'s' if len(even) == 1 else ''} an even number of seeds. "
+        "McNemar's majority vote then counts a question that half the seeds got right as wrong, which "
+        "biases p against the arm that is right on split questions: read the bootstrap CIs, not these "
+        "p-values, until the study has an odd number of seeds (it resumes: `scripts/study.py run`).",
     ]
 
 

@@ -12,30 +12,54 @@ from .layout import _read_preds, _runs_done
 
 def study_tables(cfg: StudyConfig, out: Path, rule: str | None = None, half: str | None = "profile") -> dict:
     """Accuracy summaries per arm and paired comparisons, from the finished runs' predictions
-    under ``rule`` (default: the profile's) on ``half`` (default: the profile's report half)."""
+    under ``rule`` (default: the profile's) on ``half`` (default: the profile's report half).
+
+    Two trained arms are compared on the seeds both have finished (``comparison_seeds``), so a
+    comparison is paired by seed as well as by question while a study is part-way: an arm with
+    seeds 0, 1 against one with seed 0 alone would otherwise pit a 2-seed majority vote (whose
+    ties count as wrong) against a single run. A deterministic arm (the untrained student, one
+    run) is compared against every seed of the other arm."""
     from ..stats import accuracy_summary, paired_comparison, seed_matrix
 
     rule = rule or cfg.rule
     half = cfg.report_half if half == "profile" else half
     done = _runs_done(cfg, out)
-    mats: dict[str, dict] = {}
-    for arm, seeds in done.items():
-        mats[arm] = {}
-        for b in cfg.benchmarks:
-            runs = [
-                _read_preds(d / "predictions" / cfg.eval_split / f"{b}.jsonl", half) for _, d in sorted(seeds.items())
-            ]
-            mats[arm][b] = seed_matrix(runs, rule)
+    preds = {
+        arm: {
+            b: {s: _read_preds(d / "predictions" / cfg.eval_split / f"{b}.jsonl", half) for s, d in seeds.items()}
+            for b in cfg.benchmarks
+        }
+        for arm, seeds in done.items()
+    }
+
+    def matrices(arm: str, seeds: list[int]) -> dict:
+        return {b: seed_matrix([preds[arm][b][s] for s in seeds], rule) for b in cfg.benchmarks}
+
+    mats = {arm: matrices(arm, sorted(seeds)) for arm, seeds in done.items()}
     summary = {arm: accuracy_summary({b: m for b, (_, m) in per.items()}) for arm, per in mats.items()}
-    comps = {}
+    comps, used = {}, {}
     for arm in mats:
         if arm in cfg.deterministic_arms:
             continue  # the untrained student is a reference, not a treatment
         for ref in (cfg.reference, *cfg.deterministic_arms):
-            if arm != ref and ref in mats:
-                comps[f"{arm} - {ref}"] = paired_comparison(mats[arm], mats[ref])
+            if arm == ref or ref not in mats:
+                continue
+            key = f"{arm} - {ref}"
+            if ref in cfg.deterministic_arms:
+                used[key] = sorted(done[arm])
+                comps[key] = paired_comparison(mats[arm], mats[ref])
+            elif common := sorted(set(done[arm]) & set(done[ref])):
+                used[key] = common
+                comps[key] = paired_comparison(matrices(arm, common), matrices(ref, common))
     seeds = {a: sorted(s) for a, s in done.items()}
-    return {"summary": summary, "comparisons": comps, "seeds": seeds, "rule": rule, "half": half}
+    return {
+        "summary": summary,
+        "comparisons": comps,
+        "comparison_seeds": used,
+        "seeds": seeds,
+        "rule": rule,
+        "half": half,
+    }
 
 
 def checkpoint_table(cfg: StudyConfig, out: Path) -> list[dict]:
@@ -108,10 +132,11 @@ def conclusion(cfg: StudyConfig, tables: dict) -> str:
 
     control = next((diff(f"{cfg.reference} - {a}") for a in cfg.deterministic_arms), None)
     head = diff(f"{cfg.headline_arm} - {cfg.reference}")
-    seeds = tables["seeds"].get(cfg.headline_arm, [])
+    seeds = tables.get("comparison_seeds", {}).get(f"{cfg.headline_arm} - {cfg.reference}", [])
     if control is None:
         return f"On {where}: the positive control ({cfg.reference} against the untrained student) is not finished."
     text = f"On {where}: {cfg.reference} − untrained = {control}"
     if head is None:
         return text + f"; {cfg.headline_arm} is not finished."
-    return text + f"; {cfg.headline_arm} − {cfg.reference} = {head} ({len(seeds)} seed{'s' * (len(seeds) != 1)})."
+    paired = f"seed{'s' * (len(seeds) != 1)} {', '.join(map(str, seeds))}"
+    return text + f"; {cfg.headline_arm} − {cfg.reference} = {head} ({paired}, paired)."
