@@ -228,3 +228,57 @@ def test_trained_arms_are_compared_on_the_seeds_both_finished(tmp_path):
     assert t["comparison_seeds"]["ft - untrained"] == [0, 1]
     assert t["comparisons"]["ft - untrained"]["average"]["diff"] == 0.5
     assert t["summary"]["ft"]["average"]["accuracy"] == 0.5  # the arm's own row still pools both seeds
+
+
+def test_a_killed_study_resumes_its_run_from_the_last_training_state(tiny_tokenizer, tmp_path, monkeypatch):
+    """A study killed mid-run (step 3 of 4; training state saved at step 2) continues that run
+    from step 2 when restarted: the same predictions as a study never killed, the memory curve
+    kept and marked where it resumed, the training state removed once the run is done."""
+    import pytest
+
+    import tinyllm.experiments.study.runner as runner
+
+    cfg = _setup(tmp_path, tiny_tokenizer)
+    cfg.seeds, cfg.mlflow, cfg.checkpoint_every, cfg.save_models = [0], False, 2, "models"
+    cfg.arms = {"tinyllm": cfg.arms["tinyllm"]}
+    cfg.distill = {**cfg.distill, "steps": 4}
+    run_study(tmp_path, cfg, tmp_path / "whole")
+
+    class Killed(Exception):
+        pass
+
+    real_hook, kills = runner._checkpoint_hook, []
+
+    def killing_hook(*a, **kw):
+        hook = real_hook(*a, **kw)
+
+        def on_step(step):
+            hook(step)
+            if step == 3 and not kills:
+                kills.append(step)
+                raise Killed
+
+        return on_step
+
+    monkeypatch.setattr(runner, "_checkpoint_hook", killing_hook)
+    out = tmp_path / "killed"
+    with pytest.raises(Killed):
+        run_study(tmp_path, cfg, out)
+    state = runner.train_state_dir(tmp_path, cfg, "tinyllm-s0")
+    assert json.loads((state / "resume.json").read_text())["step"] == 2
+    assert not (out / "runs" / "tinyllm-s0" / "done.json").exists()
+    run_study(tmp_path, cfg, out)
+    run, ref = out / "runs" / "tinyllm-s0", tmp_path / "whole" / "runs" / "tinyllm-s0"
+    for rel in ("predictions/valid/obqa.jsonl", "checkpoints/step2/predictions/valid/obqa.jsonl"):
+        assert (run / rel).read_text() == (ref / rel).read_text(), rel
+
+    def losses(d):  # the train log without its clock columns (tokens_per_s, elapsed_s)
+        head, *rows = [line.split("\t") for line in (d / "train_log.tsv").read_text().splitlines()]
+        keep = [i for i, k in enumerate(head) if k in ("step", "lr") or k.startswith("loss")]
+        return [[r[i] for i in keep] for r in rows]
+
+    assert len(losses(run)) == 4 and losses(run) == losses(ref)
+    rss = json.loads((run / "rss.json").read_text())
+    assert [r["step"] for r in rss] == [1, 2, 3, 4] and [r.get("resumed", False) for r in rss] == [0, 0, 1, 0]
+    assert json.loads((run / "metrics.json").read_text())["train"]["resumed_at_step"] == 2
+    assert list(state.parent.iterdir()) == []  # the run is done: its training state is gone

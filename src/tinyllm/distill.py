@@ -32,6 +32,7 @@ from .config import DistillConfig
 from .device import resolve_precision
 from .loss import multitask_loss
 from .student import Encoded, Student
+from .train_state import Progress, check_settings, find_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,8 @@ def train(
     on_log: Callable[[dict], None] | None = None,
     valid_examples: list[dict] | None = None,
     on_step: Callable[[int], None] | None = None,
+    state_dir: Path | None = None,
+    state_every: int = 0,
 ) -> dict:
     """Train ``student.model`` in place for ``cfg.steps`` optimizer steps; return summary metrics.
 
@@ -172,6 +175,11 @@ def train(
     ``on_step(step)`` is called on the main process after every optimizer step (checkpoint
     evaluation: it may switch ``student.model`` to eval mode; training resumes in train mode).
     The student reads and answers questions in ``cfg.answer_format`` from here on (saved with it).
+
+    With ``state_dir``, the run is resumable (``train_state``): the whole training state is saved
+    there every ``state_every`` steps and after the last one, and a call that finds a save there
+    continues from it (the logged rows so far are replayed through ``on_log``; ``on_step`` is
+    called for the new steps only). The caller removes the folder once it has saved the result.
     """
     from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState
@@ -225,12 +233,29 @@ def train(
         cfg.lr_schedule, opt, num_warmup_steps=int(cfg.warmup_ratio * cfg.steps), num_training_steps=cfg.steps
     )
     model, opt = acc.prepare(model, opt)
+    done = Progress()
+    settings = _state_settings(cfg, teachers, len(encoded), acc.num_processes)
+    if state_dir is not None:
+        acc.register_for_checkpointing(sched, done)
+        found = find_state(state_dir)
+        if found is not None:
+            check_settings(found, settings)
+            acc.load_state(str(found))  # weights, AdamW moments, schedule, RNG states, `done`
+            log.info("resuming from the training state at step %d (%s)", done.step, found)
     model.train()
     weights = weights.to(acc.device)
     stream = batches(encoded, cfg.batch_size, cfg.seed, acc.process_index, acc.num_processes)
-
-    rows, t0, tokens = [], time.perf_counter(), 0
-    bar = tqdm(range(cfg.steps), desc="distill", disable=not (progress and acc.is_main_process))
+    for _ in range(done.step * cfg.grad_accum):  # the batches the saved steps consumed
+        next(stream)
+    rows, tokens, resumed_at = done.rows, done.tokens, done.step
+    if on_log is not None and acc.is_main_process:
+        for row in rows:
+            on_log(row)
+    t0 = time.perf_counter() - done.elapsed_s
+    bar = tqdm(
+        range(done.step, cfg.steps), desc="distill", initial=done.step, total=cfg.steps,
+        disable=not (progress and acc.is_main_process),
+    )  # fmt: skip
     for step in bar:
         micro = [[encoded[i] for i in next(stream)] for _ in range(cfg.grad_accum)]
         # token counts of each task over the whole step (all micro-batches, all processes): the
@@ -300,6 +325,9 @@ def train(
                     ", ".join(f"{k_}={v:.3f}" for k_, v in row.items() if k_.startswith(("loss_", "valid_"))),
                     row["tokens_per_s"],
                 )
+        if state_dir is not None and state_every and ((step + 1) % state_every == 0 or step + 1 == cfg.steps):
+            done.step, done.tokens, done.elapsed_s, done.rows = step + 1, tokens, elapsed, rows
+            save_state(acc, state_dir, step + 1, settings)
     acc.wait_for_everyone()
     # keep_fp32_wrapper=False: drop Accelerate's autocast wrapper of forward(), so the student
     # evaluates in fp32 in this process too (under bf16 autocast, predictions depend on the batch)
@@ -317,6 +345,7 @@ def train(
         **{f"valid_loss_{n}_last": rows[-1][f"valid_loss_{n}"] for n in names if f"valid_loss_{n}" in rows[-1]},
         "tokens_per_s": tokens * acc.num_processes / wall,
         "s_per_step": wall / cfg.steps,
+        "resumed_at_step": resumed_at,
         "train_wall_s": wall,
         "bf16": int(precision == "bf16"),
         "processes": acc.num_processes,
@@ -377,6 +406,14 @@ def _write_tsv(path: Path, rows: list[dict], keys: list[str] | None = None) -> N
 
 def _fmt(v) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _state_settings(cfg: DistillConfig, teachers: list[str], n_examples: int, processes: int) -> dict:
+    """What a saved training state must have been started with to be resumed (JSON-normalised)."""
+    import json
+
+    settings = {**config_dict(cfg), "teachers": teachers, "examples": n_examples, "processes": processes}
+    return json.loads(json.dumps(settings))
 
 
 def apply_lora(student: Student, lora: dict) -> None:

@@ -275,4 +275,33 @@ MUTATIONS: list[dict] = [
         "broken": "        if False:\n",
         "tests": ["tests/test_formats.py", "-k", "after_answer_follows"],
     },
+    # ---- issue 20: resumable training (train_state)
+    {
+        "name": "resume restarts the batch stream at batch 0",
+        "file": "src/tinyllm/distill.py",
+        "original": "        next(stream)\n",
+        "broken": "        pass\n",
+        "tests": ["tests/test_train_state.py", "-k", "killed_run"],
+    },
+    {
+        "name": "resume forgets the LR schedule",
+        "file": "src/tinyllm/distill.py",
+        "original": "        acc.register_for_checkpointing(sched, done)\n",
+        "broken": "        acc.register_for_checkpointing(done)\n",
+        "tests": ["tests/test_train_state.py", "-k", "killed_run"],
+    },
+    {
+        "name": "resume reseeds the dropout RNG",
+        "file": "src/tinyllm/distill.py",
+        "original": "            acc.load_state(str(found))",
+        "broken": "            acc.load_state(str(found)); torch.manual_seed(cfg.seed)",
+        "tests": ["tests/test_train_state.py", "-k", "killed_run and seq2seq"],
+    },
+    {
+        "name": "study runs keep no training state",
+        "file": "src/tinyllm/experiments/study/runner.py",
+        "original": "        state_dir=train_state_dir(root, cfg, run_dir.name),\n",
+        "broken": "        state_dir=None,\n",
+        "tests": ["tests/test_study.py", "-k", "killed"],
+    },
 ]

@@ -6,8 +6,10 @@ questions, the ``distill`` settings shared by every arm, the arms (each a change
 ``untrained`` = steps 0, ``ft`` = no teachers, ``tinyllm`` = the released teachers' rationales)
 and the seeds. Every (arm, seed) is a *run*: train in this process, evaluate every question of
 the selection split, write ``runs/<arm>-s<seed>/`` (predictions, metrics, train log) and a
-``done.json`` last, atomically. A restarted job skips finished runs, so ``nohup`` + rerun
-resumes after an interruption; ``progress.json`` says where it is.
+``done.json`` last, atomically. A restarted job skips finished runs and continues the run it
+was in from that run's last training state (saved every ``checkpoint_every`` steps under
+``<save_models>/<study>/.train-state/``, ``train_state``), so ``nohup`` + rerun resumes after an
+interruption, losing at most ``checkpoint_every`` steps; ``progress.json`` says where it is.
 
 Arms that compare are paired: the same seed gives the same questions in the same order
 (``distill.batches`` orders by the question alone), and evaluation is batch-invariant.

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from ...train_state import remove_state
 from .config import StudyConfig
 from .layout import _write_json
 from .report import write_report
@@ -104,6 +105,7 @@ def run_one(root: Path, cfg: StudyConfig, arm: str, seed: int, out: Path, progre
     if cfg.mlflow:
         _log_run(root, cfg, arm, seed, run_dir, per, t)
     _write_json(run_dir / "done.json", {"finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+    remove_state(train_state_dir(root, cfg, f"{arm}-s{seed}"))
     return metrics
 
 
@@ -148,7 +150,7 @@ def _train(root: Path, cfg: StudyConfig, arm: str, seed: int, run_dir: Path, pro
     questions = eval_records(root, cfg)
     t0 = time.perf_counter()
     rows: list[dict] = []
-    rss: list[dict] = []
+    rss = _read_rss(run_dir)  # a resumed run's memory curve so far
     on_step = _checkpoint_hook(student, cfg, questions, run_dir, dcfg.steps, rss)
     res = train(
         student,
@@ -158,9 +160,12 @@ def _train(root: Path, cfg: StudyConfig, arm: str, seed: int, run_dir: Path, pro
         progress=progress,
         on_log=rows.append,
         on_step=on_step,
+        state_dir=train_state_dir(root, cfg, run_dir.name),
+        state_every=cfg.checkpoint_every or max(1, dcfg.steps // 4),
     )
     res.pop("_is_main", None)
-    train_s = time.perf_counter() - t0
+    # resumed: the training loop's seconds over all the processes that ran it
+    train_s = res["train_wall_s"] if res.get("resumed_at_step") else time.perf_counter() - t0
     if rss:
         _write_json(run_dir / "rss.json", rss)
     return _Trained(student, dcfg, teachers, coverage, questions, res, rows, train_s)
@@ -233,6 +238,20 @@ def _dvc_add(root: Path, path: Path) -> None:
         log.warning("`%s` failed (%s); run it again later", " ".join(cmd), done.stderr.strip()[-300:])
 
 
+def train_state_dir(root: Path, cfg: StudyConfig, run: str) -> Path:
+    """Where a run's training state is saved every ``checkpoint_every`` steps (weights and AdamW
+    moments, ~12 bytes a parameter; not in git): a killed study resumes the run from its last
+    save on this machine, and removes the folder once the run is done."""
+    return root / (cfg.save_models or "models/study") / cfg.name / ".train-state" / run
+
+
+def _read_rss(run_dir: Path) -> list[dict]:
+    import json
+
+    path = run_dir / "rss.json"
+    return json.loads(path.read_text()) if path.exists() and not (run_dir / "done.json").exists() else []
+
+
 def _rss_gb() -> float:
     import psutil
 
@@ -245,10 +264,17 @@ def _checkpoint_hook(student, cfg: StudyConfig, questions, run_dir: Path, steps:
     model so far in ``checkpoints/step<N>/`` (a finished checkpoint is kept on resume)."""
     from ...io import write_jsonl
 
+    restarted = bool(rss)
+
     def hook(step: int) -> None:
-        rss.append({"step": step, "rss_gb": round(_rss_gb(), 4)})
+        nonlocal restarted
+        while rss and rss[-1]["step"] >= step:  # logged after the training state this run resumed from
+            rss.pop()
+        rss.append({"step": step, "rss_gb": round(_rss_gb(), 4), **({"resumed": True} if restarted else {})})
+        restarted = False
         if not cfg.checkpoint_every or step % cfg.checkpoint_every or step == steps:
             return
+        _write_json(run_dir / "rss.json", rss)  # so far: a resumed run keeps its curve
         ck = run_dir / "checkpoints" / f"step{step}"
         per, preds_by = evaluate_student(student, cfg, questions, generate=False)
         for b, preds in preds_by.items():

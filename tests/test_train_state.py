@@ -1,0 +1,100 @@
+"""Resumable training (``train_state``): a run killed after a save and started again ends with
+the same weights, log and step count as a run never interrupted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_causal, tiny_seq2seq
+from test_train import cfg, examples
+
+from tinyllm.distill import train
+from tinyllm.student import CausalStudent, Seq2SeqStudent
+from tinyllm.train_state import find_state
+
+
+class Killed(Exception):
+    pass
+
+
+def tied_causal(tok, seed=0):
+    model = tiny_causal(tok, seed)
+    model.config.tie_word_embeddings = True  # like SmolLM2: one tensor saved under two names
+    model.tie_weights()
+    return model
+
+
+# T5 keeps dropout on in training (p = 0.1): its masks come from the torch RNG the save restores
+KINDS = [(tied_causal, CausalStudent), (tiny_seq2seq, Seq2SeqStudent)]
+
+
+def weights(s):
+    return torch.cat([p.detach().flatten() for p in s.model.parameters()])
+
+
+def run(tok, make, cls, tmp_path, name, kill_at=None, log=None, **kw):
+    s = cls(make(tok, seed=0), tok)
+    rows, steps = [], []
+
+    def on_step(step):
+        steps.append(step)
+        if step == kill_at:
+            raise Killed
+
+    torch.manual_seed(0)
+    train(
+        s,
+        examples(),
+        cfg(steps=7, batch_size=2, lr=1e-3, **kw),
+        log_path=tmp_path / f"{name}.tsv",
+        progress=False,
+        on_log=rows.append,
+        on_step=on_step,
+        state_dir=log,
+        state_every=3,
+    )
+    return s, rows, steps
+
+
+@pytest.mark.parametrize("make, cls", KINDS)
+def test_a_killed_run_resumes_to_the_same_weights(tiny_tokenizer, make, cls, tmp_path):
+    # guards: the batch stream restarted at batch 0, the AdamW moments or the LR schedule not
+    # restored, the dropout RNG not restored, the log losing the steps before the kill
+    whole, whole_rows, _ = run(tiny_tokenizer, make, cls, tmp_path, "whole")
+    state = tmp_path / "state"
+    with pytest.raises(Killed):
+        run(tiny_tokenizer, make, cls, tmp_path, "killed", kill_at=5, log=state)
+    assert json.loads((find_state(state) / "resume.json").read_text())["step"] == 3  # saves at 3, 6, 7
+    resumed, rows, steps = run(tiny_tokenizer, make, cls, tmp_path, "resumed", log=state)
+    assert steps == [4, 5, 6, 7]  # on_step only for the steps this call trained
+    assert torch.equal(weights(resumed), weights(whole))
+    assert [r["loss"] for r in rows] == [r["loss"] for r in whole_rows]  # steps 1-3 replayed
+    assert (tmp_path / "resumed.tsv").read_text().count("\n") == 8  # header + all 7 steps
+    again, _, steps = run(tiny_tokenizer, make, cls, tmp_path, "again", log=state)  # saved after the last step
+    assert steps == [] and torch.equal(weights(again), weights(whole))
+
+
+def test_an_interrupted_save_leaves_the_previous_one(tiny_tokenizer, tmp_path):
+    state = tmp_path / "state"
+    with pytest.raises(Killed):
+        run(tiny_tokenizer, tied_causal, CausalStudent, tmp_path, "a", kill_at=5, log=state)
+    # a crash while writing the next save (a half folder beside it), and one between the two
+    # renames (only the previous save, renamed aside)
+    (tmp_path / "state.tmp").mkdir()
+    (tmp_path / "state.tmp" / "model.safetensors").write_bytes(b"half")
+    state.rename(tmp_path / "state.old")
+    assert find_state(state) == tmp_path / "state.old"
+    _, _, steps = run(tiny_tokenizer, tied_causal, CausalStudent, tmp_path, "b", log=state)
+    assert steps == [4, 5, 6, 7]
+    assert find_state(state) == state and not (tmp_path / "state.tmp").exists()
+
+
+def test_resuming_under_other_settings_is_an_error_naming_them(tiny_tokenizer, tmp_path):
+    state = tmp_path / "state"
+    with pytest.raises(Killed):
+        run(tiny_tokenizer, tied_causal, CausalStudent, tmp_path, "a", kill_at=4, log=state)
+    with pytest.raises(ValueError, match=r"resume\.json.*other settings \(lr: \[0\.001\] then, \[0\.002\] now\)"):
+        s = CausalStudent(tied_causal(tiny_tokenizer), tiny_tokenizer)
+        train(s, examples(), cfg(steps=7, batch_size=2, lr=2e-3), progress=False, state_dir=state, state_every=3)
