@@ -98,3 +98,15 @@ def test_resuming_under_other_settings_is_an_error_naming_them(tiny_tokenizer, t
     with pytest.raises(ValueError, match=r"resume\.json.*other settings \(lr: \[0\.001\] then, \[0\.002\] now\)"):
         s = CausalStudent(tied_causal(tiny_tokenizer), tiny_tokenizer)
         train(s, examples(), cfg(steps=7, batch_size=2, lr=2e-3), progress=False, state_dir=state, state_every=3)
+
+
+def test_resuming_on_other_training_questions_is_an_error(tiny_tokenizer, tmp_path):
+    # same number of questions, one rationale changed: the save belongs to another run
+    state = tmp_path / "state"
+    with pytest.raises(Killed):
+        run(tiny_tokenizer, tied_causal, CausalStudent, tmp_path, "a", kill_at=4, log=state)
+    changed = examples()
+    changed[0]["rationales"]["teacher_a"] += " Really."
+    s = CausalStudent(tied_causal(tiny_tokenizer), tiny_tokenizer)
+    with pytest.raises(ValueError, match=r"other settings \(examples_sha256"):
+        train(s, changed, cfg(steps=7, batch_size=2, lr=1e-3), progress=False, state_dir=state, state_every=3)

@@ -234,7 +234,7 @@ def train(
     )
     model, opt = acc.prepare(model, opt)
     done = Progress()
-    settings = _state_settings(cfg, teachers, len(encoded), acc.num_processes)
+    settings = _state_settings(cfg, teachers, examples, acc.num_processes)
     if state_dir is not None:
         acc.register_for_checkpointing(sched, done)
         found = find_state(state_dir)
@@ -408,12 +408,17 @@ def _fmt(v) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
-def _state_settings(cfg: DistillConfig, teachers: list[str], n_examples: int, processes: int) -> dict:
-    """What a saved training state must have been started with to be resumed (JSON-normalised)."""
+def _state_settings(cfg: DistillConfig, teachers: list[str], examples: list[dict], processes: int) -> dict:
+    """What a saved training state must have been started with to be resumed (JSON-normalised):
+    the settings, the processes, and the training questions with their rationales (a digest)."""
+    import hashlib
     import json
 
-    settings = {**config_dict(cfg), "teachers": teachers, "examples": n_examples, "processes": processes}
-    return json.loads(json.dumps(settings))
+    digest = hashlib.sha256()
+    for ex in examples:
+        digest.update(json.dumps([ex["record"], ex["rationales"]], sort_keys=True, default=str).encode())
+    settings = {**config_dict(cfg), "teachers": teachers, "processes": processes}
+    return json.loads(json.dumps({**settings, "examples": len(examples), "examples_sha256": digest.hexdigest()}))
 
 
 def apply_lora(student: Student, lora: dict) -> None:
