@@ -175,7 +175,10 @@ def test_study_reports_the_report_half_and_checkpoints_selected_on_dev(tiny_toke
     assert "; tinyllm − ft = " in report and "(seed 0, paired)." in report
     preds = (out / "runs" / "ft-s0" / "checkpoints" / "step2" / "predictions" / "valid" / "obqa.jsonl").read_text()
     assert preds.count("\n") == 4 and '"half": "dev"' in preds  # checkpoints: every question, both halves
-    assert [r["step"] for r in json.loads((out / "runs" / "ft-s0" / "rss.json").read_text())] == [1, 2, 3, 4]
+    rss = json.loads((out / "runs" / "ft-s0" / "rss.json").read_text())
+    assert [r["step"] for r in rss] == [1, 2, 3, 4]
+    if sys.platform.startswith("linux"):  # the peak within each step is at least the size after it
+        assert all(r["peak_gb"] >= r["rss_gb"] - 0.01 for r in rss) and "Highest peak: ft-s0 " in report
     assert "](rss.png)" in report
     assert load_student(tmp_path / "models" / "tiny" / "ft-s0").answer_format == "cloze"
 
@@ -282,3 +285,19 @@ def test_a_killed_study_resumes_its_run_from_the_last_training_state(tiny_tokeni
     assert [r["step"] for r in rss] == [1, 2, 3, 4] and [r.get("resumed", False) for r in rss] == [0, 0, 1, 0]
     assert json.loads((run / "metrics.json").read_text())["train"]["resumed_at_step"] == 2
     assert list(state.parent.iterdir()) == []  # the run is done: its training state is gone
+
+
+def test_step_peak_is_the_high_water_mark_since_the_last_call():
+    # guards: a peak that is never reset (the process's all-time high) or the size after the step
+    import numpy as np
+    import pytest
+
+    from tinyllm.experiments.study.runner import _rss_gb, _step_peak_gb
+
+    if _step_peak_gb() is None:
+        pytest.skip("no /proc/self/status here")
+    block = np.ones(2**25)  # 256 MiB, touched
+    del block
+    first, second = _step_peak_gb(), _step_peak_gb()
+    assert first - _rss_gb() > 0.2  # the freed block still counts in the peak of its step
+    assert second - _rss_gb() < 0.05  # ... and not in the next one's

@@ -232,7 +232,11 @@ def _rss_plot(plt, cfg: StudyConfig, out: Path) -> tuple | None:
         return None
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for i, (run, rows) in enumerate(rss.items()):
-        ax.plot([r["step"] for r in rows], [r["rss_gb"] for r in rows], lw=1.2, color=f"C{i % 10}", label=run)
+        steps = [r["step"] for r in rows]
+        ax.plot(steps, [r["rss_gb"] for r in rows], lw=1.2, color=f"C{i % 10}", label=run)
+        if any("peak_gb" in r for r in rows):
+            peaks = [r.get("peak_gb", float("nan")) for r in rows]
+            ax.plot(steps, peaks, lw=0.6, ls="--", color=f"C{i % 10}", alpha=0.7)
     ax.set_xlabel("step")
     ax.set_ylabel("resident set size (GB)")
     ax.grid(alpha=0.3)
@@ -241,10 +245,23 @@ def _rss_plot(plt, cfg: StudyConfig, out: Path) -> tuple | None:
     fig.tight_layout()
     fig.savefig(out / "rss.png", dpi=110)
     plt.close(fig)
-    peaks = ", ".join(f"{run} {max(r['rss_gb'] for r in rows):.2f} GB" for run, rows in rss.items())
-    return (
-        "rss.png",
-        "Resident set size per training step",
-        "Resident set size of the study process after each optimizer step (checkpoint evaluations "
-        f"included; rows padded to `pad_multiple` tokens bound the kernel shapes). Peaks: {peaks}.",
+    after = ", ".join(f"{run} {max(r['rss_gb'] for r in rows):.2f} GB" for run, rows in rss.items())
+    within = [
+        f"{run} {max(r['peak_gb'] for r in rows if 'peak_gb' in r):.2f} GB"
+        for run, rows in rss.items()
+        if any("peak_gb" in r for r in rows)
+    ]
+    unmeasured = [run for run, rows in rss.items() if not any("peak_gb" in r for r in rows)]
+    caption = (
+        "Resident set size of the study process after each optimizer step (solid; after "
+        "`malloc_trim`, checkpoint evaluations included; rows padded to `pad_multiple` tokens bound "
+        f"the kernel shapes). Highest after a step: {after}."
     )
+    if within:
+        caption += (
+            " Dashed: the peak within each step (forward, backward and any checkpoint evaluation; "
+            f"Linux VmHWM, reset every step). Highest peak: {', '.join(within)}."
+        )
+    if unmeasured:
+        caption += f" Within-step peaks were not recorded for {', '.join(unmeasured)}."
+    return ("rss.png", "Resident set size per training step", caption)

@@ -252,6 +252,21 @@ def _read_rss(run_dir: Path) -> list[dict]:
     return json.loads(path.read_text()) if path.exists() and not (run_dir / "done.json").exists() else []
 
 
+def _step_peak_gb() -> float | None:
+    """The highest resident set size since the last call (Linux: ``VmHWM``, then reset through
+    ``/proc/self/clear_refs``): the step's forward/backward and any checkpoint evaluation, which
+    the size after the step (``_rss_gb``, after ``malloc_trim``) does not show. None elsewhere."""
+    import re
+
+    try:
+        status = Path("/proc/self/status").read_text()
+        peak = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 2**20
+        Path("/proc/self/clear_refs").write_text("5")
+    except (OSError, AttributeError):
+        return None
+    return peak
+
+
 def _rss_gb() -> float:
     import psutil
 
@@ -259,7 +274,8 @@ def _rss_gb() -> float:
 
 
 def _checkpoint_hook(student, cfg: StudyConfig, questions, run_dir: Path, steps: int, rss: list[dict]):
-    """``train``'s ``on_step``: the resident set size every step (``rss.json``: a long run must
+    """``train``'s ``on_step``: the resident set size after every step and its peak within the
+    step (``rss.json``: a long run must
     stay flat) and, every ``checkpoint_every`` steps before the last, the predictions of the
     model so far in ``checkpoints/step<N>/`` (a finished checkpoint is kept on resume)."""
     from ...io import write_jsonl
@@ -270,7 +286,15 @@ def _checkpoint_hook(student, cfg: StudyConfig, questions, run_dir: Path, steps:
         nonlocal restarted
         while rss and rss[-1]["step"] >= step:  # logged after the training state this run resumed from
             rss.pop()
-        rss.append({"step": step, "rss_gb": round(_rss_gb(), 4), **({"resumed": True} if restarted else {})})
+        peak = _step_peak_gb()
+        rss.append(
+            {
+                "step": step,
+                "rss_gb": round(_rss_gb(), 4),
+                **({"peak_gb": round(peak, 4)} if peak is not None else {}),
+                **({"resumed": True} if restarted else {}),
+            }
+        )
         restarted = False
         if not cfg.checkpoint_every or step % cfg.checkpoint_every or step == steps:
             return
