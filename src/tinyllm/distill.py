@@ -234,8 +234,8 @@ def train(
     )
     model, opt = acc.prepare(model, opt)
     done = Progress()
-    settings = _state_settings(cfg, teachers, examples, acc.num_processes)
     if state_dir is not None:
+        settings = _state_settings(cfg, teachers, examples, acc.num_processes)
         acc.register_for_checkpointing(sched, done)
         found = find_state(state_dir)
         if found is not None:
