@@ -3,7 +3,7 @@ trained and evaluated in one resumable job; partial results in reports/study/<na
 
     nohup python scripts/study.py run [--profile experiments/study.yaml] > study.log 2>&1 &   # resumable
     python scripts/study.py report [--profile ...]      # report.md / report.json from finished runs
-    python scripts/study.py status [--profile ...]      # progress.json
+    python scripts/study.py status [--profile ...]      # progress, finished runs, where a restart resumes
 
 A thin command line over tinyllm.experiments.study (see its docstring).
 """
@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from tinyllm.experiments.study import StudyConfig, run_study, write_report
+from tinyllm.experiments.study import StudyConfig, run_study, study_status, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,8 +40,7 @@ def main() -> int:
     elif args.command == "report":
         print(write_report(ROOT, cfg, out))
     else:
-        p = out / "progress.json"
-        print(json.loads(p.read_text()) if p.exists() else f"{out}: not started")
+        print(json.dumps(study_status(ROOT, cfg, out), indent=1))
     return 0
 
 

@@ -270,6 +270,7 @@ def test_a_killed_study_resumes_its_run_from_the_last_training_state(tiny_tokeni
     state = runner.train_state_dir(tmp_path, cfg, "tinyllm-s0")
     assert json.loads((state / "resume.json").read_text())["step"] == 2
     assert not (out / "runs" / "tinyllm-s0" / "done.json").exists()
+    assert runner.study_status(tmp_path, cfg, out)["resumes_at_step"] == {"tinyllm-s0": 2}
     run_study(tmp_path, cfg, out)
     run, ref = out / "runs" / "tinyllm-s0", tmp_path / "whole" / "runs" / "tinyllm-s0"
     for rel in ("predictions/valid/obqa.jsonl", "checkpoints/step2/predictions/valid/obqa.jsonl"):

@@ -36,7 +36,7 @@ One module per concept (import order, no cycle: runner -> report -> tables, plot
 from .config import StudyConfig
 from .plots import loss_curves, mean_curves, write_plots
 from .report import RULE_TEXT, write_report
-from .runner import eval_records, evaluate_student, run_one, run_study
+from .runner import eval_records, evaluate_student, run_one, run_study, study_status
 from .tables import checkpoint_table, conclusion, study_tables
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "mean_curves",
     "run_one",
     "run_study",
+    "study_status",
     "study_tables",
     "write_plots",
     "write_report",

@@ -245,6 +245,29 @@ def train_state_dir(root: Path, cfg: StudyConfig, run: str) -> Path:
     return root / (cfg.save_models or "models/study") / cfg.name / ".train-state" / run
 
 
+def study_status(root: Path, cfg: StudyConfig, out: Path) -> dict:
+    """Where the study stands: ``progress.json``, the finished runs, and each unfinished run's
+    last saved training state (the step a restart continues from)."""
+    import json
+
+    from ...train_state import RESUME_FILE, find_state
+
+    p = out / "progress.json"
+    states = {}
+    for arm, seed in cfg.runs():
+        run = f"{arm}-s{seed}"
+        found = find_state(train_state_dir(root, cfg, run))
+        if found is not None and not (out / "runs" / run / "done.json").exists():
+            states[run] = json.loads((found / RESUME_FILE).read_text())["step"]
+    done = [f"{a}-s{s}" for a, s in cfg.runs() if (out / "runs" / f"{a}-s{s}" / "done.json").exists()]
+    return {
+        "progress": json.loads(p.read_text()) if p.exists() else None,
+        "done": done,
+        "of": len(cfg.runs()),
+        "resumes_at_step": states,
+    }
+
+
 def _read_rss(run_dir: Path) -> list[dict]:
     import json
 
