@@ -53,6 +53,12 @@ def find_state(state_dir: Path) -> Path | None:
     return None
 
 
+def saved_step(state_dir: Path) -> int | None:
+    """The step a restart would continue from (the last whole save's), None without one."""
+    found = find_state(state_dir)
+    return None if found is None else int(json.loads((found / RESUME_FILE).read_text())["step"])
+
+
 def check_settings(found: Path, settings: dict) -> int:
     """The step the save in ``found`` reached; an error when it was made under other settings."""
     path = found / RESUME_FILE

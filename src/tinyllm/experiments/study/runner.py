@@ -250,15 +250,15 @@ def study_status(root: Path, cfg: StudyConfig, out: Path) -> dict:
     last saved training state (the step a restart continues from)."""
     import json
 
-    from ...train_state import RESUME_FILE, find_state
+    from ...train_state import saved_step
 
     p = out / "progress.json"
     states = {}
     for arm, seed in cfg.runs():
         run = f"{arm}-s{seed}"
-        found = find_state(train_state_dir(root, cfg, run))
-        if found is not None and not (out / "runs" / run / "done.json").exists():
-            states[run] = json.loads((found / RESUME_FILE).read_text())["step"]
+        step = saved_step(train_state_dir(root, cfg, run))
+        if step is not None and not (out / "runs" / run / "done.json").exists():
+            states[run] = step
     done = [f"{a}-s{s}" for a, s in cfg.runs() if (out / "runs" / f"{a}-s{s}" / "done.json").exists()]
     return {
         "progress": json.loads(p.read_text()) if p.exists() else None,
