@@ -2,6 +2,7 @@
 trained and evaluated in one resumable job; partial results in reports/study/<name>/ as it goes.
 
     nohup python scripts/study.py run [--profile experiments/study.yaml] > study.log 2>&1 &   # resumable
+    nohup python scripts/study.py run --first ft-s2,tinyllm-s1 ... &   # these runs before the rest
     python scripts/study.py report [--profile ...]      # report.md / report.json from finished runs
     python scripts/study.py status [--profile ...]      # progress, finished runs, where a restart resumes
 
@@ -29,6 +30,12 @@ def main() -> int:
     ap.add_argument(
         "--data", type=Path, help="read prepared/ and rationales/ from this folder (a frozen copy of data/)"
     )
+    ap.add_argument(
+        "--first",
+        default="",
+        help="comma-separated runs (arm-s<seed>, e.g. ft-s2,tinyllm-s1) to do before the rest; "
+        "order never changes a run's result",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = StudyConfig.load(args.profile)
@@ -36,7 +43,8 @@ def main() -> int:
         cfg.prepared, cfg.rationales = str(args.data / "prepared"), str(args.data / "rationales")
     out = args.out or ROOT / "reports" / "study" / cfg.name
     if args.command == "run":
-        run_study(ROOT, cfg, out, progress=args.progress)
+        first = [n.strip() for n in args.first.split(",") if n.strip()]
+        run_study(ROOT, cfg, out, progress=args.progress, first=first)
     elif args.command == "report":
         print(write_report(ROOT, cfg, out))
     else:

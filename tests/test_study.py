@@ -5,6 +5,7 @@ import json
 import math
 import sys
 
+import pytest
 from conftest import RATIONALES, records, tiny_causal
 
 from tinyllm.experiments.study import StudyConfig, loss_curves, run_study, write_report
@@ -302,3 +303,38 @@ def test_step_peak_is_the_high_water_mark_since_the_last_call():
     first, second = _step_peak_gb(), _step_peak_gb()
     assert first - _rss_gb() > 0.2  # the freed block still counts in the peak of its step
     assert second - _rss_gb() < 0.05  # ... and not in the next one's
+
+
+def test_first_puts_named_runs_ahead_and_rejects_unknown_names(tmp_path, monkeypatch):
+    from tinyllm.experiments.study import runner
+
+    cfg = StudyConfig(
+        name="order",
+        benchmarks=["obqa"],
+        seeds=[0, 1, 2],
+        arms={"untrained": {"steps": 0}, "ft": {"alphas": {}}, "tinyllm": {"alphas": {"t": 1.0}}},
+        mlflow=False,
+    )
+    default = cfg.runs()
+    assert default[:4] == [("untrained", 0), ("ft", 0), ("tinyllm", 0), ("ft", 1)]
+    reordered = cfg.runs(["tinyllm-s2", "ft-s1", "tinyllm-s2"])
+    assert reordered[:2] == [("tinyllm", 2), ("ft", 1)]
+    assert sorted(reordered) == sorted(default)  # same runs, none twice
+    with pytest.raises(ValueError, match="untrained-s1"):
+        cfg.runs(["untrained-s1"])  # a deterministic arm has one seed
+
+    calls = []
+
+    def fake_run_one(root, cfg, arm, seed, out, progress):
+        calls.append(f"{arm}-s{seed}")
+        (out / "runs" / f"{arm}-s{seed}").mkdir(parents=True, exist_ok=True)
+        return {cfg.eval_split: {"average": {"accuracy": 0.0}}, "train_s": 0.0, "eval_s": 0.0}
+
+    monkeypatch.setattr(runner, "run_one", fake_run_one)
+    monkeypatch.setattr(runner, "write_report", lambda *a, **k: "")
+    out = tmp_path / "out"
+    (out / "runs" / "ft-s1").mkdir(parents=True)
+    (out / "runs" / "ft-s1" / "done.json").write_text("{}")  # finished before: still skipped
+    run_study(tmp_path, cfg, out, first=["ft-s1", "tinyllm-s2"])
+    assert calls[0] == "tinyllm-s2"
+    assert "ft-s1" not in calls and len(calls) == len(default) - 1

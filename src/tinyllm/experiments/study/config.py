@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,10 +46,20 @@ class StudyConfig:
             raise ValueError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
         return cls(**data)
 
-    def runs(self) -> list[tuple[str, int]]:
-        return [
+    def runs(self, first: Sequence[str] = ()) -> list[tuple[str, int]]:
+        """Every (arm, seed): seed by seed, arms in profile order; ``first`` (names such as
+        ``"ft-s2"``) moves those runs to the front, in the order given. Order never changes a
+        run's result (each run's seed fixes its questions and batches); it decides which runs
+        finish first when a job has limited time."""
+        runs = [
             (arm, seed)
             for seed in self.seeds
             for arm in self.arms
             if not (arm in self.deterministic_arms and seed != self.seeds[0])
         ]
+        names = {f"{arm}-s{seed}": (arm, seed) for arm, seed in runs}
+        unknown = [n for n in first if n not in names]
+        if unknown:
+            raise ValueError(f"unknown run(s) {unknown} for study {self.name!r}; its runs: {list(names)}")
+        head = [names[n] for n in dict.fromkeys(first)]
+        return head + [r for r in runs if r not in head]

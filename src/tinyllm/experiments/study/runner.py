@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -332,11 +333,12 @@ def _checkpoint_hook(student, cfg: StudyConfig, questions, run_dir: Path, steps:
     return hook
 
 
-def run_study(root: Path, cfg: StudyConfig, out: Path, progress: bool = False) -> None:
-    """Every (arm, seed) not yet done, in order; then the report."""
+def run_study(root: Path, cfg: StudyConfig, out: Path, progress: bool = False, first: Sequence[str] = ()) -> None:
+    """Every (arm, seed) not yet done, in order (``first``: these runs before the rest, see
+    ``StudyConfig.runs``); the report after each."""
+    todo = cfg.runs(first)
     out.mkdir(parents=True, exist_ok=True)
     (out / "profile.yaml").write_text(yaml.safe_dump(cfg.__dict__, sort_keys=False))
-    todo = cfg.runs()
     t0 = time.perf_counter()
     parent = contextlib.nullcontext()
     if cfg.mlflow:
