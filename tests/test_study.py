@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import RATIONALES, records, tiny_causal
 
-from tinyllm.experiments.study import StudyConfig, loss_curves, run_study, write_report
+from tinyllm.experiments.study import StudyConfig, conclusion, loss_curves, run_study, write_report
 
 
 def _setup(tmp_path, tok):
@@ -338,3 +338,35 @@ def test_first_puts_named_runs_ahead_and_rejects_unknown_names(tmp_path, monkeyp
     run_study(tmp_path, cfg, out, first=["ft-s1", "tinyllm-s2"])
     assert calls[0] == "tinyllm-s2"
     assert "ft-s1" not in calls and len(calls) == len(default) - 1
+
+
+def test_conclusion_names_every_finished_arm_against_the_reference(tmp_path):
+    from tinyllm.experiments.study import study_tables
+
+    recs = records("valid")
+    right = [{"id": r["id"], "label": r["label"], "pred_score": r["label"]} for r in recs]
+    wrong = [{"id": r["id"], "label": r["label"], "pred_score": (r["label"] + 1) % 3} for r in recs]
+    cfg = StudyConfig(
+        name="sentence",
+        benchmarks=["obqa"],
+        seeds=[0, 1],
+        arms={
+            "untrained": {"steps": 0},
+            "ft": {"alphas": {}},
+            "tinyllm": {"alphas": {"a": 1.0}},
+            "a_only": {"alphas": {"a": 1.0}},
+            "b_only": {"alphas": {"b": 1.0}},
+        },
+        rule="score",
+        mlflow=False,
+    )
+    out = tmp_path / "out"
+    _fake_run(out, "untrained-s0", preds=wrong)
+    for name in ("ft-s0", "ft-s1", "tinyllm-s0"):
+        _fake_run(out, name, preds=wrong)
+    _fake_run(out, "a_only-s0", preds=right)
+    _fake_run(out, "a_only-s1", preds=right)
+    sentence = conclusion(cfg, study_tables(cfg, out, rule="score", half=None))
+    assert "tinyllm − ft = +0.0 points" in sentence
+    assert "the other arms − ft: a_only +100.0 [" in sentence and "(seeds 0, 1)" in sentence
+    assert "b_only" not in sentence  # not finished: not named

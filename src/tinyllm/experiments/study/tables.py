@@ -115,7 +115,8 @@ def checkpoint_table(cfg: StudyConfig, out: Path) -> list[dict]:
 
 def conclusion(cfg: StudyConfig, tables: dict) -> str:
     """The study's result in one sentence with its numbers: the positive control (the reference
-    arm against the untrained student) and the headline arm against the reference."""
+    arm against the untrained student), the headline arm against the reference, then every other
+    finished arm against the reference, each with the seeds it was paired on."""
     summary, comps = tables["summary"], tables["comparisons"]
     half = f"{tables['half']} half of " if tables["half"] else ""
     n = summary.get(cfg.reference, {}).get("average", {}).get("n")
@@ -138,5 +139,17 @@ def conclusion(cfg: StudyConfig, tables: dict) -> str:
     text = f"On {where}: {cfg.reference} − untrained = {control}"
     if head is None:
         return text + f"; {cfg.headline_arm} is not finished."
-    paired = f"seed{'s' * (len(seeds) != 1)} {', '.join(map(str, seeds))}"
-    return text + f"; {cfg.headline_arm} − {cfg.reference} = {head} ({paired}, paired)."
+    text += f"; {cfg.headline_arm} − {cfg.reference} = {head} ({_seeds(seeds)}, paired)"
+    others = []
+    for arm in cfg.arms:
+        key = f"{arm} - {cfg.reference}"
+        if arm in (cfg.reference, cfg.headline_arm, *cfg.deterministic_arms) or diff(key) is None:
+            continue
+        others.append(f"{arm} {diff(key).replace(' points', '')} ({_seeds(tables['comparison_seeds'][key])})")
+    if others:
+        text += f"; the other arms − {cfg.reference}: " + "; ".join(others)
+    return text + "."
+
+
+def _seeds(seeds: list[int]) -> str:
+    return f"seed{'s' * (len(seeds) != 1)} {', '.join(map(str, seeds))}"
