@@ -232,6 +232,14 @@ def test_trained_arms_are_compared_on_the_seeds_both_finished(tmp_path):
     assert t["comparison_seeds"]["ft - untrained"] == [0, 1]
     assert t["comparisons"]["ft - untrained"]["average"]["diff"] == 0.5
     assert t["summary"]["ft"]["average"]["accuracy"] == 0.5  # the arm's own row still pools both seeds
+    # seed by seed: the pooled +50 is seed 0's +100 and seed 1's 0
+    per = t["per_seed"]["ft - untrained"]
+    assert per[0]["diff"] == 1.0 and per[1]["diff"] == 0.0 and per[0]["b"] == len(recs) and per[1]["b"] == 0
+    assert "tinyllm - ft" not in t["per_seed"]  # one common seed: nothing to break down
+    from tinyllm.experiments.study.report import _per_seed_lines
+
+    table = "\n".join(_per_seed_lines(t))
+    assert f"| ft - untrained | +100.0 [+100.0, +100.0] {len(recs)}/0 | +0.0 [+0.0, +0.0] 0/0 |" in table
 
 
 def test_a_killed_study_resumes_its_run_from_the_last_training_state(tiny_tokenizer, tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
     rates, rate_lines = _reference_rates(root, cfg, out, tables["half"])
     lines += rate_lines
     lines += _comparison_lines(cfg, tables)
+    lines += _per_seed_lines(tables)
     lines += _even_seeds_caution(tables)
     lines += _headline_lines(cfg, tables)
     lines += _rules_table(cfg, out, tables, RULES)
@@ -134,6 +135,34 @@ def _comparison_lines(cfg: StudyConfig, tables: dict) -> list[str]:
             for b in cols
         ]
         lines.append(f"| {name} | {', '.join(map(str, used.get(name, [])))} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _per_seed_lines(tables: dict) -> list[str]:
+    """Each pooled comparison broken down by seed (the average over benchmarks): does one seed
+    carry the pooled difference?"""
+    per_seed = tables.get("per_seed") or {}
+    if not per_seed:
+        return []
+    seeds = sorted({int(s) for row in per_seed.values() for s in row})
+    lines = [
+        "",
+        "The same comparisons seed by seed (average; points [95% paired-bootstrap CI], questions only this "
+        "arm / only the other got right):",
+        "",
+        "| comparison | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "|---|" + "---|" * len(seeds),
+    ]
+    for name, row in per_seed.items():
+        row = {int(s): c for s, c in row.items()}
+        cells = [
+            f"{100 * row[s]['diff']:+.1f} [{100 * row[s]['ci_low']:+.1f}, {100 * row[s]['ci_high']:+.1f}] "
+            f"{row[s]['b']}/{row[s]['c']}"
+            if s in row
+            else ""
+            for s in seeds
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -51,11 +51,22 @@ def study_tables(cfg: StudyConfig, out: Path, rule: str | None = None, half: str
             elif common := sorted(set(done[arm]) & set(done[ref])):
                 used[key] = common
                 comps[key] = paired_comparison(matrices(arm, common), matrices(ref, common))
+    per_seed = {}  # each seed's pair alone: how much the pooled difference varies from seed to seed
+    for key, seeds_used in used.items():
+        arm, ref = key.split(" - ")
+        if len(seeds_used) > 1:
+            per_seed[key] = {
+                s: paired_comparison(
+                    matrices(arm, [s]), mats[ref] if ref in cfg.deterministic_arms else matrices(ref, [s])
+                )["average"]
+                for s in seeds_used
+            }
     seeds = {a: sorted(s) for a, s in done.items()}
     return {
         "summary": summary,
         "comparisons": comps,
         "comparison_seeds": used,
+        "per_seed": per_seed,
         "seeds": seeds,
         "rule": rule,
         "half": half,
