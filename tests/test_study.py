@@ -202,6 +202,14 @@ def test_saved_student_is_tracked_with_dvc_without_dvc_on_path(tmp_path, monkeyp
     assert "/arm-s0" in (model.parent / ".gitignore").read_text()
 
 
+def _right_and_wrong():
+    """The valid records, and predictions (score rule) that get every one right / every one wrong."""
+    recs = records("valid")
+    right = [{"id": r["id"], "label": r["label"], "pred_score": r["label"]} for r in recs]
+    wrong = [{"id": r["id"], "label": r["label"], "pred_score": (r["label"] + 1) % 3} for r in recs]
+    return recs, right, wrong
+
+
 def test_trained_arms_are_compared_on_the_seeds_both_finished(tmp_path):
     # guards: with ft at seeds 0, 1 and tinyllm at seed 0 only, the comparison pitted ft's 2-seed
     # majority vote (a 1-1 tie counts as wrong) against one run: identical predictions at seed 0
@@ -209,9 +217,7 @@ def test_trained_arms_are_compared_on_the_seeds_both_finished(tmp_path):
     # for a +0.2-point difference whose seed-0 pair had 5 discordant questions, p = 1)
     from tinyllm.experiments.study import study_tables
 
-    recs = records("valid")
-    right = [{"id": r["id"], "label": r["label"], "pred_score": r["label"]} for r in recs]
-    wrong = [{"id": r["id"], "label": r["label"], "pred_score": (r["label"] + 1) % 3} for r in recs]
+    recs, right, wrong = _right_and_wrong()
     cfg = StudyConfig(
         name="paired",
         benchmarks=["obqa"],
@@ -351,9 +357,7 @@ def test_first_puts_named_runs_ahead_and_rejects_unknown_names(tmp_path, monkeyp
 def test_conclusion_names_every_finished_arm_against_the_reference(tmp_path):
     from tinyllm.experiments.study import study_tables
 
-    recs = records("valid")
-    right = [{"id": r["id"], "label": r["label"], "pred_score": r["label"]} for r in recs]
-    wrong = [{"id": r["id"], "label": r["label"], "pred_score": (r["label"] + 1) % 3} for r in recs]
+    recs, right, wrong = _right_and_wrong()
     cfg = StudyConfig(
         name="sentence",
         benchmarks=["obqa"],

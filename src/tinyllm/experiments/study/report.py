@@ -14,6 +14,11 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _diff_ci(c: dict) -> str:
+    """A paired difference in points with its CI: ``+0.4 [-1.3, +2.5]``."""
+    return f"{100 * c['diff']:+.1f} [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]"
+
+
 def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
     """``report.md`` + ``report.json`` in ``out``: per arm and benchmark n, accuracy (mean ± sd
     over seeds) and a 95% CI; paired differences with bootstrap CIs and exact McNemar p."""
@@ -125,15 +130,7 @@ def _comparison_lines(cfg: StudyConfig, tables: dict) -> list[str]:
     ]
     used = tables.get("comparison_seeds", {})
     for name, c in tables["comparisons"].items():
-        cells = [
-            (
-                f"{100 * c[b]['diff']:+.1f} [{100 * c[b]['ci_low']:+.1f}, {100 * c[b]['ci_high']:+.1f}] "
-                f"p={c[b]['p_mcnemar']:.3g}"
-            )
-            if b in c
-            else ""
-            for b in cols
-        ]
+        cells = [f"{_diff_ci(c[b])} p={c[b]['p_mcnemar']:.3g}" if b in c else "" for b in cols]
         lines.append(f"| {name} | {', '.join(map(str, used.get(name, [])))} | " + " | ".join(cells) + " |")
     return lines
 
@@ -155,13 +152,7 @@ def _per_seed_lines(tables: dict) -> list[str]:
     ]
     for name, row in per_seed.items():
         row = {int(s): c for s, c in row.items()}
-        cells = [
-            f"{100 * row[s]['diff']:+.1f} [{100 * row[s]['ci_low']:+.1f}, {100 * row[s]['ci_high']:+.1f}] "
-            f"{row[s]['b']}/{row[s]['c']}"
-            if s in row
-            else ""
-            for s in seeds
-        ]
+        cells = [f"{_diff_ci(row[s])} {row[s]['b']}/{row[s]['c']}" if s in row else "" for s in seeds]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -239,11 +230,7 @@ def _rules_table(cfg: StudyConfig, out: Path, tables: dict, rules) -> list[str]:
         cells = []
         for r in have:
             c = per_rule[r]["comparisons"].get(name, {}).get("average")
-            cells.append(
-                f"{100 * c['diff']:+.1f} [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] p={c['p_mcnemar']:.2g}"
-                if c
-                else ""
-            )
+            cells.append(f"{_diff_ci(c)} p={c['p_mcnemar']:.2g}" if c else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 

@@ -37,7 +37,7 @@ def study_tables(cfg: StudyConfig, out: Path, rule: str | None = None, half: str
 
     mats = {arm: matrices(arm, sorted(seeds)) for arm, seeds in done.items()}
     summary = {arm: accuracy_summary({b: m for b, (_, m) in per.items()}) for arm, per in mats.items()}
-    comps, used = {}, {}
+    comps, used, per_seed = {}, {}, {}
     for arm in mats:
         if arm in cfg.deterministic_arms:
             continue  # the untrained student is a reference, not a treatment
@@ -51,16 +51,15 @@ def study_tables(cfg: StudyConfig, out: Path, rule: str | None = None, half: str
             elif common := sorted(set(done[arm]) & set(done[ref])):
                 used[key] = common
                 comps[key] = paired_comparison(matrices(arm, common), matrices(ref, common))
-    per_seed = {}  # each seed's pair alone: how much the pooled difference varies from seed to seed
-    for key, seeds_used in used.items():
-        arm, ref = key.split(" - ")
-        if len(seeds_used) > 1:
-            per_seed[key] = {
-                s: paired_comparison(
-                    matrices(arm, [s]), mats[ref] if ref in cfg.deterministic_arms else matrices(ref, [s])
-                )["average"]
-                for s in seeds_used
-            }
+            else:
+                continue
+            if len(used[key]) > 1:  # each seed's pair alone: does one seed carry the pooled difference?
+                per_seed[key] = {
+                    s: paired_comparison(
+                        matrices(arm, [s]), mats[ref] if ref in cfg.deterministic_arms else matrices(ref, [s])
+                    )["average"]
+                    for s in used[key]
+                }
     seeds = {a: sorted(s) for a, s in done.items()}
     return {
         "summary": summary,
@@ -133,12 +132,12 @@ def conclusion(cfg: StudyConfig, tables: dict) -> str:
     n = summary.get(cfg.reference, {}).get("average", {}).get("n")
     where = f"{', '.join(cfg.benchmarks)} ({half}{cfg.eval_split}, n={n}, rule {cfg.rule})"
 
-    def diff(key):
+    def diff(key, unit=" points"):
         c = comps.get(key, {}).get("average")
         if not c:
             return None
         return (
-            f"{100 * c['diff']:+.1f} points [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}], "
+            f"{100 * c['diff']:+.1f}{unit} [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}], "
             f"McNemar p = {c['p_mcnemar']:.2g}"
         )
 
@@ -154,9 +153,8 @@ def conclusion(cfg: StudyConfig, tables: dict) -> str:
     others = []
     for arm in cfg.arms:
         key = f"{arm} - {cfg.reference}"
-        if arm in (cfg.reference, cfg.headline_arm, *cfg.deterministic_arms) or diff(key) is None:
-            continue
-        others.append(f"{arm} {diff(key).replace(' points', '')} ({_seeds(tables['comparison_seeds'][key])})")
+        if arm not in (cfg.reference, cfg.headline_arm, *cfg.deterministic_arms) and (d := diff(key, unit="")):
+            others.append(f"{arm} {d} ({_seeds(tables['comparison_seeds'][key])})")
     if others:
         text += f"; the other arms − {cfg.reference}: " + "; ".join(others)
     return text + "."
