@@ -31,7 +31,9 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     report = compare(args.model, args.benchmarks, args.limit or None, ROOT, args.batch_size)
-    write_json(args.out, {"model": str(args.model), "limit": args.limit, "benchmarks": report})
+    model = args.model.resolve()
+    model = model.relative_to(ROOT) if model.is_relative_to(ROOT) else model  # a path another clone can read
+    write_json(args.out, {"model": str(model), "limit": args.limit, "benchmarks": report})
     print("| benchmark | n | sum = acc | norm = acc_norm | max |loglik diff| |")
     print("|---|---|---|---|---|")
     for b, r in report.items():

@@ -9,6 +9,7 @@ import pytest
 from conftest import RATIONALES, records, tiny_causal
 
 from tinyllm.experiments.study import StudyConfig, conclusion, loss_curves, run_study, write_report
+from tinyllm.io import write_json
 
 
 def _setup(tmp_path, tok):
@@ -382,3 +383,18 @@ def test_conclusion_names_every_finished_arm_against_the_reference(tmp_path):
     assert "tinyllm − ft = +0.0 points" in sentence
     assert "the other arms − ft: a_only +100.0 [" in sentence and "(seeds 0, 1)" in sentence
     assert "b_only" not in sentence  # not finished: not named
+
+
+def test_report_states_the_harness_agreement_of_a_cloze_study(tmp_path):
+    from tinyllm.experiments.study.report import AGREEMENT, _peer_check_lines
+
+    cfg = StudyConfig(name="peer", benchmarks=["obqa"], seeds=[0], arms={}, distill={"answer_format": "cloze"})
+    assert _peer_check_lines(tmp_path, cfg) == []  # the check has not run: nothing claimed
+    per = {"n": 100, "agree_acc": 1.0, "agree_acc_norm": 1.0, "max_abs_loglik_diff": 1e-4, "differ": []}
+    record = {"obqa": {**per, "agree_acc": 0.99, "differ": ["q7"]}, "riddle": {**per, "max_abs_loglik_diff": 3e-4}}
+    write_json(tmp_path / AGREEMENT, {"model": "models/base", "limit": 100, "benchmarks": record})
+    line = "\n".join(_peer_check_lines(tmp_path, cfg))
+    assert "`acc`'s option on 199/200 questions" in line and "`acc_norm`'s on 200/200" in line
+    assert "obqa, riddle (n=200" in line and "3.0e-04" in line
+    listed = StudyConfig(name="peer", benchmarks=["obqa"], seeds=[0], arms={}, distill={"answer_format": "listed"})
+    assert _peer_check_lines(tmp_path, listed) == []  # harness agreement is a cloze-format claim

@@ -304,4 +304,12 @@ MUTATIONS: list[dict] = [
         "broken": "        state_dir=None,\n",
         "tests": ["tests/test_study.py", "-k", "killed"],
     },
+    # ---- issue 20: the study report's peer check
+    {
+        "name": "study report counts acc_norm agreement as acc agreement",
+        "file": "src/tinyllm/experiments/study/report.py",
+        "original": 'same_acc = sum(round(r["agree_acc"] * r["n"])',
+        "broken": 'same_acc = sum(round(r["agree_acc_norm"] * r["n"])',
+        "tests": ["tests/test_study.py", "-k", "harness_agreement"],
+    },
 ]

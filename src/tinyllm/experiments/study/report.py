@@ -34,6 +34,7 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
     lines += _headline_lines(cfg, tables)
     lines += _rules_table(cfg, out, tables, RULES)
     lines += _checkpoint_lines(cfg, out)
+    lines += _peer_check_lines(root, cfg)
     plots = write_plots(cfg, out, tables, rates)  # before report.md, so its links never dangle
     if plots:
         lines += ["", "## Plots"]
@@ -258,3 +259,30 @@ def _checkpoint_lines(cfg: StudyConfig, out: Path) -> list[str]:
             f"{100 * r['gap_ci_high']:+.1f}] |"
         )
     return lines
+
+
+AGREEMENT = Path("benchmarks") / "results" / "lm_eval_agreement.json"  # written by scripts/check_lm_eval.py
+
+
+def _peer_check_lines(root: Path, cfg: StudyConfig) -> list[str]:
+    """How far the cloze scorer behind these numbers agrees with lm-evaluation-harness on the same
+    questions (``scripts/check_lm_eval.py``): questions where ``sum`` chose harness ``acc``'s option
+    and ``norm`` chose ``acc_norm``'s. Nothing in a listed-format study, or before the check ran."""
+    import json
+
+    path = root / AGREEMENT
+    if {**cfg.distill}.get("answer_format", "listed") != "cloze" or not path.exists():
+        return []
+    record = json.loads(path.read_text())
+    per = record["benchmarks"]
+    n = sum(r["n"] for r in per.values())
+    same_acc = sum(round(r["agree_acc"] * r["n"]) for r in per.values())
+    same_norm = sum(round(r["agree_acc_norm"] * r["n"]) for r in per.values())
+    scope = f"the first {record['limit']}" if record.get("limit") else "all"
+    return [
+        "",
+        f"Peer check (`{AGREEMENT.as_posix()}`, `python scripts/check_lm_eval.py`): on {scope} valid questions "
+        f"of {', '.join(per)} (n={n}; checkpoint `{record['model']}`), the `sum` rule picks lm-evaluation-harness "
+        f"`acc`'s option on {same_acc}/{n} questions and `norm` picks `acc_norm`'s on {same_norm}/{n}; the "
+        f"largest log-likelihood difference is {max(r['max_abs_loglik_diff'] for r in per.values()):.1e}.",
+    ]
