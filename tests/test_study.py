@@ -243,6 +243,11 @@ def test_trained_arms_are_compared_on_the_seeds_both_finished(tmp_path):
     per = t["per_seed"]["ft - untrained"]
     assert per[0]["diff"] == 1.0 and per[1]["diff"] == 0.0 and per[0]["b"] == len(recs) and per[1]["b"] == 0
     assert "tinyllm - ft" not in t["per_seed"]  # one common seed: nothing to break down
+    # same option chosen: per pair of runs, the untrained arm's one run against each seed
+    n = len(recs)
+    assert t["agreement"]["tinyllm - ft"] == {0: {"same": n, "n": n}}
+    assert t["agreement"]["ft - untrained"] == {0: {"same": 0, "n": n}, 1: {"same": n, "n": n}}
+    assert t["seed_agreement"] == {"ft": {"0-1": {"same": 0, "n": n}}}  # tinyllm has one seed
     from tinyllm.experiments.study.report import _per_seed_lines
 
     table = "\n".join(_per_seed_lines(t))
@@ -383,6 +388,24 @@ def test_conclusion_names_every_finished_arm_against_the_reference(tmp_path):
     assert "tinyllm − ft = +0.0 points" in sentence
     assert "the other arms − ft: a_only +100.0 [" in sentence and "(seeds 0, 1)" in sentence
     assert "b_only" not in sentence  # not finished: not named
+
+
+def test_same_option_counts_pair_each_seed_with_itself(tmp_path):
+    # guards: seed 1 of an arm set against seed 0 of the reference would count 0 shared answers here
+    from tinyllm.experiments.study import study_tables
+    from tinyllm.experiments.study.report import _agreement_lines
+
+    recs, right, wrong = _right_and_wrong()
+    cfg = StudyConfig(name="agree", benchmarks=["obqa"], seeds=[0, 1], arms={"ft": {}, "tinyllm": {}}, mlflow=False)
+    out = tmp_path / "out"
+    for name, preds in [("ft-s0", right), ("ft-s1", wrong), ("tinyllm-s0", right), ("tinyllm-s1", wrong)]:
+        _fake_run(out, name, preds=preds)
+    t = study_tables(cfg, out, rule="score", half=None)
+    n = len(recs)
+    assert t["agreement"]["tinyllm - ft"] == {0: {"same": n, "n": n}, 1: {"same": n, "n": n}}
+    assert t["seed_agreement"]["tinyllm"] == {"0-1": {"same": 0, "n": n}}
+    table = "\n".join(_agreement_lines(t))
+    assert f"| tinyllm - ft | s0 {n}/{n}, s1 {n}/{n} |" in table and f"| ft, seed against seed | s0/s1 0/{n} |" in table
 
 
 def test_report_states_the_harness_agreement_of_a_cloze_study(tmp_path):

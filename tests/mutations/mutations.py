@@ -312,4 +312,11 @@ MUTATIONS: list[dict] = [
         "broken": 'same_acc = sum(round(r["agree_acc_norm"] * r["n"])',
         "tests": ["tests/test_study.py", "-k", "harness_agreement"],
     },
+    {
+        "name": "study agreement pairs every seed with the reference's first seed",
+        "file": "src/tinyllm/experiments/study/tables.py",
+        "original": "ref_seed = {s: min(done[ref]) if ref in cfg.deterministic_arms else s for s in used[key]}",
+        "broken": "ref_seed = {s: min(done[ref]) for s in used[key]}",
+        "tests": ["tests/test_study.py", "-k", "same_option"],
+    },
 ]

@@ -30,6 +30,7 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
     lines += rate_lines
     lines += _comparison_lines(cfg, tables)
     lines += _per_seed_lines(tables)
+    lines += _agreement_lines(tables)
     lines += _even_seeds_caution(tables)
     lines += _headline_lines(cfg, tables)
     lines += _rules_table(cfg, out, tables, RULES)
@@ -155,6 +156,30 @@ def _per_seed_lines(tables: dict) -> list[str]:
         row = {int(s): c for s, c in row.items()}
         cells = [f"{_diff_ci(row[s])} {row[s]['b']}/{row[s]['c']}" if s in row else "" for s in seeds]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _agreement_lines(tables: dict) -> list[str]:
+    """Same option chosen: each compared pair of runs (same seed), and two seeds of one arm."""
+    agreement, between = tables.get("agreement") or {}, tables.get("seed_agreement") or {}
+    if not agreement:
+        return []
+
+    def cells(row: dict, label) -> str:
+        return ", ".join(f"{label(k)} {v['same']}/{v['n']}" for k, v in row.items())
+
+    lines = [
+        "",
+        f"Questions on which both runs chose the same option (rule {tables['rule']}, benchmarks pooled): "
+        "a treatment that changes few answers shows here even when it nets to zero; two seeds of one arm "
+        "are the yardstick.",
+        "",
+        "| runs compared (by the first arm's seed; two trained arms share it) | same option |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {cells(row, lambda s: f's{s}')} |" for name, row in agreement.items()]
+    for arm, row in between.items():
+        lines.append(f"| {arm}, seed against seed | {cells(row, lambda k: 's' + k.replace('-', '/s'))} |")
     return lines
 
 

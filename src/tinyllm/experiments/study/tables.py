@@ -18,8 +18,11 @@ def study_tables(cfg: StudyConfig, out: Path, rule: str | None = None, half: str
     comparison is paired by seed as well as by question while a study is part-way: an arm with
     seeds 0, 1 against one with seed 0 alone would otherwise pit a 2-seed majority vote (whose
     ties count as wrong) against a single run. A deterministic arm (the untrained student, one
-    run) is compared against every seed of the other arm."""
-    from ..stats import accuracy_summary, paired_comparison, seed_matrix
+    run) is compared against every seed of the other arm.
+
+    ``agreement``: per comparison and seed, the questions on which both arms chose the same option
+    (of ``n``); ``seed_agreement``: the same between two seeds of one arm, the yardstick for it."""
+    from ..stats import accuracy_summary, paired_comparison, prediction, seed_matrix
 
     rule = rule or cfg.rule
     half = cfg.report_half if half == "profile" else half
@@ -32,12 +35,19 @@ def study_tables(cfg: StudyConfig, out: Path, rule: str | None = None, half: str
         for arm, seeds in done.items()
     }
 
+    def picks(arm: str, seed: int) -> dict:
+        return {(b, p["id"]): prediction(p, rule) for b in cfg.benchmarks for p in preds[arm][b][seed]}
+
+    def same_option(x: dict, y: dict) -> dict:
+        common = x.keys() & y.keys()
+        return {"same": sum(x[k] == y[k] for k in common), "n": len(common)}
+
     def matrices(arm: str, seeds: list[int]) -> dict:
         return {b: seed_matrix([preds[arm][b][s] for s in seeds], rule) for b in cfg.benchmarks}
 
     mats = {arm: matrices(arm, sorted(seeds)) for arm, seeds in done.items()}
     summary = {arm: accuracy_summary({b: m for b, (_, m) in per.items()}) for arm, per in mats.items()}
-    comps, used, per_seed = {}, {}, {}
+    comps, used, per_seed, agreement = {}, {}, {}, {}
     for arm in mats:
         if arm in cfg.deterministic_arms:
             continue  # the untrained student is a reference, not a treatment
@@ -53,6 +63,8 @@ def study_tables(cfg: StudyConfig, out: Path, rule: str | None = None, half: str
                 comps[key] = paired_comparison(matrices(arm, common), matrices(ref, common))
             else:
                 continue
+            ref_seed = {s: min(done[ref]) if ref in cfg.deterministic_arms else s for s in used[key]}
+            agreement[key] = {s: same_option(picks(arm, s), picks(ref, ref_seed[s])) for s in used[key]}
             if len(used[key]) > 1:  # each seed's pair alone: does one seed carry the pooled difference?
                 per_seed[key] = {
                     s: paired_comparison(
@@ -61,11 +73,19 @@ def study_tables(cfg: StudyConfig, out: Path, rule: str | None = None, half: str
                     for s in used[key]
                 }
     seeds = {a: sorted(s) for a, s in done.items()}
+    # how much two seeds of one arm agree: the yardstick for how few answers a treatment moves
+    seed_agreement = {
+        arm: {f"{s}-{t}": same_option(picks(arm, s), picks(arm, t)) for s in ss for t in ss if s < t}
+        for arm, ss in seeds.items()
+        if len(ss) > 1
+    }
     return {
         "summary": summary,
         "comparisons": comps,
         "comparison_seeds": used,
         "per_seed": per_seed,
+        "agreement": agreement,
+        "seed_agreement": seed_agreement,
         "seeds": seeds,
         "rule": rule,
         "half": half,
