@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .config import StudyConfig
@@ -52,7 +53,7 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
 
 def _intro_lines(cfg: StudyConfig, tables: dict) -> list[str]:
     """Title, the profile's notes, the conclusion so far and what was evaluated, how."""
-    fmt = {**cfg.distill}.get("answer_format", "listed")
+    fmt = cfg.distill.get("answer_format", "listed")
     scope = "every question" if not cfg.eval_per_benchmark else f"the first {cfg.eval_per_benchmark} questions"
     half = {
         None: "all of them",
@@ -293,10 +294,8 @@ def _peer_check_lines(root: Path, cfg: StudyConfig) -> list[str]:
     """How far the cloze scorer behind these numbers agrees with lm-evaluation-harness on the same
     questions (``scripts/check_lm_eval.py``): questions where ``sum`` chose harness ``acc``'s option
     and ``norm`` chose ``acc_norm``'s. Nothing in a listed-format study, or before the check ran."""
-    import json
-
     path = root / AGREEMENT
-    if {**cfg.distill}.get("answer_format", "listed") != "cloze" or not path.exists():
+    if cfg.distill.get("answer_format", "listed") != "cloze" or not path.exists():
         return []
     record = json.loads(path.read_text())
     per = record["benchmarks"]
