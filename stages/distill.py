@@ -1,7 +1,8 @@
 """Stage `distill`: train the student on the answer task plus each teacher's rationales
 (TinyLLM), or on answers alone (empty alphas: label-only fine-tuning; with `lora`: LoRA),
 and save it with save_pretrained to models/student. Runs unchanged under
-`accelerate launch stages/distill.py` for several GPUs/processes."""
+`accelerate launch stages/distill.py` for several GPUs/processes. Resumable: the training state is
+saved every --state-every steps to --state-dir, and a killed stage run again continues from it."""
 
 import argparse
 import logging
@@ -22,6 +23,14 @@ def main() -> None:
     ap.add_argument("--log", default="metrics/train_log.tsv")
     ap.add_argument("--run-file", default="metrics/mlflow_run.json", help="MLflow run id, for evaluate to resume")
     ap.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
+    ap.add_argument(
+        "--state-dir", default="models/.train-state/student",
+        help="the training state (weights, AdamW moments, schedule, RNG; not in git or DVC): a killed "
+        "stage started again (`dvc repro`) continues from its last save; removed once the student is saved",
+    )  # fmt: skip
+    ap.add_argument(
+        "--state-every", type=int, default=100, help="save the training state every N optimizer steps (0: never)"
+    )
     args = ap.parse_args()
     root = _stage.ROOT
     cfg = from_dict(DistillConfig, _stage.params("distill"), "distill")
@@ -37,8 +46,9 @@ def main() -> None:
     except tracking.TrackingUnavailable as e:
         raise SystemExit(f"distill: {e}") from None
     out = distill_student(
-        root / args.base, root / args.trainset, root / args.out, cfg, student.kind, root / args.log, run.log_row
-    )
+        root / args.base, root / args.trainset, root / args.out, cfg, student.kind, root / args.log, run.log_row,
+        state_dir=root / args.state_dir if args.state_every else None, state_every=args.state_every,
+    )  # fmt: skip
     if out is None:  # not the main process of a distributed run
         return
     out["train"]["stage_wall_s"] = time.perf_counter() - t0

@@ -110,3 +110,37 @@ def test_resuming_on_other_training_questions_is_an_error(tiny_tokenizer, tmp_pa
     s = CausalStudent(tied_causal(tiny_tokenizer), tiny_tokenizer)
     with pytest.raises(ValueError, match=r"other settings \(examples_sha256"):
         train(s, changed, cfg(steps=7, batch_size=2, lr=1e-3), progress=False, state_dir=state, state_every=3)
+
+
+@pytest.mark.parametrize("lora", [None, {"r": 4, "alpha": 8}], ids=["full", "lora"])
+def test_a_killed_distill_stage_resumes_and_removes_its_state(tiny_tokenizer, tmp_path, lora):
+    # the `distill` stage's path (distill_student): base student from disk, trainset folder, saved
+    # student; guards: the state not passed through, not removed after the save, LoRA not resumable
+    from safetensors.torch import load_file
+
+    from tinyllm.distill import distill_student
+    from tinyllm.trainset import write_trainset
+
+    base, trainset = tmp_path / "base", tmp_path / "trainset"
+    tied_causal(tiny_tokenizer).save_pretrained(base)
+    tiny_tokenizer.save_pretrained(base)
+    write_trainset(trainset, {"train": examples()}, {"teachers": ["teacher_a", "teacher_b"]})
+    c = cfg(steps=5, batch_size=2, lr=1e-3, log_every=1, lora=lora)
+
+    def stage(out, state=None, kill_at=None):
+        def on_log(row):
+            if row["step"] == kill_at:
+                raise Killed
+
+        torch.manual_seed(0)
+        distill_student(base, trainset, out, c, "causal", on_log=on_log, state_dir=state, state_every=2)
+        return load_file(out / "model.safetensors")
+
+    whole = stage(tmp_path / "whole")
+    state = tmp_path / "state"
+    with pytest.raises(Killed):
+        stage(tmp_path / "resumed", state, kill_at=3)
+    assert json.loads((find_state(state) / "resume.json").read_text())["step"] == 2
+    resumed = stage(tmp_path / "resumed", state)
+    assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
+    assert not any(tmp_path.glob("state*"))  # the student is saved: no state is left to resume from

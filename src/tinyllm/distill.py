@@ -362,13 +362,19 @@ def distill_student(
     kind: str = "auto",
     log_path: Path | None = None,
     on_log: Callable[[dict], None] | None = None,
+    state_dir: Path | None = None,
+    state_every: int = 0,
 ) -> dict | None:
     """The ``distill`` stage: the ``trainset`` stage's examples for the teachers with alpha > 0 (and
     its validation-loss examples), the base student (LoRA adapters when ``cfg.lora``) trained under
     ``cfg``, saved atomically to ``out`` with its teachers, answer format and settings
     (``tinyllm.json``). Returns what metrics/train.json holds; None on a non-main process of a
-    distributed run, which saves nothing."""
+    distributed run, which saves nothing.
+
+    With ``state_dir`` the run is resumable (see ``train``): a killed stage started again continues
+    from its last save there, and the folder is removed once the student is saved."""
     from .student import load_student, save_student
+    from .train_state import remove_state
     from .trainset import load_trainset
 
     teachers = active_teachers(cfg.alphas)
@@ -379,12 +385,17 @@ def distill_student(
     student = load_student(base, kind)
     if cfg.lora:
         apply_lora(student, cfg.lora)
-    result = train(student, examples, cfg, log_path=log_path, on_log=on_log, valid_examples=valid)
+    result = train(
+        student, examples, cfg, log_path=log_path, on_log=on_log, valid_examples=valid,
+        state_dir=state_dir, state_every=state_every,
+    )  # fmt: skip
     is_main, cut = result.pop("_is_main"), result.pop("cut_targets")
     if not is_main:
         return None
     meta = {"teachers": teachers, "kind": student.kind, "distill": config_dict(cfg), **student.format_meta()}
     save_student(student.model, student.tok, out, meta)
+    if state_dir is not None:
+        remove_state(state_dir)  # the student is saved: a rerun starts over
     return {"train": result, "coverage": coverage, "cut_targets": cut}
 
 

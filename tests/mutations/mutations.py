@@ -35,10 +35,8 @@ MUTATIONS: list[dict] = [
     {
         "name": "distill trains on the valid questions too",
         "file": "src/tinyllm/distill.py",
-        "original": "    result = train(student, examples, cfg, log_path=log_path, on_log=on_log, valid_examples=valid)"
-        "\n",
-        "broken": "    result = train(student, examples + valid, cfg, log_path=log_path, on_log=on_log, "
-        "valid_examples=valid)\n",
+        "original": "        student, examples, cfg, log_path=log_path, on_log=on_log, valid_examples=valid,\n",
+        "broken": "        student, examples + valid, cfg, log_path=log_path, on_log=on_log, valid_examples=valid,\n",
         "tests": ["tests/test_stage_scripts.py"],
     },
     {
@@ -318,5 +316,20 @@ MUTATIONS: list[dict] = [
         "original": "ref_seed = {s: min(done[ref]) if ref in cfg.deterministic_arms else s for s in used[key]}",
         "broken": "ref_seed = {s: min(done[ref]) for s in used[key]}",
         "tests": ["tests/test_study.py", "-k", "same_option"],
+    },
+    # ---- the distill stage resumes a killed run
+    {
+        "name": "distill stage does not pass its training state on",
+        "file": "src/tinyllm/distill.py",
+        "original": "        state_dir=state_dir, state_every=state_every,\n",
+        "broken": "        state_dir=None, state_every=state_every,\n",
+        "tests": ["tests/test_train_state.py", "-k", "distill_stage"],
+    },
+    {
+        "name": "distill stage keeps its training state after saving the student",
+        "file": "src/tinyllm/distill.py",
+        "original": "        remove_state(state_dir)  # the student is saved: a rerun starts over\n",
+        "broken": "        pass\n",
+        "tests": ["tests/test_train_state.py", "-k", "distill_stage"],
     },
 ]
