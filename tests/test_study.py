@@ -421,3 +421,20 @@ def test_report_states_the_harness_agreement_of_a_cloze_study(tmp_path):
     assert "obqa, riddle (n=200" in line and "3.0e-04" in line
     listed = StudyConfig(name="peer", benchmarks=["obqa"], seeds=[0], arms={}, distill={"answer_format": "listed"})
     assert _peer_check_lines(tmp_path, listed) == []  # harness agreement is a cloze-format claim
+
+
+def test_missing_inputs_fail_before_any_run_naming_each_path(tiny_tokenizer, tmp_path):
+    # a fresh clone has no data/prepared, data/rationales or models/base: one error up front with
+    # every missing path and the command that makes them, not a hub error halfway into the study
+    cfg = _setup(tmp_path, tiny_tokenizer)
+    (tmp_path / "base" / "config.json").unlink()
+    (tmp_path / "prepared" / "obqa" / "valid.jsonl").unlink()
+    cfg.arms["both"] = {"alphas": {"teacher_a": 1.0, "teacher_b": 0.5}}  # teacher_b has no cache
+    out = tmp_path / "out"
+    with pytest.raises(FileNotFoundError) as e:
+        run_study(tmp_path, cfg, out)
+    msg = str(e.value)
+    assert "3 input(s) missing" in msg and "dvc repro prepare import_rationales student_base" in msg
+    for missing in ("base/config.json", "prepared/obqa/valid.jsonl", "rationales/teacher_b/obqa"):
+        assert str(tmp_path / missing) in msg, missing
+    assert not (out / "runs").exists()  # nothing started

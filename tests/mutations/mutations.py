@@ -317,6 +317,14 @@ MUTATIONS: list[dict] = [
         "broken": "ref_seed = {s: min(done[ref]) for s in used[key]}",
         "tests": ["tests/test_study.py", "-k", "same_option"],
     },
+    # ---- a study on a fresh clone fails up front, naming what is missing
+    {
+        "name": "study input check forgets the rationale caches",
+        "file": "src/tinyllm/experiments/study/runner.py",
+        "original": "    need += [root / cfg.rationales / t / b for t in teachers for b in cfg.benchmarks]\n",
+        "broken": "    pass\n",
+        "tests": ["tests/test_study.py", "-k", "missing_inputs"],
+    },
     # ---- the distill stage resumes a killed run
     {
         "name": "distill stage does not pass its training state on",

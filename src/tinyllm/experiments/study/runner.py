@@ -333,10 +333,35 @@ def _checkpoint_hook(student, cfg: StudyConfig, questions, run_dir: Path, steps:
     return hook
 
 
+def check_inputs(root: Path, cfg: StudyConfig) -> None:
+    """Fail before any run when something the study reads is absent (a fresh clone has only its
+    DVC entries): one error naming every missing path and how to make it."""
+    from ...config import DistillConfig
+    from ...distill import active_teachers
+
+    teachers = dict.fromkeys(
+        t for a in cfg.arms.values() for t in active_teachers(DistillConfig(**{**cfg.distill, **a}).alphas)
+    )
+    need = [root / cfg.base / "config.json"]
+    need += [
+        root / cfg.prepared / b / f"{s}.jsonl" for b in cfg.benchmarks for s in dict.fromkeys(("train", cfg.eval_split))
+    ]
+    need += [root / cfg.rationales / t / b for t in teachers for b in cfg.benchmarks]
+    missing = [str(p) for p in need if not p.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"study {cfg.name!r}: {len(missing)} input(s) missing: {', '.join(missing)}. Make them with "
+            "`dvc repro prepare import_rationales student_base` (a local teacher's rationales: "
+            "`dvc repro generate_rationales`), or `dvc pull` them from the team's remote"
+        )
+
+
 def run_study(root: Path, cfg: StudyConfig, out: Path, progress: bool = False, first: Sequence[str] = ()) -> None:
     """Every (arm, seed) not yet done, in order (``first``: these runs before the rest, see
     ``StudyConfig.runs``); the report after each."""
     todo = cfg.runs(first)
+    if any(not (out / "runs" / f"{arm}-s{seed}" / "done.json").exists() for arm, seed in todo):
+        check_inputs(root, cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "profile.yaml").write_text(yaml.safe_dump(cfg.__dict__, sort_keys=False))
     t0 = time.perf_counter()
