@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--run-file", default="metrics/mlflow_run.json", help="MLflow run id, for evaluate to resume")
     ap.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
     ap.add_argument(
-        "--state-dir", default="models/.train-state/student",
+        "--state-dir", default=".train-state/distill",
         help="the training state (weights, AdamW moments, schedule, RNG; not in git or DVC): a killed "
         "stage started again (`dvc repro`) continues from its last save; removed once the student is saved",
     )  # fmt: skip

@@ -352,6 +352,7 @@ def test_first_puts_named_runs_ahead_and_rejects_unknown_names(tmp_path, monkeyp
 
     monkeypatch.setattr(runner, "run_one", fake_run_one)
     monkeypatch.setattr(runner, "write_report", lambda *a, **k: "")
+    monkeypatch.setattr(runner, "check_inputs", lambda *a: None)  # no data: the runs are fakes
     out = tmp_path / "out"
     (out / "runs" / "ft-s1").mkdir(parents=True)
     (out / "runs" / "ft-s1" / "done.json").write_text("{}")  # finished before: still skipped
