@@ -113,11 +113,13 @@ def test_resuming_on_other_training_questions_is_an_error(tiny_tokenizer, tmp_pa
 
 
 @pytest.mark.parametrize("lora", [None, {"r": 4, "alpha": 8}], ids=["full", "lora"])
-def test_a_killed_distill_stage_resumes_and_removes_its_state(tiny_tokenizer, tmp_path, lora):
+def test_a_killed_distill_stage_resumes_and_removes_its_state(tiny_tokenizer, tmp_path, lora, monkeypatch):
     # the `distill` stage's path (distill_student): base student from disk, trainset folder, saved
-    # student; guards: the state not passed through, not removed after the save, LoRA not resumable
+    # student; guards: the state not passed through, not removed after the save, LoRA not resumable,
+    # a save after the last step (the student itself is saved right after: GBs written for nothing)
     from safetensors.torch import load_file
 
+    import tinyllm.distill
     from tinyllm.distill import distill_student
     from tinyllm.trainset import write_trainset
 
@@ -136,11 +138,17 @@ def test_a_killed_distill_stage_resumes_and_removes_its_state(tiny_tokenizer, tm
         distill_student(base, trainset, out, c, "causal", on_log=on_log, state_dir=state, state_every=2)
         return load_file(out / "model.safetensors")
 
+    saved_at, real_save = [], tinyllm.distill.save_state
+    monkeypatch.setattr(
+        tinyllm.distill, "save_state", lambda acc, d, step, s: (saved_at.append(step), real_save(acc, d, step, s))
+    )
     whole = stage(tmp_path / "whole")
     state = tmp_path / "state"
     with pytest.raises(Killed):
         stage(tmp_path / "resumed", state, kill_at=3)
     assert json.loads((find_state(state) / "resume.json").read_text())["step"] == 2
+    saved_at.clear()
     resumed = stage(tmp_path / "resumed", state)
+    assert saved_at == [4]  # every 2 steps from the step-2 save on; none after the last step (5)
     assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
     assert not any(tmp_path.glob("state*"))  # the student is saved: no state is left to resume from

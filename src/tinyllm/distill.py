@@ -162,6 +162,7 @@ def train(
     on_step: Callable[[int], None] | None = None,
     state_dir: Path | None = None,
     state_every: int = 0,
+    state_at_end: bool = True,
 ) -> dict:
     """Train ``student.model`` in place for ``cfg.steps`` optimizer steps; return summary metrics.
 
@@ -177,7 +178,8 @@ def train(
     The student reads and answers questions in ``cfg.answer_format`` from here on (saved with it).
 
     With ``state_dir``, the run is resumable (``train_state``): the whole training state is saved
-    there every ``state_every`` steps and after the last one, and a call that finds a save there
+    there every ``state_every`` steps and after the last one (unless ``state_at_end`` is False: a
+    caller that saves the model right away), and a call that finds a save there
     continues from it (the logged rows so far are replayed through ``on_log``; ``on_step`` is
     called for the new steps only). The caller removes the folder once it has saved the result.
     """
@@ -325,7 +327,8 @@ def train(
                     ", ".join(f"{k_}={v:.3f}" for k_, v in row.items() if k_.startswith(("loss_", "valid_"))),
                     row["tokens_per_s"],
                 )
-        if state_dir is not None and state_every and ((step + 1) % state_every == 0 or step + 1 == cfg.steps):
+        last = state_at_end and step + 1 == cfg.steps
+        if state_dir is not None and state_every and ((step + 1) % state_every == 0 or last):
             done.step, done.tokens, done.elapsed_s, done.rows = step + 1, tokens, elapsed, rows
             save_state(acc, state_dir, step + 1, settings)
     acc.wait_for_everyone()
@@ -387,7 +390,7 @@ def distill_student(
         apply_lora(student, cfg.lora)
     result = train(
         student, examples, cfg, log_path=log_path, on_log=on_log, valid_examples=valid,
-        state_dir=state_dir, state_every=state_every,
+        state_dir=state_dir, state_every=state_every, state_at_end=False,  # the student is saved next
     )  # fmt: skip
     is_main, cut = result.pop("_is_main"), result.pop("cut_targets")
     if not is_main:

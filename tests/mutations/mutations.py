@@ -329,8 +329,8 @@ MUTATIONS: list[dict] = [
     {
         "name": "distill stage does not pass its training state on",
         "file": "src/tinyllm/distill.py",
-        "original": "        state_dir=state_dir, state_every=state_every,\n",
-        "broken": "        state_dir=None, state_every=state_every,\n",
+        "original": "        state_dir=state_dir, state_every=state_every, state_at_end=False,",
+        "broken": "        state_dir=None, state_every=state_every, state_at_end=False,",
         "tests": ["tests/test_train_state.py", "-k", "distill_stage"],
     },
     {
@@ -338,6 +338,13 @@ MUTATIONS: list[dict] = [
         "file": "src/tinyllm/distill.py",
         "original": "        remove_state(state_dir)  # the student is saved: a rerun starts over\n",
         "broken": "        pass\n",
+        "tests": ["tests/test_train_state.py", "-k", "distill_stage"],
+    },
+    {
+        "name": "distill stage saves a training state after its last step too",
+        "file": "src/tinyllm/distill.py",
+        "original": "state_every=state_every, state_at_end=False,",
+        "broken": "state_every=state_every, state_at_end=True,",
         "tests": ["tests/test_train_state.py", "-k", "distill_stage"],
     },
 ]
