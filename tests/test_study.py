@@ -439,3 +439,29 @@ def test_missing_inputs_fail_before_any_run_naming_each_path(tiny_tokenizer, tmp
     for missing in ("base/config.json", "prepared/obqa/valid.jsonl", "rationales/teacher_b/obqa"):
         assert str(tmp_path / missing) in msg, missing
     assert not (out / "runs").exists()  # nothing started
+
+
+def test_a_reused_arm_is_read_from_the_earlier_study_and_must_match_it(tiny_tokenizer, tmp_path):
+    # guards: a study pairs a new arm with an earlier study's control arm without retraining it,
+    # only when that arm's settings are the same there (a changed lr or eval split is refused)
+    import dataclasses
+
+    cfg = _setup(tmp_path, tiny_tokenizer)
+    cfg = dataclasses.replace(cfg, arms={"ft": {"alphas": {}}}, mlflow=False, seeds=[0])
+    run_study(tmp_path, cfg, tmp_path / "studies" / "tiny")
+    ft_file = tmp_path / "studies" / "tiny" / "runs" / "ft-s0" / "predictions" / "valid" / "obqa.jsonl"
+    ft_pred = ft_file.read_text()
+    arms = {"ft": {"alphas": {}}, "tinyllm": {"alphas": {"teacher_a": 1.0}}}
+    v2 = dataclasses.replace(cfg, name="tiny2", arms=arms, reuse={"ft": "tiny"}, headline_arm="tinyllm")
+    out = tmp_path / "studies" / "tiny2"
+    run_study(tmp_path, v2, out)
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["tinyllm-s0"]  # ft was not trained again
+    assert ft_file.read_text() == ft_pred
+    tables = json.loads((out / "report.json").read_text())
+    assert "tinyllm - ft" in tables["comparisons"]
+    assert v2.run_dir(out, "ft", 0) == tmp_path / "studies" / "tiny" / "runs" / "ft-s0"
+    changed = dataclasses.replace(v2, distill={**cfg.distill, "lr": 1e-3}, name="tiny3")
+    with pytest.raises(ValueError, match=r"reuse.ft: settings differ from study 'tiny' in \['distill'\]"):
+        run_study(tmp_path, changed, tmp_path / "studies" / "tiny3")
+    with pytest.raises(ValueError, match="reuse names arm"):
+        StudyConfig(name="x", benchmarks=["obqa"], seeds=[0], arms={"ft": {}}, reuse={"ftt": "tiny"})

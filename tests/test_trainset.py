@@ -20,8 +20,9 @@ import yaml
 from teachers_testlib import toy_questions, write_prepared
 
 from tinyllm.config import DistillConfig
+from tinyllm.rationales import names_gold, quality_flags, starts_with_glitch
 from tinyllm.teachers.config import teacher_config
-from tinyllm.trainset import build_trainset, load_trainset, write_trainset
+from tinyllm.trainset import COUNTS, build_trainset, load_trainset, write_trainset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +59,11 @@ def write_cache(root: Path, teacher: str, benchmark: str, rows: list[dict], spli
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
+def _exclusive(counts: dict) -> dict:
+    """The mutually exclusive counts (what happened to each question), without the flag counts."""
+    return {k: counts[k] for k in COUNTS}
+
+
 @pytest.fixture
 def data(tmp_path):
     qs = toy_questions("obqa", "train", 40)
@@ -81,7 +87,7 @@ def test_records_from_an_old_setting_or_limit_are_not_trained_on(data):
     used = {e["record"]["id"]: e["rationales"]["local"] for e in examples if "local" in e["rationales"]}
     assert sorted(used) == sorted(q["id"] for q in qs[:8] if q is not qs[3])
     assert all(t.startswith("new") for t in used.values())
-    assert counts["local"]["obqa"] == {
+    assert _exclusive(counts["local"]["obqa"]) == {
         "used": 7,
         "missing": 0,
         "not_ok": 0,
@@ -114,7 +120,7 @@ def test_released_cache_status_and_flags(data):
         tmp / "prepared", tmp / "rat", ["obqa"], {"flan_t5_xl": None}, 4, ["non_english", "filtered"]
     )
     assert [bool(e["rationales"]) for e in examples] == [False, False, False, True]
-    assert counts["flan_t5_xl"]["obqa"] == {
+    assert _exclusive(counts["flan_t5_xl"]["obqa"]) == {
         "used": 1,
         "missing": 0,
         "not_ok": 1,
@@ -190,3 +196,60 @@ def test_distill_depends_on_the_trainset_not_on_caches():
     data_deps = [d for d in stage["deps"] if d.startswith(("data/", "models/"))]
     assert sorted(data_deps) == ["data/trainset", "models/base"]
     assert "data/trainset" in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["trainset"]["outs"]
+
+
+RIDDLE = {"question": "What has a neck but no head?", "choices": ["bottle", "shirt", "giraffe"], "answer": "bottle"}
+
+
+@pytest.mark.parametrize(
+    ("text", "flags"),
+    [
+        ("A bottle has a neck and no head.", []),
+        ("Bottles have necks, so the answer is clear.", []),  # plural of the gold counts
+        ("The answer is (a). A neck without a head.", ["misses_gold", "cites_letter"]),  # letters never name it
+        ("Option b is wrong; think of glass BOTTLE!", ["cites_letter"]),
+        ("Unterscheidung is the key: a bottle.", ["glitch_start"]),
+        ("Hinweis: Denken Sie nach. bottle", ["glitch_start"]),
+        ("sierp = bottle", ["glitch_start"]),
+        ("\u00d1\u0084\u00d0\u00b5 bottle", ["glitch_start"]),  # mojibake first word
+        ("A bottleneck is narrow.", ["misses_gold"]),  # whole words only
+        ("", ["misses_gold"]),
+    ],
+)
+def test_quality_flags_of_crafted_rationales(text, flags):
+    assert quality_flags(text, RIDDLE) == flags
+
+
+def test_names_gold_normalises_case_punctuation_and_multiword_answers():
+    assert names_gold("It is a Sex-Kitten, clearly.", "sex kitten")
+    assert not names_gold("It is a sex toy.", "sex kitten")
+    assert not names_gold("anything", "  ")
+    assert not starts_with_glitch("Nobody knows.") and starts_with_glitch("kwietnik is")
+
+
+def test_quality_flags_are_counted_and_selectable(data):
+    # guards: each usable rationale's quality flags are counted per teacher and benchmark, and
+    # drop_flags removes exactly the flagged ones (the answer task keeps every question)
+    tmp, qs = data
+    rows = cache_rows("flan_t5_xl", qs[:6], None)
+    for i, r in enumerate(rows):  # even rows name their gold option, odd rows do not
+        r["rationale"] = f"It must be {qs[i]['answer']}." if i % 2 == 0 else "No idea."
+    rows[4]["rationale"] = "Hinweis: " + rows[4]["rationale"]
+    rows[5]["status"] = "empty"  # not usable: not counted for its flags
+    write_cache(tmp / "rat", "flan_t5_xl", "obqa", rows)
+    kept, counts = build_trainset(tmp / "prepared", tmp / "rat", ["obqa"], {"flan_t5_xl": None}, 6, [])
+    c = counts["flan_t5_xl"]["obqa"]
+    assert (c["flag_misses_gold"], c["flag_glitch_start"], c["flag_cites_letter"], c["used"]) == (2, 1, 0, 5)
+    examples, counts = build_trainset(
+        tmp / "prepared", tmp / "rat", ["obqa"], {"flan_t5_xl": None}, 6, ["misses_gold", "glitch_start"]
+    )
+    assert [bool(e["rationales"]) for e in examples] == [True, False, True, False, False, False]
+    assert counts["flan_t5_xl"]["obqa"]["dropped_flags"] == 3
+    assert [e["record"] for e in examples] == [e["record"] for e in kept]
+
+
+def test_an_unknown_drop_flag_is_refused_naming_the_key(data):
+    tmp, qs = data
+    write_cache(tmp / "rat", "flan_t5_xl", "obqa", cache_rows("flan_t5_xl", qs[:2], None))
+    with pytest.raises(ValueError, match=r"distill.drop_flags: unknown flag\(s\) \['misses_answer'\]"):
+        build_trainset(tmp / "prepared", tmp / "rat", ["obqa"], {"flan_t5_xl": None}, 2, ["misses_answer"])

@@ -64,6 +64,60 @@ def is_truncated(text: str) -> bool:
     return bool(text) and not text.rstrip().endswith(_TERMINAL)
 
 
+# Quality flags computed against the question when the training set is built (``quality_flags``);
+# unlike the cache flags above, they need the gold answer, so they are never stored in a cache.
+QUALITY_FLAGS = ("misses_gold", "glitch_start", "cites_letter")
+# Every flag ``distill.drop_flags`` may name: the cache flags (``filtered`` stands for every
+# ``filtered:<reason>``) and the quality flags. ``truncated`` is a rationale that stops mid-sentence.
+RATIONALE_FLAGS = ("truncated", "runon_cut", "non_english", "answer_mismatch", "filtered", *QUALITY_FLAGS)
+
+# LLaMA-2's anomalous ("glitch") tokens that open many released rationales in place of an English
+# word (RiddleSense train: "Unterscheidung", "Hinweis:", "sierp...", "kwiet...", ...), as stems.
+_GLITCH_STEMS = ("unterscheidung", "hinweis", "einzeln", "begriffe", "sierp", "kwiet", "nahm", "stycz")
+# "(b)", "option b", "answer is (c)": a reference to an option's letter.
+_LETTER = re.compile(r"\([a-e]\)|\boptions?\s+\(?[a-e]\b(?!['-])|\banswer\s+(?:is\s+)?\([a-e]\)", re.I)
+
+
+def normalize_text(text: str) -> str:
+    """Lower case, NFKC, punctuation as spaces, single spaces: the form answers are matched in."""
+    import unicodedata
+
+    text = unicodedata.normalize("NFKC", text).lower()
+    return " ".join(re.sub(r"[^\w\s]|_", " ", text).split())
+
+
+def names_gold(text: str, answer: str) -> bool:
+    """Does the rationale name the gold option's text (whole words after ``normalize_text``; the
+    last word may take a plural s/es)? Option letters never count: a cloze student never sees them."""
+    gold = normalize_text(answer)
+    if not gold:
+        return False
+    return re.search(rf"(?<!\w){re.escape(gold)}(?:e?s)?(?!\w)", normalize_text(text)) is not None
+
+
+def starts_with_glitch(text: str) -> bool:
+    """The first word is not English: a known LLaMA-2 glitch token or mojibake (non-ASCII letters)."""
+    words = text.split()
+    if not words:
+        return False
+    first = words[0]
+    if any(c.isalpha() and not c.isascii() for c in first):
+        return True
+    return first.lower().startswith(_GLITCH_STEMS)
+
+
+def quality_flags(text: str, record: dict) -> list[str]:
+    """The ``QUALITY_FLAGS`` of one rationale for its question ``record`` (prepared format)."""
+    flags = []
+    if not names_gold(text, record["answer"]):
+        flags.append("misses_gold")
+    if starts_with_glitch(text):
+        flags.append("glitch_start")
+    if _LETTER.search(text):
+        flags.append("cites_letter")
+    return flags
+
+
 @dataclass
 class ReleasedParts:
     """One released string, split into its two teachers' rationales."""

@@ -17,7 +17,10 @@ A teacher's rationale for a question is used only when the cache record
 
 Everything else is counted, per teacher and benchmark: ``used``, ``missing`` (no record),
 ``not_ok`` (empty/missing/failed), ``dropped_flags``, ``stale`` (other settings or split),
-``out_of_limit``.
+``out_of_limit``. The quality of what is left is counted too (``flag_<name>``): each usable
+rationale gets the quality flags of ``rationales.quality_flags`` for its question (``misses_gold``:
+the gold option's text is not in it; ``glitch_start``: its first word is a glitch token;
+``cites_letter``: it refers to an option letter), which ``drop_flags`` may name like cache flags.
 """
 
 from __future__ import annotations
@@ -28,15 +31,17 @@ from pathlib import Path
 
 from .benchmarks import load_prepared
 from .io import read_jsonl, write_json, write_jsonl
-from .rationales import load_cache
+from .rationales import RATIONALE_FLAGS, load_cache, quality_flags
 
 log = logging.getLogger(__name__)
 
 COUNTS = ("used", "missing", "not_ok", "dropped_flags", "stale", "out_of_limit")
+# Counted over the usable ("ok", current) records, dropped or not: how many carry each flag.
+QUALITY = tuple(f"flag_{f}" for f in RATIONALE_FLAGS)
 
 
-def _dropped(record: dict, drop_flags) -> bool:
-    return any(f.split(":")[0] in drop_flags or f in drop_flags for f in record.get("flags", []))
+def _dropped(flags: list[str], drop_flags) -> bool:
+    return any(f.split(":")[0] in drop_flags or f in drop_flags for f in flags)
 
 
 def usable_rationales(
@@ -53,7 +58,7 @@ def usable_rationales(
         settings = cfg.settings_hash()
         if cfg.limit_per_benchmark is not None:
             allowed = {q["id"] for q in all_questions[: cfg.limit_per_benchmark]}
-    counts = dict.fromkeys(COUNTS, 0)
+    counts = dict.fromkeys(COUNTS + QUALITY, 0)
     out = {}
     for q in questions:
         r = by_id.get(q["id"])
@@ -65,12 +70,22 @@ def usable_rationales(
             counts["out_of_limit"] += 1
         elif r["status"] != "ok":
             counts["not_ok"] += 1
-        elif _dropped(r, drop_flags):
+        elif _dropped(_count_flags(r, q, counts), drop_flags):
             counts["dropped_flags"] += 1
         else:
             out[q["id"]] = r["rationale"]
             counts["used"] += 1
     return out, counts
+
+
+def _count_flags(record: dict, question: dict, counts: dict) -> list[str]:
+    """A usable record's cache flags and its quality flags for its question, each counted in
+    ``counts["flag_<name>"]`` (``filtered:<reason>`` as ``flag_filtered``)."""
+    flags = record.get("flags", []) + quality_flags(record["rationale"], question)
+    for f in dict.fromkeys(f.split(":")[0] for f in flags):
+        key = f"flag_{f}"
+        counts[key] = counts.get(key, 0) + 1
+    return flags
 
 
 def build_trainset(
@@ -89,6 +104,9 @@ def build_trainset(
     order; the release's order is already shuffled), the same ones a local teacher with
     ``limit_per_benchmark`` writes rationales for.
     """
+    unknown = [f for f in drop_flags if f not in RATIONALE_FLAGS]
+    if unknown:
+        raise ValueError(f"distill.drop_flags: unknown flag(s) {unknown}; known: {list(RATIONALE_FLAGS)}")
     examples, counts = [], {t: {} for t in teachers}
     for b in benchmarks:
         all_questions = load_prepared(prepared_dir, b, split)
@@ -200,7 +218,7 @@ def make_trainset(prepared: Path, rationales: Path, out: Path, params) -> dict:
     }
     write_trainset(out, splits, meta)
     totals = {
-        split: {t: {k: sum(c[k] for c in per.values()) for k in COUNTS} for t, per in by_t.items()}
+        split: {t: {k: sum(c[k] for c in per.values()) for k in COUNTS + QUALITY} for t, per in by_t.items()}
         for split, by_t in counts.items()
     }
     _log_counts(totals, {split: len(examples) for split, examples in splits.items()})

@@ -36,6 +36,19 @@ class StudyConfig:
     pmi: bool = True  # score options after the answer tag alone too (the pmi rule)
     save_models: str | None = None  # folder for each run's trained student (e.g. models/study); None: not kept
     notes: str = ""  # what this profile is for, shown in the report
+    # {arm: earlier study}: that study's finished runs of the arm are read in place (same folder
+    # parent, ``<study>/runs/<arm>-s<seed>/``), not trained again; its profile must give the arm the
+    # same settings (``reuse_key``). E.g. a new arm paired with an earlier study's control arm.
+    reuse: dict[str, str] = field(default_factory=dict)
+
+    # The profile keys a reused arm's runs depend on: besides its ``distill`` settings, what is
+    # evaluated and how (the rule is not one: every rule is recorded).
+    EVAL_KEYS = ("benchmarks", "base", "eval_split", "eval_per_benchmark", "eval_half", "eval_max_input_tokens", "pmi")
+
+    def __post_init__(self):
+        unknown = sorted(set(self.reuse) - set(self.arms))
+        if unknown:
+            raise ValueError(f"study {self.name!r}: reuse names arm(s) {unknown} that are not in arms")
 
     @classmethod
     def load(cls, path: Path) -> StudyConfig:
@@ -45,6 +58,36 @@ class StudyConfig:
         if unknown:
             raise ValueError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
         return cls(**data)
+
+    def run_dir(self, out: Path, arm: str, seed: int) -> Path:
+        """The folder of one run: ``<out>/runs/<arm>-s<seed>``, or the reused study's."""
+        study = Path(out) if arm not in self.reuse else Path(out).parent / self.reuse[arm]
+        return study / "runs" / f"{arm}-s{seed}"
+
+    def reuse_key(self, arm: str) -> dict:
+        """What a run of ``arm`` depends on: its merged ``distill`` settings and the eval keys."""
+        return {"distill": {**self.distill, **self.arms[arm]}, **{k: getattr(self, k) for k in self.EVAL_KEYS}}
+
+    def check_reuse(self, out: Path) -> None:
+        """Fail unless every reused arm has the same settings in the study it is read from."""
+        for arm, study in self.reuse.items():
+            src = Path(out).parent / study / "profile.yaml"
+            if not src.exists():
+                raise FileNotFoundError(f"study {self.name!r}: reuse.{arm} reads study {study!r}, but {src} is missing")
+            other = StudyConfig(**yaml.safe_load(src.read_text()))
+            if arm not in other.arms:
+                raise ValueError(f"study {self.name!r}: reuse.{arm}: study {study!r} has no arm {arm!r}")
+            mine, theirs = self.reuse_key(arm), other.reuse_key(arm)
+            if mine != theirs:
+                diff = sorted(k for k in {**mine, **theirs} if mine.get(k) != theirs.get(k))
+                raise ValueError(
+                    f"study {self.name!r}: reuse.{arm}: settings differ from study {study!r} in {diff}: "
+                    f"{[mine.get(k) for k in diff]} vs {[theirs.get(k) for k in diff]}"
+                )
+
+    def trained_runs(self, first: Sequence[str] = ()) -> list[tuple[str, int]]:
+        """``runs(first)`` less the reused arms': what this study trains."""
+        return [(arm, seed) for arm, seed in self.runs(first) if arm not in self.reuse]
 
     def runs(self, first: Sequence[str] = ()) -> list[tuple[str, int]]:
         """Every (arm, seed): seed by seed, arms in profile order; ``first`` (names such as

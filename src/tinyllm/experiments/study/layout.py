@@ -17,7 +17,7 @@ def _write_json(path: Path, obj) -> None:
 def _runs_done(cfg: StudyConfig, out: Path) -> dict[str, dict[int, Path]]:
     done: dict[str, dict[int, Path]] = {}
     for arm, seed in cfg.runs():
-        d = out / "runs" / f"{arm}-s{seed}"
+        d = cfg.run_dir(out, arm, seed)
         if (d / "done.json").exists():
             done.setdefault(arm, {})[seed] = d
     return done

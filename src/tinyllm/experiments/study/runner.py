@@ -255,12 +255,12 @@ def study_status(root: Path, cfg: StudyConfig, out: Path) -> dict:
 
     p = out / "progress.json"
     states = {}
-    for arm, seed in cfg.runs():
+    for arm, seed in cfg.trained_runs():
         run = f"{arm}-s{seed}"
         step = saved_step(train_state_dir(root, cfg, run))
         if step is not None and not (out / "runs" / run / "done.json").exists():
             states[run] = step
-    done = [f"{a}-s{s}" for a, s in cfg.runs() if (out / "runs" / f"{a}-s{s}" / "done.json").exists()]
+    done = [f"{a}-s{s}" for a, s in cfg.runs() if (cfg.run_dir(out, a, s) / "done.json").exists()]
     return {
         "progress": json.loads(p.read_text()) if p.exists() else None,
         "done": done,
@@ -359,7 +359,8 @@ def check_inputs(root: Path, cfg: StudyConfig) -> None:
 def run_study(root: Path, cfg: StudyConfig, out: Path, progress: bool = False, first: Sequence[str] = ()) -> None:
     """Every (arm, seed) not yet done, in order (``first``: these runs before the rest, see
     ``StudyConfig.runs``); the report after each."""
-    todo = cfg.runs(first)
+    todo = cfg.trained_runs(first)
+    cfg.check_reuse(out)
     if any(not (out / "runs" / f"{arm}-s{seed}" / "done.json").exists() for arm, seed in todo):
         check_inputs(root, cfg)
     out.mkdir(parents=True, exist_ok=True)
