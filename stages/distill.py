@@ -2,7 +2,8 @@
 (TinyLLM), or on answers alone (empty alphas: label-only fine-tuning; with `lora`: LoRA),
 and save it with save_pretrained to models/student. Runs unchanged under
 `accelerate launch stages/distill.py` for several GPUs/processes. Resumable: the training state is
-saved every --state-every steps to --state-dir, and a killed stage run again continues from it."""
+saved every `distill.state_every` steps to --state-dir, and a killed stage run again continues from
+it (a save of another run, or a damaged one, is discarded with one log line)."""
 
 import argparse
 import logging
@@ -28,9 +29,6 @@ def main() -> None:
         help="the training state (weights, AdamW moments, schedule, RNG; not in git or DVC): a killed "
         "stage started again (`dvc repro`) continues from its last save; removed once the student is saved",
     )  # fmt: skip
-    ap.add_argument(
-        "--state-every", type=int, default=100, help="save the training state every N optimizer steps (0: never)"
-    )
     args = ap.parse_args()
     root = _stage.ROOT
     cfg = from_dict(DistillConfig, _stage.params("distill"), "distill")
@@ -47,7 +45,7 @@ def main() -> None:
         raise SystemExit(f"distill: {e}") from None
     out = distill_student(
         root / args.base, root / args.trainset, root / args.out, cfg, student.kind, root / args.log, run.log_row,
-        state_dir=root / args.state_dir if args.state_every else None, state_every=args.state_every,
+        state_dir=root / args.state_dir if cfg.state_every else None, state_every=cfg.state_every,
     )  # fmt: skip
     if out is None:  # not the main process of a distributed run
         return

@@ -91,25 +91,90 @@ def test_an_interrupted_save_leaves_the_previous_one(tiny_tokenizer, tmp_path):
     assert find_state(state) == state and not (tmp_path / "state.tmp").exists()
 
 
-def test_resuming_under_other_settings_is_an_error_naming_them(tiny_tokenizer, tmp_path):
+def _fresh(tok, seed=0, state_dir=None, examples_=None, **kw):
+    """A run (steps 7, state every 3) from a fresh student (``seed``: its random init), unkilled:
+    (student, the steps on_step saw)."""
+    s = CausalStudent(tied_causal(tok, seed=seed), tok)
+    steps = []
+    torch.manual_seed(0)
+    c = cfg(**{"steps": 7, "batch_size": 2, "lr": 1e-3, **kw})
+    train(s, examples_ or examples(), c, progress=False, on_step=steps.append, state_dir=state_dir, state_every=3)
+    return s, steps
+
+
+def _killed_state(tok, tmp_path):
     state = tmp_path / "state"
     with pytest.raises(Killed):
-        run(tiny_tokenizer, tied_causal, CausalStudent, tmp_path, "a", kill_at=4, log=state)
-    with pytest.raises(ValueError, match=r"resume\.json.*other settings \(lr: \[0\.001\] then, \[0\.002\] now\)"):
-        s = CausalStudent(tied_causal(tiny_tokenizer), tiny_tokenizer)
-        train(s, examples(), cfg(steps=7, batch_size=2, lr=2e-3), progress=False, state_dir=state, state_every=3)
+        run(tok, tied_causal, CausalStudent, tmp_path, "a", kill_at=4, log=state)
+    assert find_state(state) is not None
+    return state
 
 
-def test_resuming_on_other_training_questions_is_an_error(tiny_tokenizer, tmp_path):
+def _starts_over(tok, tmp_path, caplog, why: str, seed=0, **kw):
+    """A run that must discard the killed run's save (one warning naming ``why``) and train every
+    step from the start, ending with the weights of the same run never killed."""
+    state = _killed_state(tok, tmp_path)
+    with caplog.at_level("WARNING", logger="tinyllm.train_state"):
+        resumed, steps = _fresh(tok, seed, state_dir=state, **kw)
+    lines = [r.getMessage() for r in caplog.records if "not resumed" in r.getMessage()]
+    assert len(lines) == 1 and why in lines[0] and str(state) in lines[0], lines
+    assert steps == list(range(1, 8))  # started over, not resumed at step 3
+    whole, _ = _fresh(tok, seed, **kw)
+    assert resumed.model is not whole.model and torch.equal(weights(resumed), weights(whole))
+
+
+def test_a_save_under_other_settings_is_discarded_with_one_line(tiny_tokenizer, tmp_path, caplog):
+    # guards: resuming under another lr (a mix of two runs), or refusing and blocking every rerun
+    _starts_over(tiny_tokenizer, tmp_path, caplog, "lr differ ([0.001] then, [0.002] now)", lr=2e-3)
+
+
+def test_a_save_on_other_training_questions_is_discarded(tiny_tokenizer, tmp_path, caplog):
     # same number of questions, one rationale changed: the save belongs to another run
-    state = tmp_path / "state"
-    with pytest.raises(Killed):
-        run(tiny_tokenizer, tied_causal, CausalStudent, tmp_path, "a", kill_at=4, log=state)
     changed = examples()
     changed[0]["rationales"]["teacher_a"] += " Really."
-    s = CausalStudent(tied_causal(tiny_tokenizer), tiny_tokenizer)
-    with pytest.raises(ValueError, match=r"other settings \(examples_sha256"):
-        train(s, changed, cfg(steps=7, batch_size=2, lr=1e-3), progress=False, state_dir=state, state_every=3)
+    _starts_over(tiny_tokenizer, tmp_path, caplog, "examples_sha256 differ", examples_=changed)
+
+
+def test_a_save_from_another_base_student_is_discarded(tiny_tokenizer, tmp_path, caplog):
+    # guards the probed fault: student.source changed to another checkpoint of the same
+    # architecture after a kill; the stage resumed and saved the old base's weights
+    _starts_over(tiny_tokenizer, tmp_path, caplog, "start_weights differ", seed=1)
+
+
+def test_a_save_from_other_training_code_is_discarded(tiny_tokenizer, tmp_path, caplog, monkeypatch):
+    # guards the probed fault: src/tinyllm/loss.py edited after a kill; the stage resumed and
+    # mixed old- and new-code steps
+    import tinyllm.distill
+
+    state = _killed_state(tiny_tokenizer, tmp_path)
+    monkeypatch.setattr(tinyllm.distill, "code_digest", lambda: "edited")
+    with caplog.at_level("WARNING", logger="tinyllm.train_state"):
+        _, steps = _fresh(tiny_tokenizer, state_dir=state)
+    assert steps == list(range(1, 8)) and "code_digest differ" in caplog.text
+
+
+def test_the_code_digest_covers_the_training_code_only(tmp_path):
+    from tinyllm import train_state
+
+    assert train_state.code_digest() == train_state.code_digest()
+    files = {p.relative_to(train_state.Path(train_state.__file__).parent).as_posix() for p in
+             train_state.Path(train_state.__file__).parent.rglob("*.py")}  # fmt: skip
+    assert "loss.py" in files and "student/base.py" in files and "experiments/stats.py" in files
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "optimizer.bin"])
+def test_a_damaged_save_is_discarded_with_one_line(tiny_tokenizer, tmp_path, caplog, name):
+    # guards the probed fault: a truncated file in the live state failed every later run with a
+    # raw PytorchStreamReader/SafetensorError traceback naming neither the folder nor a remedy
+    state = tmp_path / "state"
+    with pytest.raises(Killed):
+        run(tiny_tokenizer, tied_causal, CausalStudent, tmp_path, "a", kill_at=4, log=state)
+    f = state / name
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with caplog.at_level("WARNING", logger="tinyllm.train_state"):
+        resumed, steps = _fresh(tiny_tokenizer, state_dir=state)
+    assert f"{name} cannot be read" in caplog.text and steps == list(range(1, 8))
+    assert torch.equal(weights(resumed), weights(_fresh(tiny_tokenizer)[0]))
 
 
 @pytest.mark.parametrize("lora", [None, {"r": 4, "alpha": 8}], ids=["full", "lora"])
@@ -152,3 +217,14 @@ def test_a_killed_distill_stage_resumes_and_removes_its_state(tiny_tokenizer, tm
     assert saved_at == [4]  # every 2 steps from the step-2 save on; none after the last step (5)
     assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
     assert not any(tmp_path.glob("state*"))  # the student is saved: no state is left to resume from
+
+
+def test_the_documented_profile_saves_a_training_state():
+    # guards the probed fault: 24 steps with a save every 100 (a CLI flag) and none after the last
+    # step: the README's "a killed run continues" never happened for the profile it documents
+    from pathlib import Path
+
+    import yaml
+
+    d = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["distill"]
+    assert 0 < d["state_every"] < d["steps"]

@@ -125,6 +125,9 @@ class DistillConfig:
     lora: dict[str, Any] | None = None
     seed: int = 0
     log_every: int = 5
+    # Save the whole training state every N optimizer steps (0: never) where the caller gives a
+    # state folder (the distill stage: .train-state/distill); a killed run resumes from the last.
+    state_every: int = 8
 
     # Ranges of fields (a field without an entry is type-checked only); alphas: each value.
     RANGES: ClassVar[dict] = {
@@ -146,6 +149,7 @@ class DistillConfig:
         "pad_multiple": ">=0",
         "ce_chunk_tokens": ">=0",
         "valid_loss_per_benchmark": ">=0",
+        "state_every": ">=0",
     }
 
     def __post_init__(self):

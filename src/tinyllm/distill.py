@@ -32,7 +32,7 @@ from .config import DistillConfig
 from .device import resolve_precision
 from .loss import multitask_loss
 from .student import Encoded, Student
-from .train_state import Progress, check_settings, find_state, save_state
+from .train_state import Progress, code_digest, save_state, usable_state, weights_digest
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +179,11 @@ def train(
 
     With ``state_dir``, the run is resumable (``train_state``): the whole training state is saved
     there every ``state_every`` steps and after the last one (unless ``state_at_end`` is False: a
-    caller that saves the model right away), and a call that finds a save there
-    continues from it (the logged rows so far are replayed through ``on_log``; ``on_step`` is
-    called for the new steps only). The caller removes the folder once it has saved the result.
+    caller that saves the model right away), and a call that finds a save of the same run there
+    (same settings, questions, starting weights, student kind and code) continues from it; any
+    other save, or one that cannot be read back, is discarded with a warning. A resumed call
+    replays the logged rows so far through ``on_log`` and calls ``on_step`` for the new steps only.
+    The caller removes the folder once it has saved the result.
     """
     from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState
@@ -225,6 +227,7 @@ def train(
     names = _task_names(teachers)
     weights = torch.tensor([cfg.answer_weight] + [float(cfg.alphas[t]) for t in teachers])
     model = student.model
+    start = {"start_weights": weights_digest(model), "kind": student.kind} if state_dir is not None else {}
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     params = [p for p in model.parameters() if p.requires_grad]
@@ -237,11 +240,11 @@ def train(
     model, opt = acc.prepare(model, opt)
     done = Progress()
     if state_dir is not None:
-        settings = _state_settings(cfg, teachers, examples, acc.num_processes)
+        settings = _state_settings(cfg, teachers, examples, acc.num_processes, start)
         acc.register_for_checkpointing(sched, done)
-        found = find_state(state_dir)
+        found = usable_state(state_dir, settings, acc.is_main_process)  # another run's or damaged: discarded
+        acc.wait_for_everyone()
         if found is not None:
-            check_settings(found, settings)
             acc.load_state(str(found))  # weights, AdamW moments, schedule, RNG states, `done`
             log.info("resuming from the training state at step %d (%s)", done.step, found)
     model.train()
@@ -422,16 +425,18 @@ def _fmt(v) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
-def _state_settings(cfg: DistillConfig, teachers: list[str], examples: list[dict], processes: int) -> dict:
+def _state_settings(cfg: DistillConfig, teachers: list[str], examples: list[dict], processes: int, start: dict) -> dict:
     """What a saved training state must have been started with to be resumed (JSON-normalised):
-    the settings, the processes, and the training questions with their rationales (a digest)."""
+    the settings (but how often to save), the processes, the training questions with their
+    rationales (a digest), ``start`` (the student's weights digest and kind) and the training code."""
     import hashlib
     import json
 
     digest = hashlib.sha256()
     for ex in examples:
         digest.update(json.dumps([ex["record"], ex["rationales"]], sort_keys=True, default=str).encode())
-    settings = {**config_dict(cfg), "teachers": teachers, "processes": processes}
+    config = {k: v for k, v in config_dict(cfg).items() if k != "state_every"}
+    settings = {**config, "teachers": teachers, "processes": processes, **start, "code_digest": code_digest()}
     return json.loads(json.dumps({**settings, "examples": len(examples), "examples_sha256": digest.hexdigest()}))
 
 

@@ -4,9 +4,13 @@ schedule, RNG states, steps done, the log so far) saved every N steps with Accel
 with the same weights as a run never interrupted (``tests/test_train_state.py``).
 
 A state folder holds one save: it is written beside it (``<dir>.tmp``) and renamed into place,
-so a crash while saving leaves the previous one whole. ``resume.json`` in it names the settings
-the run was started with; resuming under other settings is an error naming the fields that
-differ (delete the folder to start over).
+so a crash while saving leaves the previous one whole. ``resume.json`` in it names what the run
+was started from: its settings, its training questions and rationales (a digest), the student's
+weights before the first step (``weights_digest``: another base checkpoint of the same
+architecture is another run), the student kind and the training code (``code_digest``). A save
+is resumed only by the run it belongs to: one made by another run, or one that cannot be read
+back (a truncated file), is discarded with one log line and the run starts over
+(``usable_state``); it never resumes silently and never blocks the next run.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import json
 import logging
 import shutil
 from pathlib import Path
+
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +65,88 @@ def saved_step(state_dir: Path) -> int | None:
     return None if found is None else int(json.loads((found / RESUME_FILE).read_text())["step"])
 
 
-def check_settings(found: Path, settings: dict) -> int:
-    """The step the save in ``found`` reached; an error when it was made under other settings."""
+def weights_digest(model) -> str:
+    """A digest of every tensor of ``model`` (names, dtypes, shapes and bytes): the student a run
+    starts from, whatever folder it was loaded from (~0.5 s for the 135M student)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+# The package's subfolders that cannot change a trained student: experiment bookkeeping, MLflow
+# and the teachers (their rationales reach training through the examples digest).
+_NOT_TRAINING_CODE = ("experiments", "tracking", "teachers")
+
+
+def code_digest() -> str:
+    """A digest of the library's training code: every ``.py`` file of the package except
+    ``_NOT_TRAINING_CODE``. An edit to the loss, the student or the loop makes older saves
+    another run's."""
+    import hashlib
+
+    pkg = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for p in sorted(pkg.rglob("*.py")):
+        rel = p.relative_to(pkg)
+        if rel.parts[0] in _NOT_TRAINING_CODE:
+            continue
+        h.update(rel.as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _mismatch(found: Path, settings: dict) -> tuple[int | None, str | None]:
+    """(the step the save reached, None) when it was made under ``settings``, else (None, why not)."""
     path = found / RESUME_FILE
     try:
         saved = json.loads(path.read_text())
         step, before = int(saved["step"]), saved["settings"]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a training-state record ({e}); delete {found} to start over") from e
+        return None, f"{RESUME_FILE} is not a training-state record ({type(e).__name__}: {e})"
     if before != settings:
         diff = sorted(k for k in before.keys() | settings.keys() if before.get(k) != settings.get(k))
-        raise ValueError(
-            f"{path}: this run's state was saved under other settings ({', '.join(diff)}: "
-            f"{[before.get(k) for k in diff]} then, {[settings.get(k) for k in diff]} now); "
-            f"delete {found} to start the run over"
+        shown = [k for k in diff if not k.endswith(("digest", "sha256"))]
+        return None, (
+            f"saved by another run: {', '.join(diff)} differ"
+            + (f" ({[before.get(k) for k in shown]} then, {[settings.get(k) for k in shown]} now)" if shown else "")
         )
-    return step
+    return step, None
+
+
+def _unreadable(found: Path) -> str | None:
+    """Why a file of the save cannot be loaded back (a truncated or damaged file), None if all can."""
+    from safetensors.torch import load_file
+
+    for f in sorted(found.iterdir()):
+        try:
+            if f.suffix == ".safetensors":
+                load_file(f)
+            elif f.suffix in (".bin", ".pkl", ".pt", ".pth"):
+                torch.load(f, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any failure to read a file means the save is unusable
+            return f"{f.name} cannot be read ({type(e).__name__}: {str(e)[:120]})"
+    return None
+
+
+def usable_state(state_dir: Path, settings: dict, is_main: bool = True) -> Path | None:
+    """The save to resume from: the last whole one in ``state_dir`` when it belongs to this run
+    (``settings``) and every file of it can be read; otherwise None, after one warning naming the
+    folder and the reason, the save removed (by the main process) so the run starts over."""
+    found = find_state(state_dir)
+    if found is None:
+        return None
+    step, why = _mismatch(found, settings)
+    why = why or _unreadable(found)
+    if why is None:
+        return found
+    log.warning("training state %s (step %s) not resumed: %s; the run starts over", found, step, why)
+    if is_main:
+        remove_state(state_dir)
+    return None
 
 
 def save_state(acc, state_dir: Path, step: int, settings: dict) -> None:

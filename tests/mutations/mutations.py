@@ -347,4 +347,41 @@ MUTATIONS: list[dict] = [
         "broken": "state_every=state_every, state_at_end=True,",
         "tests": ["tests/test_train_state.py", "-k", "distill_stage"],
     },
+    # ---- issue 33: rationale quality flags
+    {
+        "name": "quality flags: any rationale names the gold",
+        "file": "src/tinyllm/rationales.py",
+        "original": '    if not names_gold(text, record["answer"]):\n',
+        "broken": "    if False:\n",
+        "tests": ["tests/test_trainset.py", "-k", "quality"],
+    },
+    {
+        "name": "quality flags are counted but never dropped",
+        "file": "src/tinyllm/trainset.py",
+        "original": '    flags = record.get("flags", []) + quality_flags(record["rationale"], question)\n',
+        "broken": '    flags = list(record.get("flags", []))\n    quality_flags(record["rationale"], question)\n',
+        "tests": ["tests/test_trainset.py", "-k", "quality"],
+    },
+    # ---- issue 32: a training state is resumed only by the run it belongs to
+    {
+        "name": "training state ignores the starting weights",
+        "file": "src/tinyllm/distill.py",
+        "original": '{"start_weights": weights_digest(model), "kind": student.kind}',
+        "broken": '{"kind": student.kind}',
+        "tests": ["tests/test_train_state.py", "-k", "base_student"],
+    },
+    {
+        "name": "training state ignores the code",
+        "file": "src/tinyllm/distill.py",
+        "original": '**start, "code_digest": code_digest()}',
+        "broken": "**start}",
+        "tests": ["tests/test_train_state.py", "-k", "training_code"],
+    },
+    {
+        "name": "a damaged training state is loaded anyway",
+        "file": "src/tinyllm/train_state.py",
+        "original": "    why = why or _unreadable(found)\n",
+        "broken": "    pass\n",
+        "tests": ["tests/test_train_state.py", "-k", "damaged"],
+    },
 ]
