@@ -11,12 +11,12 @@ command line over tinyllm.rationale_export.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
+from tinyllm.benchmarks import DataError
 from tinyllm.config import load_config
-from tinyllm.rationale_export import export_rationales
+from tinyllm.rationale_export import claim_folder, export_rationales
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,13 +28,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "exports" / "rationales")
     ap.add_argument("--teachers", default="", help="comma-separated cache names (default: every cache)")
     args = ap.parse_args(argv)
+    if not args.rationales.is_dir():
+        raise SystemExit(
+            f"export_rationales: no rationale caches at {args.rationales}; make them with "
+            "`dvc repro import_rationales generate_rationales` or `dvc pull`"
+        )
     names = [t.strip() for t in args.teachers.split(",") if t.strip()] or sorted(
         d.name for d in args.rationales.iterdir() if d.is_dir()
     )
     configured = load_config(args.params).teachers
     settings = {t: configured[t].settings() if t in configured else None for t in names}
-    shutil.rmtree(args.out, ignore_errors=True)  # a teacher left out now must not linger from before
-    counts = export_rationales(args.rationales, args.out, settings)
+    try:
+        claim_folder(args.out)  # refuses a folder it did not write; empties an earlier export
+        counts = export_rationales(args.rationales, args.out, settings)
+    except DataError as e:
+        raise SystemExit(f"export_rationales: {e}") from None
     for t, by_b in counts.items():
         n = sum(c["records"] for by_s in by_b.values() for c in by_s.values())
         print(f"{t}: {n} records in {sum(len(s) for s in by_b.values())} files")

@@ -138,7 +138,7 @@ print("\n".join(sorted(bad)))'
 }
 
 remote_url() {
-  $DVC remote list 2>/dev/null | awk -v n="$1" '$1 == n {print $2}'
+  $DVC config "remote.$1.url" 2>/dev/null  # by name, resolved: any path a filesystem allows
 }
 
 # An S3 remote needs credentials from somewhere boto3 looks (never .dvc/config, which is committed).

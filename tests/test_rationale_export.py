@@ -116,3 +116,25 @@ def test_script_takes_settings_from_params_yaml(tmp_path, capsys):
     card = (tmp_path / "out" / "README.md").read_text()
     assert f"### {name}" in card and f'"model": "{params["teachers"][name]["model"]}"' in card
     assert "flan_t5_xl: 3 records in 2 files" in capsys.readouterr().out
+
+
+def test_the_exporter_deletes_only_what_it_wrote(tmp_path):
+    # guards the probed fault: `--out .` in a clone erased the repository, .git included
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import export_rationales as cli
+
+    cache = make_cache(tmp_path / "rationales")
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit, match=r"--out .*repo: the folder has files the exporter did not write"):
+        cli.main(["--rationales", str(cache), "--out", str(repo)])
+    assert (repo / "keep.txt").read_text() == "mine" and (repo / ".git").is_dir()
+    # a new folder, then the same export again with one teacher left out: nothing lingers
+    out = tmp_path / "out"
+    assert cli.main(["--rationales", str(cache), "--out", str(out)]) == 0
+    assert (out / "local_t").is_dir()
+    assert cli.main(["--rationales", str(cache), "--out", str(out), "--teachers", "flan_t5_xl"]) == 0
+    assert not (out / "local_t").exists() and (out / "flan_t5_xl").is_dir()
+    with pytest.raises(SystemExit, match="no rationale caches at .*nowhere; make them with `dvc repro"):
+        cli.main(["--rationales", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o2")])

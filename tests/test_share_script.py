@@ -159,3 +159,21 @@ def test_pull_and_push_name_the_actual_cause_within_seconds(repo, tmp_path):
     assert "no DVC remote is configured" in out and "'No default remote set'" not in out, out
     out = timed(["push", "-r", "nosuch"], b)
     assert "no DVC remote named 'nosuch'" in out and "local" in out, out
+
+
+def test_a_folder_remote_whose_path_has_a_space_is_pushed_and_pulled(repo, tmp_path):
+    # guards the probed fault: `dvc remote list` split with awk '{print $2}' read "/tmp/a" of
+    # "/tmp/a b/store", so every push/pull said the folder "does not exist here"
+    a, _, env = repo
+    spaced = tmp_path / "team share" / "dvc store"
+    rc, out = share(["remote-local", str(spaced)], a, env)
+    assert rc == 0, out
+    rc, out = share(["push"], a, env)
+    assert rc == 0 and "does not exist" not in out, out
+    assert any(p.is_file() for p in (spaced / "files").rglob("*")), out
+    git_commit(a, env, "the spaced remote")
+    b = tmp_path / "b"
+    run(["git", "clone", "-q", str(a), str(b)], tmp_path, env)
+    rc, out = share(["pull"], b, env)
+    assert rc == 0, out
+    assert (b / "data.txt").read_text() == "hello\n"

@@ -75,6 +75,29 @@ def flat_row(r: dict) -> dict:
     }
 
 
+MARKER = ".tinyllm-export"  # written into every export folder: the only kind the exporter replaces
+
+
+def claim_folder(out: Path) -> None:
+    """Make ``out`` an empty export folder: a new one, an empty one, or an earlier export (it has
+    ``MARKER``), whose files are removed so a teacher left out now does not linger. Anything else
+    is refused with a ``DataError``: the exporter deletes only what it wrote."""
+    import shutil
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out}: a file, not a folder; give a new folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise DataError(
+                f"--out {out}: the folder has files the exporter did not write (no {MARKER}); "
+                "it replaces only its own exports: give a new or empty folder"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by scripts/export_rationales.py; replaced by its next run\n")
+
+
 def export_rationales(rationales: Path, out: Path, settings: dict[str, dict | None]) -> dict:
     """Parquet files and README.md under ``out`` for the teachers in ``settings`` ({name: the
     teacher's ``TeacherConfig.settings()``, or None for a released teacher}); returns
