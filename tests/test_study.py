@@ -465,3 +465,45 @@ def test_a_reused_arm_is_read_from_the_earlier_study_and_must_match_it(tiny_toke
         run_study(tmp_path, changed, tmp_path / "studies" / "tiny3")
     with pytest.raises(ValueError, match="reuse names arm"):
         StudyConfig(name="x", benchmarks=["obqa"], seeds=[0], arms={"ft": {}}, reuse={"ftt": "tiny"})
+
+
+def test_arms_of_one_seed_train_on_the_same_batches_and_seeds_differ(tiny_tokenizer, tmp_path, monkeypatch):
+    # guards the probed fault: `"seed": seed + len(arm)` in the runner passed every test, because 8
+    # toy questions at batch 2 make the same batches for every seed (only their order changes, and
+    # seeds 2 and 7 give the same order): here 120 questions in pools of 100 (distill.batches), so
+    # two seeds give different batch contents, and the contents of every step are compared
+    import dataclasses
+
+    from teachers_testlib import toy_questions
+
+    import tinyllm.distill
+
+    cfg = _setup(tmp_path, tiny_tokenizer)
+    qs = toy_questions("obqa", "train", 120)
+    (tmp_path / "prepared" / "obqa" / "train.jsonl").write_text("".join(json.dumps(q) + "\n" for q in qs))
+    (tmp_path / "rationales" / "teacher_a" / "obqa" / "train.jsonl").write_text(
+        "".join(
+            json.dumps({"id": q["id"], "teacher": "teacher_a", "rationale": f"Because {q['answer']}.", "status": "ok"})
+            + "\n"
+            for q in qs
+        )
+    )
+    arms = {"ft": {"alphas": {}}, "tinyllm": {"alphas": {"teacher_a": 1.0}}}
+    distill = {**cfg.distill, "train_per_benchmark": None, "steps": 8}
+    cfg = dataclasses.replace(cfg, arms=arms, distill=distill, mlflow=False, seeds=[0, 1], eval_per_benchmark=2)
+    seen: list[list[frozenset]] = []
+    real = tinyllm.distill.batches
+
+    def spy(encoded, batch_size, seed, *a, **k):
+        log: list[frozenset] = []
+        seen.append(log)
+        for b in real(encoded, batch_size, seed, *a, **k):
+            log.append(frozenset(b))  # the questions of this step (indices into the shared question list)
+            yield b
+
+    monkeypatch.setattr(tinyllm.distill, "batches", spy)
+    run_study(tmp_path, cfg, tmp_path / "out")
+    assert [len(s) >= 8 for s in seen] == [True] * 4  # ft-s0, tinyllm-s0, ft-s1, tinyllm-s1
+    ft0, tl0, ft1, tl1 = (s[:8] for s in seen)
+    assert ft0 == tl0 and ft1 == tl1  # same seed: the same questions at every step
+    assert {q for b in ft0 for q in b} != {q for b in ft1 for q in b}  # another seed: other questions

@@ -384,4 +384,12 @@ MUTATIONS: list[dict] = [
         "broken": "    pass\n",
         "tests": ["tests/test_train_state.py", "-k", "damaged"],
     },
+    # ---- issue 32 item 6: the pairing test must see an offset seed
+    {
+        "name": "study arms get offset seeds",
+        "file": "src/tinyllm/experiments/study/runner.py",
+        "original": '    dcfg = DistillConfig(**{**cfg.distill, **cfg.arms[arm], "seed": seed})\n',
+        "broken": '    dcfg = DistillConfig(**{**cfg.distill, **cfg.arms[arm], "seed": seed + len(arm)})\n',
+        "tests": ["tests/test_study.py"],
+    },
 ]
