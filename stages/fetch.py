@@ -6,9 +6,10 @@ import logging
 
 import _stage
 
+from tinyllm.benchmarks import DataError
 from tinyllm.io import write_json
 from tinyllm.redact import redact_uri
-from tinyllm.sources import fetch
+from tinyllm.sources import check_source, fetch
 
 
 def main() -> None:
@@ -17,7 +18,11 @@ def main() -> None:
     ap.add_argument("--summary", default="data/raw/SOURCE.json")
     args = ap.parse_args()
     cfg = _stage.config().data
-    found = fetch(cfg.source, cfg.benchmarks, _stage.ROOT / args.out, base=_stage.ROOT)
+    try:  # check_params checked the teachers too (every key); here: the folder or host, in seconds
+        check_source(cfg.source, cfg.benchmarks, {}, base=_stage.ROOT)
+        found = fetch(cfg.source, cfg.benchmarks, _stage.ROOT / args.out, base=_stage.ROOT)
+    except DataError as e:
+        raise SystemExit(f"fetch: {e}") from None
     # the source may be a URL with a token in it: never store it in a DVC output
     write_json(_stage.ROOT / args.summary, {"source": redact_uri(cfg.source), "splits": found})
     for b, splits in found.items():

@@ -44,3 +44,57 @@ def test_missing_benchmark_names_the_file(tmp_path):
     rel = make_release(tmp_path / "rel")
     with pytest.raises(DataError, match=r"datasets/obqa/obqa_train.json: missing"):
         fetch(str(rel), ["obqa"], tmp_path / "raw")
+
+
+def test_a_failed_fetch_leaves_the_previous_data_in_place(tmp_path, monkeypatch):
+    # guards the probed fault: data.source hf-hub offline deleted data/raw (sources.fetch removed it
+    # first), then failed after 26 s
+    import tinyllm.sources
+
+    rel = make_release(tmp_path / "rel")
+    raw = tmp_path / "raw"
+    fetch(str(rel), ["arc"], raw)
+    before = sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*"))
+
+    def offline(benchmarks, out):
+        (out / "datasets").mkdir(parents=True)
+        raise ConnectionError("huggingface.co: Name or service not known")
+
+    monkeypatch.setattr(tinyllm.sources, "fetch_hub", offline)
+    with pytest.raises(ConnectionError):
+        fetch("hf-hub", ["arc"], raw)
+    assert sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*")) == before
+    assert not (tmp_path / "raw.tmp").exists()
+
+
+def test_a_source_that_cannot_serve_fails_in_seconds_naming_data_source(tmp_path, monkeypatch):
+    # guards the probed faults: hf-hub offline retried 25 s and ended in a raw ConnectionError;
+    # a missing release folder said "not a release folder" without naming data.source or github:;
+    # hf-hub with BioASQ or a released teacher passed check_params and failed later
+    import socket
+    import time
+
+    from tinyllm.sources import check_source
+
+    def no_network(*a, **k):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    t0 = time.perf_counter()
+    with pytest.raises(DataError, match=r"data\] source: 'hf-hub': huggingface.co:443 does not answer \(gaierror"):
+        check_source("hf-hub", ["arc"], {"flan_t5_xl": 0})
+    with pytest.raises(
+        DataError, match=r"codeload.github.com:443 does not answer.*set data.source to a release folder"
+    ):
+        check_source("github:YikunHan42/TinyLLM@9f5bebe", ["arc"], {})
+    assert time.perf_counter() - t0 < 2
+    with pytest.raises(DataError, match=r"the Hub copies have questions only and no bioasq, llama2_7b"):
+        check_source("hf-hub", ["arc", "bioasq"], {"llama2_7b": 1.0, "flan_t5_xl": 0})
+    with pytest.raises(
+        DataError, match=r"release folder .*nowhere does not exist; set data.source to .*github:YikunHan42"
+    ):
+        check_source("nowhere", ["arc"], {}, base=tmp_path)
+    check_source(str(make_release(tmp_path / "rel")), ["arc"], {})  # a release folder: fine
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    check_source("hf-hub", ["arc"], {})  # offline mode: the datasets cache serves it, no probe

@@ -471,3 +471,16 @@ def test_evaluate_resumes_its_run_whatever_experiment_is_active(repo, monkeypatc
     finally:
         os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # set_experiment exports it
     assert client().get_run(run_id).info.experiment_id != other
+
+
+def test_a_token_in_a_source_url_never_reaches_mlflow_params(repo):
+    # guards the probed fault: data/raw/SOURCE.json had the redacted URL, but the MLflow param
+    # data.source held the token in full (and a tracking-server password the same way)
+    root, params = repo
+    params["data"]["source"] = "https://user:pa55word@host/release.tar.gz?token=hunter2secret&x=1"
+    distill, evaluate = distill_and_evaluate(root, params)
+    for run_id in (distill, evaluate):
+        logged = client().get_run(run_id).data.params
+        values = " ".join(logged.values())
+        assert "hunter2secret" not in values and "pa55word" not in values
+        assert logged["data.source"] == "https://user:***@host/release.tar.gz?token=***&x=1"

@@ -77,11 +77,77 @@ def copy_release(root: Path, benchmarks: list[str], out: Path) -> dict[str, list
     return found
 
 
+OTHER_SOURCES = (
+    "a release folder (offline: ../shared/benchmarks/tinyllm-release), a tarball URL, "
+    "github:YikunHan42/TinyLLM@<commit> or hf-hub"
+)
+
+
+def check_source(source: str, benchmarks: list[str], alphas: dict[str, float], base: Path | None = None) -> None:
+    """Fail in seconds, before anything is fetched or deleted, when ``data.source`` cannot serve
+    this configuration: a release folder that is not there, a host that does not answer (one
+    connection attempt), benchmarks or released teachers the Hub copies do not have. The
+    ``DataError`` names ``data.source`` and the alternatives."""
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    from .hub import HUB
+    from .rationales import RELEASED_TEACHERS
+
+    where = f"params.yaml [data] source: {redact_uri(source)!r}"
+    if source == HUB_SOURCE:
+        missing = [b for b in benchmarks if HUB.get(b) is None]
+        released = [t for t in RELEASED_TEACHERS if alphas.get(t, 0) > 0]
+        if missing or released:
+            raise DataError(
+                f"{where}: the Hub copies have questions only and no {', '.join(missing + released)} "
+                f"(leave {'them' if len(missing + released) > 1 else 'it'} out of data.benchmarks / distill.alphas, "
+                f"or use {OTHER_SOURCES.replace(' or hf-hub', '')})"
+            )
+        if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+            return  # the datasets cache must serve it; nothing to probe
+        url = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    else:
+        url = resolve_url(source)
+    if url is None or url.startswith("file://"):
+        root = Path(urlsplit(url).path if url else source)
+        if not root.is_absolute() and base is not None:
+            root = Path(base) / root
+        if not (root / "datasets").is_dir():
+            what = "does not exist" if not root.exists() else "has no datasets/ folder"
+            raise DataError(f"{where}: the release folder {root} {what}; set data.source to {OTHER_SOURCES}")
+        return
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=5).close()
+    except OSError as e:
+        raise DataError(
+            f"{where}: {parts.hostname}:{port} does not answer ({type(e).__name__}: {e}); offline, set "
+            f"data.source to {OTHER_SOURCES.split(', a tarball')[0]}"
+        ) from None
+
+
 def fetch(source: str, benchmarks: list[str], out: Path, base: Path | None = None) -> dict[str, list[str]]:
-    """Materialise ``source`` into ``out`` (replacing it). Relative local paths resolve from ``base``."""
+    """Materialise ``source`` into ``out``, replacing it only once the whole source is in (built
+    in ``<out>.tmp`` and swapped in: a failed download leaves ``out`` as it was). Relative local
+    paths resolve from ``base``."""
     out = Path(out)
+    tmp_out = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp_out, ignore_errors=True)
+    try:
+        found = _fetch_into(source, benchmarks, tmp_out, base)
+    except BaseException:
+        shutil.rmtree(tmp_out, ignore_errors=True)
+        raise
     if out.exists():
         shutil.rmtree(out)
+    tmp_out.rename(out)
+    return found
+
+
+def _fetch_into(source: str, benchmarks: list[str], out: Path, base: Path | None) -> dict[str, list[str]]:
     if source == HUB_SOURCE:
         return fetch_hub(benchmarks, out)
     url = resolve_url(source)

@@ -392,4 +392,12 @@ MUTATIONS: list[dict] = [
         "broken": '    dcfg = DistillConfig(**{**cfg.distill, **cfg.arms[arm], "seed": seed + len(arm)})\n',
         "tests": ["tests/test_study.py"],
     },
+    # ---- issue 32 item 9: secrets never reach MLflow params
+    {
+        "name": "MLflow params logged unredacted",
+        "file": "src/tinyllm/tracking/names.py",
+        "original": 'redact("null" if v is None else str(v))[:6000]',
+        "broken": '("null" if v is None else str(v))[:6000]',
+        "tests": ["tests/test_tracking.py", "-k", "token"],
+    },
 ]

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .names import PARENT_ENV, TAG_KIND, acc_metric, flatten, has_accuracy
+from .names import PARENT_ENV, TAG_KIND, acc_metric, has_accuracy, param_values
 from .run import Run
 from .store import _mlflow, ensure_experiment, experiment_name, shown_uri, tracking_config
 
@@ -124,7 +124,7 @@ def log_run(
     parent = os.environ.get(PARENT_ENV) or None  # a study's or grid's run: this one is its child
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, parent_run_id=parent) as active:
         run = Run(mlflow, active.info.run_id)
-        run.log_params({k: ("null" if v is None else str(v))[:6000] for k, v in flatten(params).items()})
+        run.log_params(param_values(params))
         run.set_tags(tags)
         run.log_metrics(metrics)
         for row in step_rows or []:

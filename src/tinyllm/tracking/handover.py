@@ -22,7 +22,7 @@ from .names import (
     TAG_ORIGIN,
     TAG_STUDENT_MD5,
     eval_metrics,
-    flatten,
+    param_values,
     run_name,
 )
 from .run import Run, mark_orphans, owner_tags
@@ -49,8 +49,7 @@ def _is_main_process() -> bool:
 
 
 def _params_of(params: dict, sections: tuple[str, ...]) -> dict[str, str]:
-    flat = flatten({k: params[k] for k in sections if k in params})
-    return {k: ("null" if v is None else str(v))[:6000] for k, v in flat.items()}
+    return param_values({k: params[k] for k in sections if k in params})
 
 
 def _tags_of(root: Path, params: dict) -> dict[str, str]:

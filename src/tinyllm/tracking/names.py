@@ -60,6 +60,15 @@ def _dvc_name_words() -> frozenset[str]:
     return frozenset(w for c in consts if isinstance(c, tuple) for w in c if isinstance(w, str))
 
 
+def param_values(params: dict) -> dict[str, str]:
+    """``params`` flattened for ``log_params``: strings of at most 6,000 characters (MLflow's
+    limit), ``null`` for None, every credential masked (``redact``: a token in a
+    ``data.source`` URL or a password in a URI never reaches the tracking server)."""
+    from ..redact import redact
+
+    return {k: redact("null" if v is None else str(v))[:6000] for k, v in flatten(params).items()}
+
+
 def flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
