@@ -507,3 +507,50 @@ def test_arms_of_one_seed_train_on_the_same_batches_and_seeds_differ(tiny_tokeni
     ft0, tl0, ft1, tl1 = (s[:8] for s in seen)
     assert ft0 == tl0 and ft1 == tl1  # same seed: the same questions at every step
     assert {q for b in ft0 for q in b} != {q for b in ft1 for q in b}  # another seed: other questions
+
+
+def test_the_report_keeps_its_majority_row_without_data_prepared(tmp_path):
+    # guards the probed fault: `study.py report` in a clone without data/prepared silently dropped
+    # the majority-class row from the committed report
+    import shutil
+
+    d = tmp_path / "prepared" / "obqa"
+    d.mkdir(parents=True)
+    (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records("train")))
+    cfg = StudyConfig(
+        name="maj", benchmarks=["obqa"], seeds=[0], arms={"ft": {"alphas": {}}},
+        prepared=str(tmp_path / "prepared"), mlflow=False,
+    )  # fmt: skip
+    out = tmp_path / "out"
+    preds = [
+        {"id": r["id"], "label": r["label"], "pred_score": r["label"], "scores": [0.0] * 3} for r in records("valid")
+    ]
+    _fake_run(out, "ft-s0", None, preds)
+    with_data = write_report(tmp_path, cfg, out)
+    assert "| majority class (train) |" in with_data
+    shutil.rmtree(tmp_path / "prepared")
+    assert write_report(tmp_path, cfg, out) == with_data  # from majority.json, byte for byte
+    (out / "majority.json").unlink()
+    with pytest.raises(
+        FileNotFoundError, match=r"majority-class row needs the train split of \['obqa'\].*dvc repro prepare"
+    ):
+        write_report(tmp_path, cfg, out)
+
+
+def test_inputs_that_are_there_but_cannot_serve_fail_before_any_run(tiny_tokenizer, tmp_path):
+    # guards the probed fault: the input check tested existence only: an empty base config, an
+    # empty prepared file or an empty rationale folder passed, and a teacher arm failed an hour later
+    cfg = _setup(tmp_path, tiny_tokenizer)
+    out = tmp_path / "out"
+    (tmp_path / "base" / "config.json").write_text("")
+    (tmp_path / "prepared" / "obqa" / "valid.jsonl").write_text("")
+    with pytest.raises(ValueError) as e:
+        run_study(tmp_path, cfg, out)
+    msg = str(e.value)
+    assert "2 input(s) cannot serve its runs" in msg and "base/config.json is not a model config" in msg, msg
+    assert "valid.jsonl has 0 question(s), the study needs 1" in msg and "dvc repro prepare" in msg, msg
+    cfg = _setup(tmp_path / "b", tiny_tokenizer)
+    (tmp_path / "b" / "rationales" / "teacher_a" / "obqa" / "train.jsonl").write_text("")  # an empty cache
+    with pytest.raises(ValueError, match=r"arm 'tinyllm': teacher 'teacher_a' has no usable rationale for its 4"):
+        run_study(tmp_path / "b", cfg, out)
+    assert not (out / "runs").exists()  # nothing started

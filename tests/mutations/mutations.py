@@ -400,4 +400,19 @@ MUTATIONS: list[dict] = [
         "broken": '("null" if v is None else str(v))[:6000]',
         "tests": ["tests/test_tracking.py", "-k", "token"],
     },
+    # ---- issue 32 item 10: errors before work, rows never dropped silently
+    {
+        "name": "study input check skips the content checks",
+        "file": "src/tinyllm/experiments/study/runner.py",
+        "original": "    problems = _unusable_inputs(root, cfg)\n",
+        "broken": "    problems = []\n",
+        "tests": ["tests/test_study.py", "-k", "cannot_serve"],
+    },
+    {
+        "name": "study report drops the majority row without data/prepared",
+        "file": "src/tinyllm/experiments/study/report.py",
+        "original": "    maj = _majority(root, cfg, out, majority_classes(root / cfg.prepared, cfg.benchmarks))\n",
+        "broken": "    maj = majority_classes(root / cfg.prepared, cfg.benchmarks)\n",
+        "tests": ["tests/test_study.py", "-k", "majority"],
+    },
 ]

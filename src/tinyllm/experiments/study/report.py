@@ -106,7 +106,7 @@ def _reference_rates(root: Path, cfg: StudyConfig, out: Path, half: str | None) 
     if not done:
         return {}, []
     first = next(iter(next(iter(done.values())).values()))
-    maj = majority_classes(root / cfg.prepared, cfg.benchmarks)
+    maj = _majority(root, cfg, out, majority_classes(root / cfg.prepared, cfg.benchmarks))
     rates = {
         b: reference_rates(_read_preds(first / "predictions" / cfg.eval_split / f"{b}.jsonl", half), maj.get(b))
         for b in cfg.benchmarks
@@ -118,6 +118,28 @@ def _reference_rates(root: Path, cfg: StudyConfig, out: Path, half: str | None) 
             avg = sum(vals) / len(vals)
             lines.append(f"| {label} | – | " + " | ".join(_pct(v) for v in vals + [avg]) + " |")
     return rates, lines
+
+
+def _majority(root: Path, cfg: StudyConfig, out: Path, found: dict[str, dict]) -> dict[str, dict]:
+    """Each benchmark's train-split majority class: from ``data/prepared`` when it is there
+    (and kept in ``majority.json`` beside the report), else from that file, so a clone without
+    ``data/prepared`` rebuilds the same report; with neither, an error naming the command."""
+    import json
+
+    saved = out / "majority.json"
+    if all(b in found for b in cfg.benchmarks):
+        if not saved.exists() or json.loads(saved.read_text()) != found:
+            _write_json(saved, found)
+        return found
+    stored = json.loads(saved.read_text()) if saved.exists() else {}
+    missing = [b for b in cfg.benchmarks if b not in found and b not in stored]
+    if missing:
+        raise FileNotFoundError(
+            f"study {cfg.name!r}: the report's majority-class row needs the train split of {missing} "
+            f"({root / cfg.prepared}/<benchmark>/train.jsonl) or {saved}; make it with `dvc repro prepare` "
+            "(or `dvc pull data/prepared`)"
+        )
+    return {b: found.get(b, stored.get(b)) for b in cfg.benchmarks}
 
 
 def _comparison_lines(cfg: StudyConfig, tables: dict) -> list[str]:
