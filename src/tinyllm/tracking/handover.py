@@ -171,14 +171,29 @@ def _forget_active_run(mlflow) -> None:
             mon._shutdown_event.set()
 
 
+REPLAYED_DIR = ".tinyllm/mlflow-replayed"  # what was replayed (git-ignored; never a DVC output)
+
+
+def _replay_marker(root: Path, info: dict) -> Path:
+    import hashlib
+
+    digest = hashlib.sha1(json.dumps(info["pending"], sort_keys=True).encode()).hexdigest()[:16]
+    return Path(root) / REPLAYED_DIR / f"{info['run_id']}-{digest}"
+
+
 def replay_pending(root: Path, run_file: Path | str = RUN_FILE) -> int:
     """Replay the logging calls ``distill`` kept in the run file during an outage into their run
-    (ended FINISHED when distill could not end it); returns how many. The file loses ``pending``."""
-    from ..io import write_json
+    (ended FINISHED when distill could not end it); returns how many (0 when already replayed).
 
+    The run file is ``distill``'s DVC output and is never rewritten here (rewriting it made every
+    later ``dvc repro`` restore it from the run-cache and re-run ``evaluate``); a marker under
+    ``REPLAYED_DIR`` records the replay, so the calls are replayed once."""
     path = Path(root) / run_file
     info = json.loads(path.read_text()) if path.exists() else {}
-    if not info.get("run_id") or "pending" not in info:
+    if not info.get("run_id") or not info.get("pending"):
+        return 0
+    marker = _replay_marker(root, info)
+    if marker.exists():
         return 0
     mlflow = _mlflow(root)
     client = mlflow.MlflowClient()
@@ -198,10 +213,10 @@ def replay_pending(root: Path, run_file: Path | str = RUN_FILE) -> int:
             raise TrackingUnavailable(f"MLflow at {shown_uri(root)} still does not answer")
         if status == "RUNNING":
             client.set_terminated(run.run_id, "FINISHED")
-    info.pop("pending")
-    write_json(path, info)
-    log.info("replayed %d logging calls of an outage into run %s", n, run.run_id)
-    return n
+        log.info("replayed %d logging calls of an outage into run %s", n, info["run_id"])
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"run_id": info["run_id"], "calls": n, "replayed": status is not None}) + "\n")
+    return n if status is not None else 0
 
 
 def _resumable(mlflow, info: dict) -> tuple[str | None, str]:
