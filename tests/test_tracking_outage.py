@@ -323,3 +323,46 @@ def test_distill_stage_survives_a_real_server_that_stops_mid_training(tmp_path, 
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         _stop(server)
+
+
+PARENT_HOLDER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from tinyllm import tracking
+pid = tracking.start_parent(Path(sys.argv[2]), "study s", sys.argv[3], {"study": "s"}, key="study:s")
+print(pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_killed_studys_parent_is_ended_then_continued_by_the_resumed_study(repo):
+    # guards the probed fault: a killed study left its parent run RUNNING for good, and the resumed
+    # study opened a second parent, splitting one study's runs across two (grid parents alike)
+    import mlflow
+
+    root, params = repo
+    exp = params["tracking"]["experiment"]
+    p = subprocess.Popen(
+        [sys.executable, "-c", PARENT_HOLDER, str(ROOT / "src"), str(root), exp], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        parent = p.stdout.readline().strip()
+        assert parent, "the holder process did not start its parent run"
+        client = mlflow.MlflowClient()
+        # held by a live process: another job of the same study gets its own parent
+        other = tracking.start_parent(root, "study s", exp, {"study": "s"}, key="study:s")
+        assert other != parent
+        tracking.end_parent(root, other)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+    client.delete_run(other)  # (only the killed job's parent is of interest below)
+    nxt = tracking.start_distill_run(root, params)  # the next run's orphan check ends it
+    got = client.get_run(parent)
+    assert got.info.status == "KILLED" and f"process {p.pid}" in got.data.tags[tracking.TAG_ENDED_BY]
+    tracking.finish_distill_run(nxt, root, {})
+    with tracking.parent_run(root, "study s", exp, {"study": "s"}, key="study:s") as resumed:
+        assert resumed == parent  # the resumed study continues its parent
+        assert client.get_run(parent).info.status == "RUNNING"
+    assert client.get_run(parent).info.status == "FINISHED"

@@ -415,4 +415,19 @@ MUTATIONS: list[dict] = [
         "broken": "    maj = majority_classes(root / cfg.prepared, cfg.benchmarks)\n",
         "tests": ["tests/test_study.py", "-k", "majority"],
     },
+    # ---- issue 32 item 5: parent runs are owned, closed and continued
+    {
+        "name": "parent runs carry no owner (a killed study's parent stays RUNNING)",
+        "file": "src/tinyllm/tracking/groups.py",
+        "original": 'tags={TAG_KIND: "grid", **own, **extra,',
+        "broken": 'tags={TAG_KIND: "grid", **extra,',
+        "tests": ["tests/test_tracking_outage.py", "-k", "parent"],
+    },
+    {
+        "name": "a resumed study opens a new parent",
+        "file": "src/tinyllm/tracking/groups.py",
+        "original": "        if prev and (mine or not owner_alive(prev[0].data.tags)):\n",
+        "broken": "        if False:\n",
+        "tests": ["tests/test_tracking_outage.py", "-k", "parent"],
+    },
 ]

@@ -12,19 +12,48 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .names import PARENT_ENV, TAG_KIND, acc_metric, has_accuracy, param_values
-from .run import Run
+from .run import TAG_ENDED_BY, TAG_PID, Run, owner_alive, owner_tags
 from .store import _mlflow, ensure_experiment, experiment_name, shown_uri, tracking_config
 
 log = logging.getLogger(__name__)
 
 
-def start_parent(root: Path, name: str, experiment: str | None = None, tags: dict | None = None) -> str:
+TAG_PARENT_KEY = "tinyllm.parent_key"  # the study a parent run belongs to: a resumed study continues it
+
+
+def start_parent(
+    root: Path, name: str, experiment: str | None = None, tags: dict | None = None, key: str | None = None
+) -> str:
     """A parent run (RUNNING) for a grid or study in ``experiment`` (default: params.yaml's); returns
-    its id. End it with :func:`end_parent`."""
+    its id. End it with :func:`end_parent`. It carries its process's ``owner_tags``, so a killed job's
+    parent is ended KILLED by the next run's orphan check instead of staying RUNNING. With ``key``
+    (``study:<name>``), the newest parent of that key whose process is gone is continued (RUNNING
+    again, this process its owner): a resumed study keeps one parent for all its runs."""
     mlflow = _mlflow(root)
+    client = mlflow.MlflowClient()
     exp_id = ensure_experiment(root, experiment_name(root, experiment))
-    run = mlflow.MlflowClient().create_run(
-        exp_id, run_name=name, tags={TAG_KIND: "grid", **{k: str(v) for k, v in (tags or {}).items()}}
+    own = owner_tags()
+    if key:
+        prev = client.search_runs(
+            [exp_id], filter_string=f"tags.`{TAG_PARENT_KEY}` = '{key}'", order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )  # fmt: skip
+        mine = prev and prev[0].data.tags.get(TAG_PID) == own[TAG_PID] and prev[0].info.status != "RUNNING"
+        if prev and (mine or not owner_alive(prev[0].data.tags)):
+            rid = prev[0].info.run_id
+            client.update_run(rid, status="RUNNING")
+            for k, v in {
+                **own,
+                TAG_ENDED_BY: f"continued by process {own[TAG_PID]} (was {prev[0].info.status})",
+            }.items():
+                client.set_tag(rid, k, v)
+            log.info("MLflow parent run %s (%s) continued at %s", rid, name, shown_uri(root))
+            return rid
+        if prev:
+            log.warning("%s: its parent run %s is held by a live process; starting another", key, prev[0].info.run_id)
+    extra = {TAG_PARENT_KEY: key} if key else {}
+    run = client.create_run(
+        exp_id, run_name=name, tags={TAG_KIND: "grid", **own, **extra, **{k: str(v) for k, v in (tags or {}).items()}}
     )
     log.info("MLflow parent run %s (%s) at %s", run.info.run_id, name, shown_uri(root))
     return run.info.run_id
@@ -35,11 +64,13 @@ def end_parent(root: Path, run_id: str, status: str = "FINISHED") -> None:
 
 
 @contextlib.contextmanager
-def parent_run(root: Path, name: str, experiment: str | None = None, tags: dict | None = None) -> Iterator[str]:
+def parent_run(
+    root: Path, name: str, experiment: str | None = None, tags: dict | None = None, key: str | None = None
+) -> Iterator[str]:
     """``with parent_run(root, "grid 2026-11-25") as pid:`` — runs started inside (in this process
     or in subprocesses started inside, e.g. ``dvc queue start``) become its children via
     ``TINYLLM_PARENT_RUN_ID``; the parent ends FAILED if the block raises."""
-    pid = start_parent(root, name, experiment, tags)
+    pid = start_parent(root, name, experiment, tags, key)
     before = os.environ.get(PARENT_ENV)
     os.environ[PARENT_ENV] = pid
     status = "FAILED"

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .lineage import DatasetRef, _log_datasets
-from .names import TAG_KIND, flatten, row_metric
+from .names import flatten, row_metric
 from .store import _is_outage, _mlflow, _short, fast_http, shown_uri
 
 log = logging.getLogger(__name__)
@@ -222,17 +222,29 @@ def _proc_start(pid: int) -> str | None:
         return None
 
 
+def owner_alive(tags: dict) -> bool:
+    """Is the process named by a run's :func:`owner_tags` still running on this host?"""
+    try:
+        pid = int(tags.get(TAG_PID, ""))
+    except ValueError:
+        return False
+    if tags.get(TAG_HOST) != _host():
+        return False
+    alive = _proc_start(pid)
+    return alive is not None and alive == tags.get(TAG_PROC_START)
+
+
 def owner_tags() -> dict[str, str]:
     """Tags naming the process that holds the run: :func:`mark_orphans` of a later run reads them."""
     return {TAG_HOST: _host(), TAG_PID: str(os.getpid()), TAG_PROC_START: _proc_start(os.getpid()) or ""}
 
 
 def mark_orphans(root: Path, experiment_id: str, keep: str | None = None) -> list[str]:
-    """End as KILLED every RUNNING training run of ``experiment_id`` whose process, on this host, is
-    gone (killed with -9, the machine rebooted): MLflow has no heartbeat, so without this they stay
-    RUNNING forever (issue 21 fault 3). The run gets tag ``tinyllm.ended_by`` saying why. Runs held
-    by a live process (a parallel queue worker) and runs of other hosts (no way to tell) are left
-    alone. Returns the ids it ended."""
+    """End as KILLED every RUNNING run of ``experiment_id`` (training, grid or study parent) whose
+    process, on this host, is gone (killed with -9, the machine rebooted): MLflow has no
+    heartbeat, so without this they stay RUNNING forever (issue 21 fault 3). The run gets tag
+    ``tinyllm.ended_by`` saying why. Runs held by a live process (a parallel queue worker) and
+    runs of other hosts (no way to tell) are left alone. Returns the ids it ended."""
     mlflow = _mlflow(root)
     client = mlflow.MlflowClient()
     host = _host()
@@ -244,7 +256,7 @@ def mark_orphans(root: Path, experiment_id: str, keep: str | None = None) -> lis
     ended = []
     for r in runs:
         tags = r.data.tags
-        if r.info.run_id == keep or tags.get(TAG_KIND, "training") != "training":
+        if r.info.run_id == keep:
             continue
         try:
             pid = int(tags.get(TAG_PID, ""))

@@ -431,7 +431,9 @@ def run_study(root: Path, cfg: StudyConfig, out: Path, progress: bool = False, f
     if cfg.mlflow:
         from ... import tracking
 
-        parent = tracking.parent_run(root, f"study {cfg.name}", cfg.experiment, {"study": cfg.name})
+        parent = tracking.parent_run(
+            root, f"study {cfg.name}", cfg.experiment, {"study": cfg.name}, f"study:{cfg.name}"
+        )
     with parent as parent_id:
 
         def report() -> None:
