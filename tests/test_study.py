@@ -554,3 +554,92 @@ def test_inputs_that_are_there_but_cannot_serve_fail_before_any_run(tiny_tokeniz
     with pytest.raises(ValueError, match=r"arm 'tinyllm': teacher 'teacher_a' has no usable rationale for its 4"):
         run_study(tmp_path / "b", cfg, out)
     assert not (out / "runs").exists()  # nothing started
+
+
+def _fake_checkpointed(out, name, preds_by_step: dict, final_step: int, losses: list[float]):
+    """A finished run with checkpoints: ``preds_by_step`` {step: predictions} (the final step's are
+    the run's own), a train log with these answer losses."""
+    d = out / "runs" / name
+    for step, preds in preds_by_step.items():
+        folder = d if step == final_step else d / "checkpoints" / f"step{step}"
+        (folder / "predictions" / "valid").mkdir(parents=True, exist_ok=True)
+        (folder / "predictions" / "valid" / "obqa.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+        if step != final_step:
+            (folder / "metrics.json").write_text("{}")
+    (d / "metrics.json").write_text(json.dumps({"train": {"steps": final_step}}))
+    log = "step\tloss\tloss_answer\n" + "".join(f"{i + 1}\t{v}\t{v}\n" for i, v in enumerate(losses))
+    (d / "train_log.tsv").write_text(log)
+    (d / "done.json").write_text("{}")
+
+
+def test_the_pooled_primary_analysis_and_the_diagnostics(tmp_path):
+    # guards: the pre-registered primary analysis (final step, both halves, sign-flip p over every
+    # seed), the dev-selected step's tie rule, the epoch curve and the answer-loss yardstick
+    import numpy as np
+
+    from tinyllm.benchmarks import valid_half
+    from tinyllm.experiments.stats import sign_flip_p
+    from tinyllm.experiments.study import checkpoint_table
+    from tinyllm.experiments.study.plots import answer_loss_differences
+
+    recs = [{**r, "id": f"q{i}"} for i, r in enumerate(records("valid") * 6)]
+
+    def preds(right: set):
+        return [
+            {"id": r["id"], "label": r["label"], "pred_norm": r["label"] if i in right else (r["label"] + 1) % 3,
+             "scores": [0.0] * 3, "half": valid_half(r)}
+            for i, r in enumerate(recs)
+        ]  # fmt: skip
+
+    n = len(recs)
+    base = set(range(0, n, 2))  # ft right on every other question
+    extra = {1, 3, 5, 7, 9}  # tinyllm right on these too
+    out = tmp_path / "out"
+    for s in (0, 1, 2):
+        _fake_checkpointed(out, f"ft-s{s}", {2: preds(base), 4: preds(base)}, 4, [3.0, 2.0 + s, 1.0, 0.5])
+        both = base | extra
+        _fake_checkpointed(out, f"tinyllm-s{s}", {2: preds(both), 4: preds(both)}, 4, [3.1, 2.0 + s, 1.0, 0.4])
+    (tmp_path / "prepared" / "obqa").mkdir(parents=True)
+    (tmp_path / "prepared" / "obqa" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records("train")))
+    _fake_run(out, "untrained-s0", preds=preds(set()))
+    arms = {"untrained": {"steps": 0}, "ft": {"alphas": {}}, "tinyllm": {"alphas": {"t": 1.0}}}
+    cfg = StudyConfig(
+        name="pooled", benchmarks=["obqa"], seeds=[0, 1, 2], arms=arms, rule="norm", report_half="report",
+        primary_pooled=True, selection_ties="earlier", prepared=str(tmp_path / "prepared"), mlflow=False,
+    )  # fmt: skip
+    report = write_report(tmp_path, cfg, out)
+    primary = json.loads((out / "primary.json").read_text())["comparisons"]["tinyllm - ft"]["average"]
+    assert primary["n"] == n and primary["diff"] == pytest.approx(len(extra) / n)
+    d = np.array([1.0 if i in extra else 0.0 for i in range(n)])
+    assert primary["p_perm"] == pytest.approx(sign_flip_p([d], 10_000))
+    assert f"## Primary analysis (pre-registered): final step, all {n} evaluated questions" in report
+    assert "sign-flip p = " in report.split("**Conclusion so far:**")[1].split("\n")[0]  # the conclusion reads it
+    rows = {r["run"]: r for r in checkpoint_table(cfg, out)}
+    assert rows["ft-s0"]["dev_selected_step"] == 2  # a tie on dev: the earlier step, as profiled
+    cfg.selection_ties = "later"
+    assert checkpoint_table(cfg, out)[0]["dev_selected_step"] == 4
+    assert "| tinyllm | 3 | " in report.split("Dev-half accuracy")[1]  # the epoch curve, per arm
+    diffs = answer_loss_differences(cfg, out)
+    assert diffs["tinyllm"]["mean"] == pytest.approx([0.1, 0.0, 0.0, -0.1])
+    assert diffs["seed-to-seed"]["min"][1] == -2.0 and diffs["seed-to-seed"]["pairs"] == 3
+    assert (out / "answer_loss_diff.png").stat().st_size > 0
+
+
+def test_a_source_with_a_test_split_is_scored_on_it_too(tiny_tokenizer, tmp_path):
+    # guards: every run is scored on `test` wherever the data source has it, with the same code as
+    # valid (the offline mirror has none, so this path would otherwise never run)
+    import dataclasses
+
+    cfg = _setup(tmp_path, tiny_tokenizer)
+    test = [{**r, "id": f"t-{r['id']}", "split": "test"} for r in records("test")]
+    (tmp_path / "prepared" / "obqa" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
+    cfg = dataclasses.replace(cfg, arms={"untrained": {"steps": 0}, "ft": {"alphas": {}}}, mlflow=False, seeds=[0])
+    out = tmp_path / "out"
+    run_study(tmp_path, cfg, out)
+    for run in ("untrained-s0", "ft-s0"):
+        preds = [json.loads(line) for line in (out / "runs" / run / "predictions" / "test" / "obqa.jsonl").open()]
+        assert [p["id"] for p in preds] == [r["id"] for r in test]
+        m = json.loads((out / "runs" / run / "metrics.json").read_text())
+        assert m["test"]["obqa"]["n"] == len(test) and m["valid"]["obqa"]["n"] == len(records("valid"))
+    report = (out / "report.md").read_text()
+    assert "## Test split, final step" in report and f"n={len(test)}" in report.split("## Test split")[1]

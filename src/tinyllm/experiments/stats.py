@@ -17,7 +17,9 @@ What is computed, and with which library:
   per-question differences resampled; within each benchmark for the average) and the exact
   McNemar p-value, i.e. a two-sided binomial test of the discordant pairs
   (``scipy.stats.binomtest(b, b + c, 0.5)``; statsmodels' ``mcnemar(exact=True)`` is the same
-  test, and statsmodels is not a dependency). For the average, McNemar pools the discordant
+  test, and statsmodels is not a dependency), and a sign-flip permutation p (``p_perm``) on the
+  seed-averaged per-question differences, which uses every seed where McNemar's majority vote
+  does not. For the average, McNemar pools the discordant
   pairs of all benchmarks (a test of the question-weighted difference; the CI is of the
   unweighted one);
 - several seeds of one row: accuracy mean ± sd over seeds (sd with ddof 1); for the CI and the
@@ -139,6 +141,35 @@ def bootstrap_ci(
     return float(res.confidence_interval.low * scale + shift), float(res.confidence_interval.high * scale + shift)
 
 
+def sign_flip_p(diffs: list[np.ndarray], n_resamples: int = N_RESAMPLES, seed: int = SEED) -> float:
+    """Two-sided sign-flip permutation test that the unweighted mean over benchmarks of the mean
+    per-question difference is 0: under the null, each question's difference (seeds averaged, so
+    every seed counts) is as likely to have either sign. ``scipy.stats.permutation_test`` with one
+    sample of the question weights ``1 / (k * n_b)`` (exact when 2^n <= n_resamples)."""
+    parts = [np.asarray(d, dtype=float) / (len(diffs) * len(d)) for d in diffs if len(d)]
+    if not parts:
+        return float("nan")
+    w = np.concatenate(parts)
+    if not np.any(w):
+        return 1.0
+    res = st.permutation_test(
+        (w,), lambda x, axis=-1: np.sum(x, axis=axis), permutation_type="samples",
+        n_resamples=n_resamples, alternative="two-sided", vectorized=True, rng=seed,
+    )  # fmt: skip
+    return float(res.pvalue)
+
+
+def holm(pvalues: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjustment of a family of p-values (statsmodels ``multipletests(...,
+    "holm")`` computes the same; statsmodels is not a dependency)."""
+    keys = sorted(pvalues, key=lambda k: pvalues[k])
+    m, out, running = len(keys), {}, 0.0
+    for i, k in enumerate(keys):
+        running = max(running, min(1.0, (m - i) * pvalues[k]))
+        out[k] = running
+    return out
+
+
 def mcnemar_exact(row: np.ndarray, ref: np.ndarray) -> tuple[float, int, int]:
     """Exact McNemar test of two paired 0/1 vectors: (p, b, c) with b = right only in `row`,
     c = right only in `ref`; p = two-sided binomial test of b in b + c at 1/2 (1.0 when b + c = 0)."""
@@ -218,6 +249,7 @@ def paired_comparison(
             "ci_low": lo,
             "ci_high": hi,
             "p_mcnemar": p,
+            "p_perm": sign_flip_p([d], n_resamples, seed),
             "n": len(common),
             "b": nb,
             "c": nc,
@@ -232,6 +264,7 @@ def paired_comparison(
             "ci_low": lo,
             "ci_high": hi,
             "p_mcnemar": p,
+            "p_perm": sign_flip_p(diffs, n_resamples, seed),
             "n": int(sum(len(d) for d in diffs)),
             "b": nb,
             "c": nc,

@@ -40,12 +40,19 @@ class StudyConfig:
     # parent, ``<study>/runs/<arm>-s<seed>/``), not trained again; its profile must give the arm the
     # same settings (``reuse_key``). E.g. a new arm paired with an earlier study's control arm.
     reuse: dict[str, str] = field(default_factory=dict)
+    # The conclusion's analysis: False = the report half (riddle-cloze-v1's pre-registration);
+    # True = every evaluated question, both halves pooled (nothing is selected at the final step),
+    # a 10,000-draw paired bootstrap and a sign-flip permutation test that uses every seed.
+    primary_pooled: bool = False
+    selection_ties: str = "later"  # a dev-selected checkpoint tied on dev: the "later" or "earlier" step
 
     # The profile keys a reused arm's runs depend on: besides its ``distill`` settings, what is
     # evaluated and how (the rule is not one: every rule is recorded).
     EVAL_KEYS = ("benchmarks", "base", "eval_split", "eval_per_benchmark", "eval_half", "eval_max_input_tokens", "pmi")
 
     def __post_init__(self):
+        if self.selection_ties not in ("later", "earlier"):
+            raise ValueError(f"study {self.name!r}: selection_ties is {self.selection_ties!r}; 'later' or 'earlier'")
         unknown = sorted(set(self.reuse) - set(self.arms))
         if unknown:
             raise ValueError(f"study {self.name!r}: reuse names arm(s) {unknown} that are not in arms")

@@ -90,6 +90,50 @@ def _tasks(curves: dict[str, dict[str, dict]]) -> list[str]:
     return sorted(names, key=lambda t: t != "answer")
 
 
+def answer_loss_differences(cfg: StudyConfig, out: Path) -> dict:
+    """Per trained arm, its answer-task loss minus the reference arm's at every logged step, the
+    two paired by seed (same seed: the same batches, so a step compares one to one): per step the
+    mean, min and max over the seeds both have; and ``"seed-to-seed"``, the same difference between
+    two seeds of the reference (the yardstick: what a change of batches alone moves)."""
+    import math
+
+    done = _runs_done(cfg, out)
+    ref = cfg.reference
+    if ref not in done:
+        return {}
+
+    def answer(arm: str, seed: int) -> dict[int, float]:
+        rows = _read_train_log(done[arm][seed] / "train_log.tsv")
+        return {int(r["step"]): r["loss_answer"] for r in rows if not math.isnan(r.get("loss_answer", math.nan))}
+
+    def band(pairs: list[tuple[dict, dict]]) -> dict | None:
+        steps = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs))) if pairs else []
+        if not steps:
+            return None
+        d = [[a[s] - b[s] for a, b in pairs] for s in steps]
+        return {
+            "step": steps,
+            "mean": [sum(x) / len(x) for x in d],
+            "min": [min(x) for x in d],
+            "max": [max(x) for x in d],
+            "pairs": len(pairs),
+        }
+
+    outd: dict = {}
+    for arm, seeds in done.items():
+        if arm in (ref, *cfg.deterministic_arms):
+            continue
+        common = sorted(set(seeds) & set(done[ref]))
+        b = band([(answer(arm, s), answer(ref, s)) for s in common])
+        if b:
+            outd[arm] = b
+    rs = sorted(done[ref])
+    b = band([(answer(ref, s), answer(ref, t)) for s in rs for t in rs if s < t])
+    if b and outd:
+        outd["seed-to-seed"] = b
+    return outd
+
+
 def write_plots(cfg: StudyConfig, out: Path, tables: dict, rates: dict[str, dict]) -> list[tuple[str, str, str]]:
     """``accuracy_ci.png`` (each arm's accuracy with its 95% CI, one panel per benchmark and the
     average, majority-class and chance lines) and ``loss_curves.png`` (training loss per task,
@@ -104,6 +148,7 @@ def write_plots(cfg: StudyConfig, out: Path, tables: dict, rates: dict[str, dict
     made = [
         _accuracy_plot(plt, cfg, out, tables, rates, color),
         _loss_plot(plt, cfg, out, tables["summary"], color),
+        _answer_diff_plot(plt, cfg, out, color),
         _rss_plot(plt, cfg, out),
     ]
     return [m for m in made if m is not None]
@@ -199,6 +244,41 @@ def _loss_panel(ax, task: str, curves: dict, color: dict) -> None:
     ax.set_ylabel("loss (mean token NLL)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def _answer_diff_plot(plt, cfg: StudyConfig, out: Path, color: dict) -> tuple | None:
+    """``answer_loss_diff.png``: each arm's answer loss minus the reference's, step by step."""
+    diffs = answer_loss_differences(cfg, out)
+    if not diffs:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    yard = diffs.get("seed-to-seed")
+    if yard:
+        ax.fill_between(yard["step"], yard["min"], yard["max"], color="grey", alpha=0.25, lw=0,
+                        label=f"{cfg.reference} seed vs seed (range of {yard['pairs']} pairs)")  # fmt: skip
+    for arm, d in diffs.items():
+        if arm == "seed-to-seed":
+            continue
+        ax.plot(
+            d["step"], d["mean"], color=color.get(arm), lw=1.3, label=f"{arm} − {cfg.reference} (mean of {d['pairs']})"
+        )
+        if d["pairs"] > 1:
+            ax.fill_between(d["step"], d["min"], d["max"], color=color.get(arm), alpha=0.2, lw=0)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xlabel("step")
+    ax.set_ylabel("answer loss difference (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(f"Study {cfg.name}: does a rationale task move the answer loss?", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out / "answer_loss_diff.png", dpi=110)
+    plt.close(fig)
+    caption = (
+        f"Answer-task training loss of each arm minus {cfg.reference}'s at the same step and seed (the same "
+        "batches): line = mean over seeds, band = min..max; grey: two seeds of "
+        f"{cfg.reference} against each other, what a change of batches alone moves."
+    )
+    return ("answer_loss_diff.png", "Answer-loss difference per step against the reference arm", caption)
 
 
 def _loss_caption(cfg: StudyConfig, summary: dict, curves: dict) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from .config import StudyConfig
 from .layout import _read_preds, _runs_done, _write_json
 from .plots import write_plots
-from .tables import checkpoint_table, conclusion, study_tables
+from .tables import checkpoint_table, conclusion, conclusion_tables, selected_comparisons, study_tables
 
 
 def _pct(x: float) -> str:
@@ -26,7 +26,10 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
     from ...evaluate import RULES
 
     tables = study_tables(cfg, out)
-    lines = _intro_lines(cfg, tables) + _accuracy_lines(cfg, tables)
+    pooled = conclusion_tables(cfg, out) if cfg.primary_pooled else study_tables(cfg, out, half=None)
+    lines = _intro_lines(cfg, pooled if cfg.primary_pooled else tables)
+    lines += _pooled_lines(cfg, pooled)
+    lines += _accuracy_lines(cfg, tables)
     rates, rate_lines = _reference_rates(root, cfg, out, tables["half"])
     lines += rate_lines
     lines += _comparison_lines(cfg, tables)
@@ -35,7 +38,10 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
     lines += _even_seeds_caution(tables)
     lines += _headline_lines(cfg, tables)
     lines += _rules_table(cfg, out, tables, RULES)
+    lines += _test_lines(cfg, out)
     lines += _checkpoint_lines(cfg, out)
+    lines += _answer_loss_lines(cfg, out)
+    lines += _trained_on_lines(root, cfg)
     lines += _peer_check_lines(root, cfg)
     plots = write_plots(cfg, out, tables, rates)  # before report.md, so its links never dangle
     if plots:
@@ -48,7 +54,136 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
     with atomic_write(out / "report.md") as f:
         f.write(text)
     _write_json(out / "report.json", tables)
+    if cfg.primary_pooled:
+        _write_json(out / "primary.json", pooled)
     return text
+
+
+def _test_lines(cfg: StudyConfig, out: Path) -> list[str]:
+    """The final students on the ``test`` split, where the data source has one (same code, nothing
+    selected on it): each arm's accuracy and the paired comparisons."""
+    import dataclasses
+
+    from .runner import TEST_SPLIT
+
+    done = _runs_done(cfg, out)
+    have = [(d / "predictions" / TEST_SPLIT).is_dir() for seeds in done.values() for d in seeds.values()]
+    if not any(have):
+        return []
+    if not all(have):
+        return ["", f"(Some finished runs have no `{TEST_SPLIT}` predictions: the test table waits for all of them.)"]
+    t = study_tables(dataclasses.replace(cfg, eval_split=TEST_SPLIT, report_half=None), out, half=None)
+    lines = ["", f"## Test split, final step (rule {cfg.rule}; nothing was selected on it)", ""]
+    lines += _accuracy_lines(cfg, t)[2:]
+    lines += _comparison_lines(cfg, t)
+    return lines
+
+
+def _answer_loss_lines(cfg: StudyConfig, out: Path) -> list[str]:
+    """How far each arm's answer loss moves from the reference's, against two reference seeds."""
+    from .plots import answer_loss_differences
+
+    diffs = answer_loss_differences(cfg, out)
+    if not diffs:
+        return []
+    lines = [
+        "",
+        f"Answer-task training loss minus {cfg.reference}'s at the same step and seed (nats/token): mean and "
+        "largest absolute difference over the logged steps; the last row is two seeds of "
+        f"{cfg.reference} against each other (the yardstick; plot: `answer_loss_diff.png`):",
+        "",
+        "| arm | seeds paired | steps | mean difference | mean of abs. | largest abs. |",
+        "|---|---|---|---|---|---|",
+    ]
+    for arm, d in diffs.items():
+        per_pair_max = max(max(abs(d["min"][i]), abs(d["max"][i])) for i in range(len(d["step"])))
+        mean_abs = sum(abs(x) for x in d["mean"]) / len(d["mean"])
+        lines.append(
+            f"| {arm} | {d['pairs']} | {len(d['step'])} | {sum(d['mean']) / len(d['mean']):+.3f} | "
+            f"{mean_abs:.3f} | {per_pair_max:.3f} |"
+        )
+    return lines
+
+
+def _trained_on_lines(root: Path, cfg: StudyConfig) -> list[str]:
+    """The rationales each arm trained on, counted by quality flag (rationales.quality_flags and the
+    cache flags), per teacher: recomputed from ``data/`` with the arm's own settings."""
+    from ...config import DistillConfig
+    from ...distill import active_teachers
+    from ...rationales import QUALITY_FLAGS
+    from ...trainset import build_trainset
+
+    if not (root / cfg.prepared).is_dir() or not (root / cfg.rationales).is_dir():
+        need = f"`{cfg.prepared}` and `{cfg.rationales}`"
+        return ["", f"(The rationale-quality counts need {need}: `dvc repro prepare import_rationales`.)"]
+    rows = []
+    for arm, over in cfg.arms.items():
+        d = DistillConfig(**{**cfg.distill, **over})
+        teachers = active_teachers(d.alphas)
+        if not teachers:
+            continue
+        _, counts = build_trainset(
+            root / cfg.prepared, root / cfg.rationales, cfg.benchmarks, dict.fromkeys(teachers), d.train_per_benchmark,
+            d.drop_flags,
+        )  # fmt: skip
+        for t in teachers:
+            c = {k: sum(per[k] for per in counts[t].values()) for k in next(iter(counts[t].values()))}
+            rows.append((arm, t, c))
+    if not rows:
+        return []
+    flags = ["truncated", *QUALITY_FLAGS]
+    lines = [
+        "",
+        "What each arm trained on: per teacher, the rationales used (of its training questions) and, among the "
+        "usable ones before `drop_flags`, how many carry each flag (`misses_gold`: the gold option's text is not "
+        "in it; `glitch_start`; `cites_letter`; `truncated`: stops mid-sentence):",
+        "",
+        "| arm | teacher | used | dropped by flags | " + " | ".join(flags) + " |",
+        "|---|---|---|---|" + "---|" * len(flags),
+    ]
+    for arm, t, c in rows:
+        usable = c["used"] + c["dropped_flags"]
+        cells = [
+            f"{c.get(f'flag_{f}', 0)} ({100 * c.get(f'flag_{f}', 0) / usable:.0f}%)" if usable else "" for f in flags
+        ]
+        lines.append(f"| {arm} | {t} | {c['used']} | {c['dropped_flags']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _pooled_lines(cfg: StudyConfig, pooled: dict) -> list[str]:
+    """Every comparison at the final step on every evaluated question (both halves): the
+    pre-registered primary analysis of a ``primary_pooled`` study, a restatement otherwise."""
+    comps = pooled["comparisons"]
+    if not comps:
+        return []
+    n = next(iter(comps.values()))["average"]["n"]
+    if cfg.primary_pooled:
+        head = (
+            f"## Primary analysis (pre-registered): final step, all {n} evaluated questions (both halves)\n\n"
+            "Mean over seeds of the per-question difference, in points, with its 95% paired-bootstrap CI "
+            "(10,000 draws over questions), the two-sided sign-flip permutation p (10,000 permutations; uses "
+            "every seed) and the exact McNemar p of the per-question majority vote, on the seeds both arms have:"
+        )
+    else:
+        head = (
+            f"## Both halves pooled, final step (n = {n}): a restatement, not this study's pre-registered analysis\n\n"
+            "Nothing was selected at the final step, so both halves are fair here; the conclusion above reads the "
+            f"{cfg.report_half} half, as pre-registered. 95% paired-bootstrap CI (2,000 draws), sign-flip p, McNemar p:"
+        )
+    lines = [
+        "",
+        *head.split("\n"),
+        "",
+        "| comparison | seeds | difference [95% CI] | sign-flip p | McNemar p | n | right only in this / the other |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, c in comps.items():
+        a = c["average"]
+        lines.append(
+            f"| {name} | {', '.join(map(str, pooled['comparison_seeds'][name]))} | {_diff_ci(a)} | "
+            f"{a['p_perm']:.3g} | {a['p_mcnemar']:.3g} | {a['n']} | {a['b']} / {a['c']} |"
+        )
+    return [*lines, ""]
 
 
 def _intro_lines(cfg: StudyConfig, tables: dict) -> list[str]:
@@ -305,6 +440,51 @@ def _checkpoint_lines(cfg: StudyConfig, out: Path) -> list[str]:
             f"{_pct(r['dev_selected_report'])} | {_pct(r['final_report'])} | {r['best_step_on_report']} | "
             f"{_pct(r['best_on_report'])} | {100 * r['gap']:+.1f} [{100 * r['gap_ci_low']:+.1f}, "
             f"{100 * r['gap_ci_high']:+.1f}] |"
+        )
+    return lines + _dev_curve_lines(cfg, rows) + _selected_lines(cfg, out, rows)
+
+
+def _dev_curve_lines(cfg: StudyConfig, rows: list[dict]) -> list[str]:
+    """Dev accuracy at every evaluated step, mean over an arm's seeds (the epoch curve)."""
+    by_arm: dict[str, list[dict]] = {}
+    for r in rows:
+        by_arm.setdefault(r["run"].rsplit("-s", 1)[0], []).append(r["dev_curve"])
+    steps = sorted({int(s) for curves in by_arm.values() for c in curves for s in c})
+    lines = [
+        "",
+        f"Dev-half accuracy % per evaluated step (rule {cfg.rule}; mean over the arm's seeds, their range in "
+        "brackets): the curve a checkpoint is selected on.",
+        "",
+        "| arm | seeds | " + " | ".join(f"step {s}" for s in steps) + " |",
+        "|---|---|" + "---|" * len(steps),
+    ]
+    for arm, curves in by_arm.items():
+        cells = []
+        for s in steps:
+            v = [c[str(s)] for c in curves if str(s) in c]
+            rng = f" [{_pct(min(v))}, {_pct(max(v))}]" if len(v) > 1 else ""
+            cells.append(f"{_pct(sum(v) / len(v))}{rng}" if v else "")
+        lines.append(f"| {arm} | {len(curves)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _selected_lines(cfg: StudyConfig, out: Path, rows: list[dict]) -> list[str]:
+    """Each arm at its dev-selected step against the reference at its own, on the report half."""
+    comps = selected_comparisons(cfg, out, rows)
+    if not comps:
+        return []
+    lines = [
+        "",
+        f"At the dev-selected step (ties to the {cfg.selection_ties} step), on the {cfg.report_half or 'report'} "
+        "half: paired difference (points) [95% paired-bootstrap CI], sign-flip p, McNemar p:",
+        "",
+        "| comparison | seeds | difference [95% CI] | sign-flip p | McNemar p | n |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, c in comps.items():
+        lines.append(
+            f"| {name} | {', '.join(map(str, c['seeds']))} | {_diff_ci(c)} | {c['p_perm']:.3g} | "
+            f"{c['p_mcnemar']:.3g} | {c['n']} |"
         )
     return lines
 

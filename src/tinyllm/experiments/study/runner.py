@@ -18,7 +18,7 @@ from ...train_state import remove_state
 from .config import StudyConfig
 from .layout import _write_json
 from .report import write_report
-from .tables import conclusion, study_tables
+from .tables import conclusion, conclusion_tables
 
 log = logging.getLogger(__package__)  # the name the log lines had before study.py became a package
 
@@ -90,6 +90,7 @@ def run_one(root: Path, cfg: StudyConfig, arm: str, seed: int, out: Path, progre
     t = _train(root, cfg, arm, seed, run_dir, progress)
     t1 = time.perf_counter()
     per = _evaluate_and_write(cfg, t.student, t.questions, run_dir, f"{arm}-s{seed}")
+    tested = _evaluate_test(root, cfg, t.student, run_dir, f"{arm}-s{seed}")
     if cfg.save_models:
         _save_model(root, cfg, f"{arm}-s{seed}", t)
     metrics = {
@@ -99,6 +100,7 @@ def run_one(root: Path, cfg: StudyConfig, arm: str, seed: int, out: Path, progre
         "train": t.result,
         "coverage": t.coverage,
         cfg.eval_split: per,
+        **({TEST_SPLIT: tested} if tested else {}),
         "train_s": t.train_s,
         "eval_s": time.perf_counter() - t1,  # the saved student's write and DVC add included
     }
@@ -172,16 +174,35 @@ def _train(root: Path, cfg: StudyConfig, arm: str, seed: int, run_dir: Path, pro
     return _Trained(student, dcfg, teachers, coverage, questions, res, rows, train_s)
 
 
-def _evaluate_and_write(cfg: StudyConfig, student, questions, run_dir: Path, run: str) -> dict:
-    """The trained student's metrics per benchmark; its predictions in ``run_dir/predictions/``."""
+def _evaluate_and_write(
+    cfg: StudyConfig, student, questions, run_dir: Path, run: str, split: str | None = None
+) -> dict:
+    """The trained student's metrics per benchmark; its predictions in ``run_dir/predictions/<split>/``."""
     from ...io import write_jsonl
 
+    split = split or cfg.eval_split
     per, preds_by = evaluate_student(student, cfg, questions)
     for b, preds in preds_by.items():
-        write_jsonl(run_dir / "predictions" / cfg.eval_split / f"{b}.jsonl", preds)
+        write_jsonl(run_dir / "predictions" / split / f"{b}.jsonl", preds)
         m = per[b]
-        log.info("  %s %s/%s: %s %.3f (n=%d)", run, b, cfg.eval_split, cfg.rule, m["accuracy"], m["n"])
+        log.info("  %s %s/%s: %s %.3f (n=%d)", run, b, split, cfg.rule, m["accuracy"], m["n"])
     return per
+
+
+TEST_SPLIT = "test"
+
+
+def _evaluate_test(root: Path, cfg: StudyConfig, student, run_dir: Path, run: str) -> dict | None:
+    """The final student scored on ``test`` too, with the same code, wherever the data source has
+    one (the offline mirror has none: then None); nothing is ever selected on it."""
+    from ...evaluation import prepared_questions
+
+    if cfg.eval_split == TEST_SPLIT:
+        return None
+    questions = prepared_questions(root / cfg.prepared, cfg.benchmarks, TEST_SPLIT, cfg.eval_per_benchmark or None)
+    if not questions:
+        return None
+    return _evaluate_and_write(cfg, student, questions, run_dir, run, TEST_SPLIT)
 
 
 def _save_model(root: Path, cfg: StudyConfig, run: str, t: _Trained) -> None:
@@ -442,7 +463,7 @@ def run_study(root: Path, cfg: StudyConfig, out: Path, progress: bool = False, f
             if parent_id:
                 from ... import tracking
 
-                sentence = conclusion(cfg, study_tables(cfg, out))
+                sentence = conclusion(cfg, conclusion_tables(cfg, out))
                 tracking.describe_run(root, parent_id, sentence, {"conclusion": sentence})
 
         report()  # what earlier jobs finished, before this one adds to it

@@ -9,8 +9,20 @@ from pathlib import Path
 from .config import StudyConfig
 from .layout import _read_preds, _runs_done
 
+PRIMARY_RESAMPLES = 10_000  # the pooled primary analysis's bootstrap draws and permutations
 
-def study_tables(cfg: StudyConfig, out: Path, rule: str | None = None, half: str | None = "profile") -> dict:
+
+def conclusion_tables(cfg: StudyConfig, out: Path) -> dict:
+    """The tables the study's conclusion is read from: every evaluated question pooled with
+    ``PRIMARY_RESAMPLES`` (``primary_pooled``), else the profile's report half."""
+    if cfg.primary_pooled:
+        return study_tables(cfg, out, half=None, n_resamples=PRIMARY_RESAMPLES)
+    return study_tables(cfg, out)
+
+
+def study_tables(
+    cfg: StudyConfig, out: Path, rule: str | None = None, half: str | None = "profile", n_resamples: int | None = None
+) -> dict:
     """Accuracy summaries per arm and paired comparisons, from the finished runs' predictions
     under ``rule`` (default: the profile's) on ``half`` (default: the profile's report half).
 
@@ -22,7 +34,11 @@ def study_tables(cfg: StudyConfig, out: Path, rule: str | None = None, half: str
 
     ``agreement``: per comparison and seed, the questions on which both arms chose the same option
     (of ``n``); ``seed_agreement``: the same between two seeds of one arm, the yardstick for it."""
-    from ..stats import accuracy_summary, paired_comparison, prediction, seed_matrix
+    from ..stats import N_RESAMPLES, accuracy_summary, prediction, seed_matrix
+    from ..stats import paired_comparison as _paired
+
+    def paired_comparison(a, r):
+        return _paired(a, r, n_resamples=n_resamples or N_RESAMPLES)
 
     rule = rule or cfg.rule
     half = cfg.report_half if half == "profile" else half
@@ -94,7 +110,7 @@ def study_tables(cfg: StudyConfig, out: Path, rule: str | None = None, half: str
 
 def checkpoint_table(cfg: StudyConfig, out: Path) -> list[dict]:
     """Per finished run with checkpoints: the step selected on ``dev`` (highest dev accuracy
-    under the profile's rule, ties to the later step) and its accuracy on the report half, beside
+    under the profile's rule, ties to the ``selection_ties`` step) and its accuracy on the report half, beside
     the best accuracy over the checkpoints on the report half (the authors' protocol) and the
     gap, with the paired-bootstrap CI of the gap's two predictions sets (questions resampled)."""
     from ..stats import accuracy_summary, paired_comparison, seed_matrix
@@ -123,7 +139,8 @@ def checkpoint_table(cfg: StudyConfig, out: Path) -> list[dict]:
 
             acc = {h: {s: average(f, h) for s, f in folders.items()} for h in ("dev", cfg.report_half or "report")}
             rep_half = cfg.report_half or "report"
-            chosen = max(folders, key=lambda s: (acc["dev"][s], s))
+            tie = 1 if cfg.selection_ties == "later" else -1
+            chosen = max(folders, key=lambda s: (acc["dev"][s], tie * s))
             best = max(folders, key=lambda s: (acc[rep_half][s], s))
             gap = paired_comparison(mats(folders[best], rep_half), mats(folders[chosen], rep_half))["average"]
             rows.append(
@@ -138,9 +155,46 @@ def checkpoint_table(cfg: StudyConfig, out: Path) -> list[dict]:
                     "gap": gap["diff"],
                     "gap_ci_low": gap["ci_low"],
                     "gap_ci_high": gap["ci_high"],
+                    "dev_curve": {str(s): acc["dev"][s] for s in sorted(folders)},
+                    "dev_selected_folder": str(folders[chosen].relative_to(d)),
                 }
             )
     return rows
+
+
+def selected_comparisons(cfg: StudyConfig, out: Path, rows: list[dict]) -> dict:
+    """Secondary analysis: each arm at its dev-selected step (per run, ``checkpoint_table``'s
+    ``rows``) against the reference at its own, on the report half, paired by seed and question."""
+    from ..stats import paired_comparison, seed_matrix
+
+    done = _runs_done(cfg, out)
+    picked = {r["run"]: r["dev_selected_folder"] for r in rows}
+    half = cfg.report_half or "report"
+
+    def mats(arm: str, seeds: list[int]) -> dict:
+        preds = {
+            b: [
+                _read_preds(done[arm][s] / picked[f"{arm}-s{s}"] / "predictions" / cfg.eval_split / f"{b}.jsonl", half)
+                for s in seeds
+            ]
+            for b in cfg.benchmarks
+        }
+        return {b: seed_matrix(p, cfg.rule) for b, p in preds.items()}
+
+    out_: dict = {}
+    ref = cfg.reference
+    for arm in done:
+        if arm in (ref, *cfg.deterministic_arms) or ref not in done:
+            continue
+        seeds = sorted(
+            s for s in set(done[arm]) & set(done[ref]) if f"{arm}-s{s}" in picked and f"{ref}-s{s}" in picked
+        )
+        if seeds:
+            out_[f"{arm} - {ref}"] = {
+                "seeds": seeds,
+                **paired_comparison(mats(arm, seeds), mats(ref, seeds))["average"],
+            }
+    return out_
 
 
 def conclusion(cfg: StudyConfig, tables: dict) -> str:
@@ -156,9 +210,10 @@ def conclusion(cfg: StudyConfig, tables: dict) -> str:
         c = comps.get(key, {}).get("average")
         if not c:
             return None
+        perm = f"sign-flip p = {c['p_perm']:.2g}, " if cfg.primary_pooled and "p_perm" in c else ""
         return (
             f"{100 * c['diff']:+.1f}{unit} [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}], "
-            f"McNemar p = {c['p_mcnemar']:.2g}"
+            f"{perm}McNemar p = {c['p_mcnemar']:.2g}"
         )
 
     control = next((diff(f"{cfg.reference} - {a}") for a in cfg.deterministic_arms), None)
