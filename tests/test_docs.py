@@ -109,3 +109,12 @@ def test_every_params_key_is_documented():
             names |= {f"{first.group(1)}.{n}" for n in re.findall(r"`(\w+)`", row.split("|")[1])}
     missing = [k for k in _keys(load_params(ROOT / "params.yaml")) if k not in names and k != "teachers"]
     assert not missing, f"params.yaml keys not in docs/parameters.md: {missing}"
+
+
+def test_the_documented_plots_command_renders_offline_and_leaves_nothing_tracked():
+    # guards the probed fault: `dvc plots show` loaded vega from a CDN (blank offline) and left
+    # dvc_plots/ untracked; the README now shows `make plots` (the vendored template)
+    assert "make plots" in _text(ROOT / "README.md")
+    recipe = _text(ROOT / "Makefile").split("\nplots:", 1)[1].split("\n\n", 1)[0]
+    assert "--html-template vendor/dvc-plots-offline.html" in recipe and "vendor-vega" in recipe
+    assert "/dvc_plots/" in _text(ROOT / ".gitignore").splitlines()

