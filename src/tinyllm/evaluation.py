@@ -153,27 +153,27 @@ def write_accuracy_csv(path: Path, results: dict) -> None:
 
 
 def headline_metrics(results: dict, rule: str, answer_format: str) -> dict:
-    """The short metrics file a person reads (``dvc metrics show metrics/headline.json``): which
-    decision rule and answer format, then per split the average first and each benchmark, with
-    the headline accuracy in percent, its 95% CI and n; the average also with the majority-class
-    and chance rates. Every number comes from ``results`` (metrics/eval.json), rounded to 0.1."""
+    """The short metrics file a person reads (``dvc metrics show metrics/headline.json``). DVC
+    sorts its columns by the flattened key, so the file leads with ``average.<split>`` (the
+    unweighted mean over benchmarks with the majority-class and chance rates), then ``format`` and
+    ``rule``, then ``<split>.<benchmark>``: accuracy in percent, its 95% CI as two numbers (so
+    ``dvc metrics diff`` diffs them) and n. Every number comes from ``results``
+    (metrics/eval.json), rounded to 0.1."""
 
     def pct(x: float) -> float:
         return round(100 * x, 1)
 
-    out: dict = {"rule": rule, "format": answer_format}
+    def row(m: dict) -> dict:
+        return {"acc": pct(m["accuracy"]), "ci_low": pct(m["ci_low"]), "ci_high": pct(m["ci_high"]), "n": m["n"]}
+
+    out: dict = {"average": {}, "format": answer_format, "rule": rule}
     for split, per in results.items():
         if not isinstance(per, dict):
             continue
-        rows = {}
-        for b in ["average", *(k for k in per if k != "average")]:
-            if b not in per:
-                continue
-            m = per[b]
-            rows[b] = {"acc": pct(m["accuracy"]), "ci95": f"{pct(m['ci_low'])}-{pct(m['ci_high'])}", "n": m["n"]}
-            if b == "average":
-                rows[b] |= {"majority": pct(m["majority"]), "chance": pct(m["chance"])}
-        out[split] = rows
+        if "average" in per:
+            m = per["average"]
+            out["average"][split] = row(m) | {"majority": pct(m["majority"]), "chance": pct(m["chance"])}
+        out[split] = {b: row(m) for b, m in per.items() if b != "average"}
     return out
 
 
