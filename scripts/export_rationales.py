@@ -1,6 +1,7 @@
 """Export the rationale caches as a Hugging Face Hub dataset: Parquet files + a dataset card.
 
-    python scripts/export_rationales.py [--teachers flan_t5_xl,smollm2_135m] [--out exports/rationales]
+    python scripts/export_rationales.py [--teachers flan_t5_xl,smollm2_135m] [--benchmarks obqa,arc,piqa,pubmedqa]
+        [--out exports/rationales]
     hf upload <user>/<name> exports/rationales --repo-type dataset   # to publish (huggingface_hub 2)
 
 Teachers: every cache folder under --rationales unless --teachers names some. Their prompt and
@@ -27,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--out", type=Path, default=ROOT / "exports" / "rationales")
     ap.add_argument("--teachers", default="", help="comma-separated cache names (default: every cache)")
+    ap.add_argument(
+        "--benchmarks", default="",
+        help="comma-separated benchmarks (default: every cached one); a public upload leaves out riddle and bioasq",
+    )  # fmt: skip
+    ap.add_argument("--prepared", type=Path, default=ROOT / "data" / "prepared", help="questions, options, answers")
     args = ap.parse_args(argv)
     if not args.rationales.is_dir():
         raise SystemExit(
@@ -40,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = {t: configured[t].settings() if t in configured else None for t in names}
     try:
         claim_folder(args.out)  # refuses a folder it did not write; empties an earlier export
-        counts = export_rationales(args.rationales, args.out, settings)
+        benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()] or None
+        counts = export_rationales(args.rationales, args.out, settings, args.prepared, benchmarks)
     except DataError as e:
         raise SystemExit(f"export_rationales: {e}") from None
     for t, by_b in counts.items():

@@ -74,7 +74,7 @@ def test_export_writes_parquet_per_file_and_a_card_with_configs_settings_and_cou
     cfg = {c["config_name"]: c["data_files"] for c in header["configs"]}
     assert cfg["flan_t5_xl"] == [
         {"split": "train", "path": "flan_t5_xl/*/train.parquet"},
-        {"split": "valid", "path": "flan_t5_xl/*/valid.parquet"},
+        {"split": "validation", "path": "flan_t5_xl/*/validation.parquet"},  # the Hub's split name
     ]
     ds = load_dataset("parquet", data_dir=str(tmp_path / "out"), data_files=cfg["local_t"][0]["path"], split="train")
     row = ds[0]
@@ -85,7 +85,7 @@ def test_export_writes_parquet_per_file_and_a_card_with_configs_settings_and_cou
         and row["prompt_teacher_forcing"] is False
     )
     piqa = load_dataset(
-        "parquet", data_files=str(tmp_path / "out" / "flan_t5_xl" / "piqa" / "valid.parquet"), split="train"
+        "parquet", data_files=str(tmp_path / "out" / "flan_t5_xl" / "piqa" / "validation.parquet"), split="train"
     )
     assert piqa[0]["id"] == "7" and piqa.features == ds.features  # one schema in every file
     assert '"max_new_tokens": 48' in card and "Released with the TinyLLM paper" in card
@@ -138,3 +138,24 @@ def test_the_exporter_deletes_only_what_it_wrote(tmp_path):
     assert not (out / "local_t").exists() and (out / "flan_t5_xl").is_dir()
     with pytest.raises(SystemExit, match="no rationale caches at .*nowhere; make them with `dvc repro"):
         cli.main(["--rationales", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o2")])
+
+
+def test_export_rows_carry_their_question_and_a_benchmark_filter_keeps_the_rest_out(tmp_path):
+    # guards the probed gaps: no question/choices/answer columns, no way to keep RiddleSense out
+    # of a public upload, licences not named, an empty teacher folder crashing with a traceback
+    cache = make_cache(tmp_path / "rationales")
+    prep = tmp_path / "prepared" / "arc"
+    prep.mkdir(parents=True)
+    q = {"id": "a1", "benchmark": "arc", "split": "train", "question": "Why?", "choices": ["x", "y"], "answer": "y"}
+    (prep / "train.jsonl").write_text(json.dumps({**q, "label": 1}) + "\n")
+    out = tmp_path / "out"
+    counts = export_rationales(cache, out, {"flan_t5_xl": None}, tmp_path / "prepared", benchmarks=["arc"])
+    assert list(counts["flan_t5_xl"]) == ["arc"] and not (out / "flan_t5_xl" / "piqa").exists()
+    rows = load_dataset("parquet", data_files=str(out / "flan_t5_xl" / "arc" / "train.parquet"), split="train")
+    assert (rows[0]["question"], rows[0]["choices"], rows[0]["answer"]) == ("Why?", ["x", "y"], "y")
+    assert rows[1]["id"] == "a2" and rows[1]["question"] is None  # not in data/prepared: null, not invented
+    header = yaml.safe_load((out / "README.md").read_text().split("---")[1])
+    assert header["license"] == "other" and "arc: cc-by-sa-4.0" in header["license_details"]
+    (cache / "empty_t").mkdir()
+    with pytest.raises(DataError, match=r"empty_t: no records; nothing to export"):
+        export_rationales(cache, tmp_path / "o2", {"empty_t": None})

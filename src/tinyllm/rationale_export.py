@@ -17,10 +17,23 @@ from .benchmarks import SPLITS, DataError
 from .rationales import RELEASED_TEACHERS, load_cache, summarize
 
 RELEASE = "github.com/YikunHan42/TinyLLM@9f5bebec8b22037f80ffa8d17bfeb01a2a524a3b"
+HUB_SPLITS = {"train": "train", "valid": "validation", "test": "test"}  # the Hub's split names
+# Each benchmark's licence (the card's license_name/licenses; RiddleSense and BioASQ forbid redistribution).
+LICENCES = {
+    "obqa": "apache-2.0",
+    "arc": "cc-by-sa-4.0",
+    "piqa": "afl-3.0",
+    "pubmedqa": "mit",
+    "riddle": "riddlesense: research and non-commercial use only, no redistribution",
+    "bioasq": "bioasq: registration required, no redistribution",
+}
 COLUMNS = (
     "id",
     "benchmark",
     "split",
+    "question",
+    "choices",
+    "answer",
     "teacher",
     "rationale",
     "status",
@@ -42,7 +55,10 @@ def features():
     s = Value("string")
     return Features(
         {
-            **{c: s for c in ("id", "benchmark", "split", "teacher", "rationale", "status", "source")},
+            **{c: s for c in ("id", "benchmark", "split", "question")},
+            "choices": List(s),
+            "answer": s,
+            **{c: s for c in ("teacher", "rationale", "status", "source")},
             "flags": List(s),
             "teacher_answer": s,
             "answer_match": Value("bool"),
@@ -54,13 +70,19 @@ def features():
     )
 
 
-def flat_row(r: dict) -> dict:
-    """One cache record as a table row (prompt.* -> prompt_*; ids as strings: PIQA's are ints)."""
+def flat_row(r: dict, question: dict | None = None) -> dict:
+    """One cache record as a table row, with its question, options and gold answer (``question``:
+    the prepared record; None leaves them null), the Hub's split name (``validation``),
+    prompt.* -> prompt_*, ids as strings (PIQA's are ints)."""
     p = r.get("prompt") or {}
+    q = question or {}
     return {
         "id": str(r["id"]),
         "benchmark": r.get("benchmark"),
-        "split": r.get("split"),
+        "split": HUB_SPLITS.get(r.get("split"), r.get("split")),
+        "question": q.get("question"),
+        "choices": None if q.get("choices") is None else [str(c) for c in q["choices"]],
+        "answer": q.get("answer"),
         "teacher": r["teacher"],
         "rationale": r["rationale"],
         "status": r["status"],
@@ -98,26 +120,50 @@ def claim_folder(out: Path) -> None:
     (out / MARKER).write_text("written by scripts/export_rationales.py; replaced by its next run\n")
 
 
-def export_rationales(rationales: Path, out: Path, settings: dict[str, dict | None]) -> dict:
+def export_rationales(
+    rationales: Path,
+    out: Path,
+    settings: dict[str, dict | None],
+    prepared: Path | None = None,
+    benchmarks: list[str] | None = None,
+) -> dict:
     """Parquet files and README.md under ``out`` for the teachers in ``settings`` ({name: the
-    teacher's ``TeacherConfig.settings()``, or None for a released teacher}); returns
-    {teacher: {benchmark: {split: summary}}} (``rationales.summarize``)."""
+    teacher's ``TeacherConfig.settings()``, or None for a released teacher}), for ``benchmarks``
+    (None: every cached one); each row carries its question, options and answer from ``prepared``
+    (``data/prepared``; None: left null). Returns {teacher: {benchmark: {split: summary}}}
+    (``rationales.summarize``). A teacher folder with no records is an error naming it."""
     from datasets import Dataset
+
+    from .benchmarks import load_prepared
 
     rationales, out = Path(rationales), Path(out)
     counts: dict[str, dict] = {}
+    questions: dict[tuple[str, str], dict] = {}
     for teacher in settings:
         if not (rationales / teacher).is_dir():
             raise DataError(f"{rationales / teacher}: no rationale cache for teacher {teacher!r}")
         for bdir in sorted(d for d in (rationales / teacher).iterdir() if d.is_dir()):
+            if benchmarks is not None and bdir.name not in benchmarks:
+                continue
             for split in SPLITS:
                 records = load_cache(rationales, teacher, bdir.name, split)
                 if not records:
                     continue
-                dest = out / teacher / bdir.name / f"{split}.parquet"
+                if prepared is not None and (bdir.name, split) not in questions:
+                    recs = load_prepared(Path(prepared), bdir.name, split) or []
+                    questions[(bdir.name, split)] = {str(q["id"]): q for q in recs}
+                by_id = questions.get((bdir.name, split), {})
+                dest = out / teacher / bdir.name / f"{HUB_SPLITS[split]}.parquet"
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                Dataset.from_list([flat_row(r) for r in records], features=features()).to_parquet(str(dest))
+                rows = [flat_row(r, by_id.get(str(r["id"]))) for r in records]
+                Dataset.from_list(rows, features=features()).to_parquet(str(dest))
                 counts.setdefault(teacher, {}).setdefault(bdir.name, {})[split] = summarize(records)
+        if teacher not in counts:
+            raise DataError(
+                f"{rationales / teacher}: no records"
+                + (f" for benchmarks {benchmarks}" if benchmarks is not None else "")
+                + "; nothing to export for this teacher (leave it out with --teachers)"
+            )
     (out / "README.md").write_text(dataset_card(settings, counts), encoding="utf-8")
     return counts
 
@@ -129,15 +175,22 @@ def _front_matter(counts: dict) -> list[str]:
         "language: [en]",
         "task_categories: [question-answering, text-generation]",
         "tags: [rationales, chain-of-thought, distillation, tinyllm]",
-        "license: other  # each benchmark keeps its own licence: see below",
+        "license: other",
+        "license_name: per-benchmark",
+        "license_details: "
+        + json.dumps("; ".join(f"{b}: {LICENCES[b]}" for b in _benchmarks(counts) if b in LICENCES)),
         "configs:",
     ]
     for teacher, by_b in counts.items():
         lines += [f"- config_name: {teacher}", "  data_files:"]
         for split in SPLITS:
             if any(split in s for s in by_b.values()):
-                lines += [f"  - split: {split}", f"    path: {teacher}/*/{split}.parquet"]
+                lines += [f"  - split: {HUB_SPLITS[split]}", f"    path: {teacher}/*/{HUB_SPLITS[split]}.parquet"]
     return lines + ["---", ""]
+
+
+def _benchmarks(counts: dict) -> list[str]:
+    return sorted({b for by_b in counts.values() for b in by_b})
 
 
 def _settings_lines(teacher: str, s: dict | None) -> list[str]:
@@ -156,13 +209,17 @@ def dataset_card(settings: dict[str, dict | None], counts: dict) -> str:
         "",
         "Rationales written by teacher LLMs for the questions of six benchmarks (OBQA, ARC-Challenge, PIQA,",
         "RiddleSense, PubMedQA, BioASQ), as cached by the tinyllm-distill pipeline. One config per teacher;",
-        "files are `<teacher>/<benchmark>/<split>.parquet`; a row is one question's rationale (`status`: ok,",
-        "empty or failed; `flags`: truncated, non_english, filtered:<reason>, ...; `prompt_*`: the prompt's",
-        "teacher forcing, in-context example ids, hash and settings hash).",
+        "files are `<teacher>/<benchmark>/<split>.parquet` (splits `train`, `validation`, `test`); a row is one",
+        "question (`question`, `choices`, gold `answer`) and its rationale (`status`: ok, empty or failed;",
+        "`flags`: truncated, non_english, filtered:<reason>, ...; `prompt_*`: the prompt's teacher forcing,",
+        "in-context example ids, hash and settings hash).",
         "",
         "Licences: the questions come from the benchmarks, each under its own licence (OpenBookQA Apache-2.0,",
         "ARC CC BY-SA 4.0, PIQA AFL-3.0, PubMedQA MIT; RiddleSense is research and non-commercial use only,",
-        "without redistribution: leave its files out of a public upload).",
+        "BioASQ needs a registration: neither may be redistributed, so export without them for a public",
+        "upload: `--benchmarks obqa,arc,piqa,pubmedqa`).",
+        "",
+        f"Benchmarks in this export: {', '.join(_benchmarks(counts))}.",
         "",
         "## Teachers and their prompt settings",
     ]
