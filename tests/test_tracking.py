@@ -161,26 +161,32 @@ def test_run_named_by_row_alphas_and_seed(repo, monkeypatch):
     assert tracking.run_name(params) == f"{params['tracking']['experiment']} a=- s3"
 
 
-def test_run_named_by_the_row_when_dvc_made_up_the_experiment_name(repo, monkeypatch):
-    # guards: a `dvc exp run` without -n named after DVC's made-up name (`bumpy-scup`) in MLflow
-    # instead of the grid row / experiment (issue 22), and a given name of that shape dropped
-    from dvc.repo.experiments.utils import gen_random_name
+def test_run_names_show_the_params_that_differ_from_the_committed_file(repo, monkeypatch):
+    # guards the probed fault: an unnamed `dvc exp run -S distill.lr=1e-4` got the baseline's exact
+    # name, and DVC's made-up names were recognised by reading DVC's word lists from bytecode
+    import subprocess
 
     root, params = repo
-    for _ in range(20):
-        monkeypatch.setenv("DVC_EXP_NAME", gen_random_name())
-        assert tracking.run_name(params) == "no_icl a=1,0.5 s3"
-    for given in ("my-try", "full_ft-s1", "small-test"):  # small-test: the shape of DVC's names, not its words
-        monkeypatch.setenv("DVC_EXP_NAME", given)
-        assert tracking.run_name(params) == f"{given} a=1,0.5 s3"
-    params["tracking"]["row"] = "default"
-    monkeypatch.setenv("DVC_EXP_NAME", gen_random_name())
-    assert tracking.run_name(params) == f"{params['tracking']['experiment']} a=1,0.5 s3"
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    for cmd in (
+        ["init", "-q"],
+        ["add", "params.yaml"],
+        ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "p"],
+    ):
+        subprocess.run(["git", *cmd], cwd=root, check=True, capture_output=True)
+    base = tracking.run_name(params, root)
+    assert base == "no_icl a=1,0.5 s3"  # the committed settings: nothing to add
+    params["distill"]["lr"] = 1e-4
+    params["evaluate"] = {**params.get("evaluate", {}), "headline": "sum"}
+    monkeypatch.setenv("DVC_EXP_NAME", "bumpy-scup")  # as `dvc exp show` lists it, made up or given
+    name = tracking.run_name(params, root)
+    assert name == "bumpy-scup a=1,0.5 s3 lr=0.0001 evaluate.headline=sum" and name != base
+    assert tracking.changed_params(params, root / "nowhere") == []  # not a repository: nothing to diff
 
 
 def test_dvc_exp_run_hands_its_name_to_the_run_name(tmp_path):
     # guards: the variable `dvc exp run` passes the experiment name to a stage command in (the
-    # installed DVC's DVC_EXP_NAME): `-n NAME` names the run, DVC's made-up name gives way to the row
+    # installed DVC's DVC_EXP_NAME): `-n NAME` names the run, and so does a name DVC makes up
     from pipeline_copy import ROOT, base_env, run
 
     env = base_env()
@@ -201,7 +207,8 @@ def test_dvc_exp_run_hands_its_name_to_the_run_name(tmp_path):
     run(["dvc", "exp", "run", "-q", "-n", "my-try"], tmp_path, env)
     assert (tmp_path / "name.txt").read_text() == "my-try a=- s2"
     run(["dvc", "exp", "run", "-q", "-S", "distill.seed=3"], tmp_path, env)  # no -n: DVC makes one up
-    assert (tmp_path / "name.txt").read_text() == "no_icl a=- s3"
+    made_up = (tmp_path / "name.txt").read_text()
+    assert made_up.endswith(" a=- s3") and made_up != "my-try a=- s3"  # DVC's name, as `dvc exp show` lists it
 
 
 def test_losses_are_visible_while_training(repo):

@@ -85,7 +85,7 @@ def _start(root: Path, params: dict, run_id: str | None = None) -> Run:
     else:
         parent = os.environ.get(PARENT_ENV) or None
         run = mlflow.start_run(
-            experiment_id=exp_id, run_name=run_name(params), parent_run_id=parent, log_system_metrics=True
+            experiment_id=exp_id, run_name=run_name(params, root), parent_run_id=parent, log_system_metrics=True
         )
     log.info(
         "MLflow run %s (%s) in experiment %r at %s",

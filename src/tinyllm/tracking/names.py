@@ -3,9 +3,7 @@ variable that makes a run a child, and the metric names (accuracy first in the U
 
 from __future__ import annotations
 
-import functools
 import os
-import re
 
 from .store import section
 
@@ -16,48 +14,55 @@ TAG_ORIGIN = "tinyllm.run_origin"
 TAG_STUDENT_MD5 = "tinyllm.student_md5"
 TAG_DISTILL_RUN = "tinyllm.distill_run_id"
 TAG_KIND = "tinyllm.kind"  # training | grid (parent) | report
-_DVC_NAME = re.compile(r"[a-z]{5}-[a-z]{4}")  # the shape of DVC's made-up experiment names
 
 
-def run_name(params: dict) -> str:
-    """What the run is: ``<DVC experiment or grid row> a=<alphas> s<seed>``, e.g. ``no_icl a=1,1,0.5 s0``.
+def run_name(params: dict, root=None) -> str:
+    """What the run is: ``<name> a=<alphas> s<seed>[ +lora][ untrained][ <changes>]``, e.g.
+    ``no_icl a=1,1,0.5 s0`` or ``bumpy-scup a=1,1,0.5 s0 lr=0.0001``.
 
-    The name is the DVC experiment's (``dvc exp run -n NAME``, a grid row's ``<row>[-s<seed>]``;
-    DVC hands it to the stage as ``DVC_EXP_NAME``) unless DVC made it up (no ``-n``: ``bumpy-scup``,
-    kept in the run's ``dvc_exp_name`` tag), else ``tracking.row``, else the experiment name for the
-    default profile; the alphas are those > 0 in params order (``a=-``: label-only fine-tuning);
-    ``+lora`` marks a LoRA run.
+    ``<name>``: the DVC experiment's as ``dvc exp show`` lists it (``DVC_EXP_NAME``: the ``-n`` name,
+    a grid row's ``<row>[-s<seed>]``, or the one DVC makes up), else ``tracking.row``, else the
+    experiment name for the default profile; the alphas are those > 0 in params order (``a=-``:
+    label-only fine-tuning). ``<changes>``: the params that differ from ``params.yaml`` as
+    committed at ``HEAD`` in ``root`` (what ``dvc exp run -S`` changed; seed, alphas and names left
+    out, they are shown already), so two runs of different settings never share a name.
     """
     track, distill = section(params, "tracking"), section(params, "distill")
     exp = os.environ.get("DVC_EXP_NAME", "")
-    name = exp if exp and not dvc_made_up(exp) else (track.row if track.row != "default" else track.experiment)
+    name = exp or (track.row if track.row != "default" else track.experiment)
     alphas = [f"{float(a):g}" for a in distill.alphas.values() if a and float(a) > 0]
     lora = " +lora" if distill.lora else ""
     untrained = " untrained" if distill.steps == 0 else ""
-    return f"{name} a={','.join(alphas) or '-'} s{distill.seed}{lora}{untrained}"
+    changes = changed_params(params, root) if root is not None else []
+    tail = f" {' '.join(changes)}" if changes else ""
+    return f"{name} a={','.join(alphas) or '-'} s{distill.seed}{lora}{untrained}{tail}"[:250]
 
 
-def dvc_made_up(name: str) -> bool:
-    """Whether ``name`` is one DVC makes up for a ``dvc exp run`` without ``-n`` (its
-    ``gen_random_name``: a 5-letter adjective and a 4-letter noun of its word lists); the shape
-    alone where those lists cannot be read."""
-    if not _DVC_NAME.fullmatch(name):
-        return False
-    words = _dvc_name_words()
-    return not words or all(w in words for w in name.split("-"))
+_SHOWN = ("distill.alphas", "distill.seed", "tracking.row", "tracking.experiment")
 
 
-@functools.cache
-def _dvc_name_words() -> frozenset[str]:
-    """The words of DVC's made-up experiment names: DVC 3.67 keeps its adjective and noun lists as
-    tuple constants of ``dvc.repo.experiments.utils.gen_random_name`` (imported only for a name of
-    that shape, ~0.5 s); empty where DVC is not installed or keeps them elsewhere."""
+def changed_params(params: dict, root) -> list[str]:
+    """``key=value`` of every param that differs from ``params.yaml`` at git ``HEAD`` in ``root``
+    (``distill.`` dropped from the key; [] outside a git repository or without a committed file)."""
+    import subprocess
+
+    import yaml
+
     try:
-        from dvc.repo.experiments.utils import gen_random_name
-    except ImportError:
-        return frozenset()
-    consts = getattr(getattr(gen_random_name, "__code__", None), "co_consts", ())
-    return frozenset(w for c in consts if isinstance(c, tuple) for w in c if isinstance(w, str))
+        done = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=root, capture_output=True, text=True, timeout=10)
+        base = yaml.safe_load(done.stdout) if done.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, yaml.YAMLError):
+        base = None
+    if not isinstance(base, dict):
+        return []
+    now, before = flatten(params), flatten(base)
+    out = []
+    for k in sorted(now.keys() | before.keys()):
+        if k.startswith(_SHOWN) or now.get(k) == before.get(k):
+            continue
+        key = k.removeprefix("distill.")
+        out.append(f"{key}={now.get(k, '-')}")
+    return out
 
 
 def param_values(params: dict) -> dict[str, str]:
