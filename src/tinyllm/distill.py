@@ -23,8 +23,9 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -151,6 +152,22 @@ def _libc_malloc_trim():
         return None
 
 
+@dataclass
+class _Loop:
+    """What the training loop works with, set up once by ``_setup`` (and ``_resume``)."""
+
+    acc: Any  # accelerate.Accelerator
+    model: Any  # the prepared model
+    opt: Any
+    sched: Any
+    weights: torch.Tensor  # (K,) answer weight, then each teacher's alpha
+    names: list[str]  # task names: answer, then the teachers
+    valid_enc: list[Encoded]  # the validation-loss questions
+    precision: str
+    done: Progress  # steps done, tokens, seconds and rows so far (a resumed run's from its save)
+    settings: dict | None = None  # what a training-state save records (None: not resumable)
+
+
 def train(
     student: Student,
     examples: list[dict],
@@ -185,14 +202,54 @@ def train(
     replays the logged rows so far through ``on_log`` and calls ``on_step`` for the new steps only.
     The caller removes the folder once it has saved the result.
     """
-    from accelerate import Accelerator, PartialState
-    from accelerate.state import AcceleratorState
-    from accelerate.utils import AutocastKwargs
     from tqdm.auto import tqdm
-    from transformers import get_scheduler
 
     student.set_format(cfg.answer_format, cfg.rationale_position)
     teachers = active_teachers(cfg.alphas)
+    encoded, cut = _encode_checked(student, examples, teachers, cfg)
+    if cfg.steps == 0:
+        if log_path is not None:
+            _write_tsv(log_path, [], keys=["step", "loss"])
+        return {"steps": 0, "examples": len(examples), "cut_targets": cut, "_is_main": True}
+    loop = _setup(student, teachers, cfg, valid_examples, state_dir is not None)
+    if state_dir is not None:
+        _resume(loop, student, examples, teachers, cfg, state_dir)
+    acc, done = loop.acc, loop.done
+    stream = batches(encoded, cfg.batch_size, cfg.seed, acc.process_index, acc.num_processes)
+    for _ in range(done.step * cfg.grad_accum):  # the batches the saved steps consumed
+        next(stream)
+    rows, tokens, resumed_at = done.rows, done.tokens, done.step
+    if on_log is not None and acc.is_main_process:
+        for row in rows:
+            on_log(row)
+    t0 = time.perf_counter() - done.elapsed_s
+    bar = tqdm(
+        range(done.step, cfg.steps), desc="distill", initial=done.step, total=cfg.steps,
+        disable=not (progress and acc.is_main_process),
+    )  # fmt: skip
+    for step in bar:
+        micro = [[encoded[i] for i in next(stream)] for _ in range(cfg.grad_accum)]
+        sums, denom, tokens = _optimizer_step(student, loop, micro, cfg, tokens)
+        row = _log_row(student, loop, cfg, step + 1, sums, denom, tokens, time.perf_counter() - t0)
+        rows.append(row)
+        if acc.is_main_process:
+            _announce(loop, cfg, row, on_step, on_log, bar)
+        last = state_at_end and step + 1 == cfg.steps
+        if state_dir is not None and state_every and ((step + 1) % state_every == 0 or last):
+            done.step, done.tokens, done.elapsed_s, done.rows = step + 1, tokens, row["elapsed_s"], rows
+            save_state(acc, state_dir, step + 1, loop.settings)
+    acc.wait_for_everyone()
+    # keep_fp32_wrapper=False: drop Accelerate's autocast wrapper of forward(), so the student
+    # evaluates in fp32 in this process too (under bf16 autocast, predictions depend on the batch)
+    student.model = acc.unwrap_model(loop.model, keep_fp32_wrapper=False)
+    if log_path is not None and acc.is_main_process:
+        _write_tsv(log_path, rows)
+    return _summary(loop, cfg, examples, encoded, rows, tokens, resumed_at, time.perf_counter() - t0, cut)
+
+
+def _encode_checked(student: Student, examples: list[dict], teachers: list[str], cfg: DistillConfig):
+    """(encoded questions, cut-target stats); an error when a teacher in use has no rationale at
+    all among ``examples``, or when there is nothing to train on."""
     missing = [t for t in teachers if not any(ex["rationales"].get(t) for ex in examples)]
     if missing:
         raise ValueError(
@@ -202,11 +259,18 @@ def train(
     encoded = encode_examples(student, examples, teachers, cfg)
     if not encoded:
         raise ValueError("no training examples")
-    cut = target_stats(encoded, examples, teachers)
-    if cfg.steps == 0:
-        if log_path is not None:
-            _write_tsv(log_path, [], keys=["step", "loss"])
-        return {"steps": 0, "examples": len(examples), "cut_targets": cut, "_is_main": True}
+    return encoded, target_stats(encoded, examples, teachers)
+
+
+def _setup(
+    student: Student, teachers: list[str], cfg: DistillConfig, valid_examples: list[dict] | None, resumable: bool
+) -> _Loop:
+    """Accelerate, the optimizer and the LR schedule around ``student.model``."""
+    from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import AutocastKwargs
+    from transformers import get_scheduler
+
     precision = resolve_precision(cfg.precision, PartialState(cpu=not torch.cuda.is_available()).device)
     # Accelerate keeps its settings in a process-wide singleton; forget the previous call's
     # mixed-precision choice (several train() calls in one process: tests, benchmarks).
@@ -223,11 +287,9 @@ def train(
     torch.manual_seed(cfg.seed)
 
     valid_enc = encode_examples(student, valid_examples or [], teachers, cfg)
-    k = 1 + len(teachers)
-    names = _task_names(teachers)
     weights = torch.tensor([cfg.answer_weight] + [float(cfg.alphas[t]) for t in teachers])
     model = student.model
-    start = {"start_weights": weights_digest(model), "kind": student.kind} if state_dir is not None else {}
+    start = {"start_weights": weights_digest(model), "kind": student.kind} if resumable else {}
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     params = [p for p in model.parameters() if p.requires_grad]
@@ -238,109 +300,120 @@ def train(
         cfg.lr_schedule, opt, num_warmup_steps=int(cfg.warmup_ratio * cfg.steps), num_training_steps=cfg.steps
     )
     model, opt = acc.prepare(model, opt)
-    done = Progress()
-    if state_dir is not None:
-        settings = _state_settings(cfg, teachers, examples, acc.num_processes, start)
-        acc.register_for_checkpointing(sched, done)
-        found = usable_state(state_dir, settings, acc.is_main_process)  # another run's or damaged: discarded
-        acc.wait_for_everyone()
-        if found is not None:
-            acc.load_state(str(found))  # weights, AdamW moments, schedule, RNG states, `done`
-            log.info("resuming from the training state at step %d (%s)", done.step, found)
+    loop = _Loop(acc, model, opt, sched, weights, _task_names(teachers), valid_enc, precision, Progress())
+    loop.settings = start  # completed by _resume
     model.train()
-    weights = weights.to(acc.device)
-    stream = batches(encoded, cfg.batch_size, cfg.seed, acc.process_index, acc.num_processes)
-    for _ in range(done.step * cfg.grad_accum):  # the batches the saved steps consumed
-        next(stream)
-    rows, tokens, resumed_at = done.rows, done.tokens, done.step
-    if on_log is not None and acc.is_main_process:
-        for row in rows:
-            on_log(row)
-    t0 = time.perf_counter() - done.elapsed_s
-    bar = tqdm(
-        range(done.step, cfg.steps), desc="distill", initial=done.step, total=cfg.steps,
-        disable=not (progress and acc.is_main_process),
-    )  # fmt: skip
-    for step in bar:
-        micro = [[encoded[i] for i in next(stream)] for _ in range(cfg.grad_accum)]
-        # token counts of each task over the whole step (all micro-batches, all processes): the
-        # denominators that make the sum of micro-batch losses equal the full batch's loss
-        local = torch.zeros(k)
-        for mb in micro:
-            for e in mb:
-                for b in e.branches:
-                    local[b.task] += len(b.target_ids)
-        denom = acc.reduce(local.to(acc.device), reduction="sum")
-        sums = torch.zeros(k, device=acc.device)
-        for i, mb in enumerate(micro):
-            tokens += sum(e.n_tokens() for e in mb)
-            sync = acc.no_sync(model) if i < len(micro) - 1 else contextlib.nullcontext()
-            with sync:
-                with acc.autocast():
-                    part = student.losses(
-                        model, mb, k, cfg.forward, cfg.pack_tokens, cfg.ce_chunk_tokens, acc.device, cfg.pad_multiple
-                    )
-                    # DDP averages gradients over processes: scale by the number of processes
-                    loss = multitask_loss(part.sums, weights, denom) * acc.num_processes
-                # backward outside autocast (PyTorch's advice): autocast's bf16 copies of the
-                # weights are freed before the backward pass allocates its gradients
-                acc.backward(loss)
-            sums += part.sums.detach().float()
-            if cfg.malloc_trim and acc.device.type == "cpu" and i < len(micro) - 1:
-                del part, loss
-                malloc_trim()  # this micro-batch's activations, before the next one's forward
-        opt.step()
-        opt.zero_grad()
-        sched.step()
-        if cfg.malloc_trim and acc.device.type == "cpu":
-            malloc_trim()
-        sums = acc.reduce(sums, reduction="sum").cpu()
-        d = denom.cpu()
-        per_task = torch.where(d > 0, sums / d.clamp_min(1), torch.full_like(sums, float("nan")))
-        total = float((weights.cpu() * torch.nan_to_num(per_task)).sum())
-        elapsed = time.perf_counter() - t0
-        # each task's loss is its mean over the target tokens it had in this step (NaN: absent)
-        row = {
-            "step": step + 1,
-            "loss": total,
-            **{f"loss_{n}": float(v) for n, v in zip(names, per_task, strict=True)},
-            "lr": sched.get_last_lr()[0],
-            "tokens_per_s": tokens * acc.num_processes / elapsed,
-            "elapsed_s": elapsed,
-        }
-        if valid_enc and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
-            vl = valid_losses(student, model, valid_enc, k, cfg, acc.device)
-            row.update({f"valid_loss_{n}": float(v) for n, v in zip(names, vl, strict=True)})
-            if cfg.malloc_trim and acc.device.type == "cpu":
-                malloc_trim()  # the validation pass's blocks, before the next step's forward
-        rows.append(row)
-        if acc.is_main_process:
-            if on_step is not None:
-                on_step(step + 1)
-                model.train()
-            if on_log is not None:
-                on_log(row)
-            bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
-            if (step + 1) % cfg.log_every == 0 or step == 0:
-                log.info(
-                    "step %d/%d loss %.4f (%s) %.0f tok/s",
-                    step + 1,
-                    cfg.steps,
-                    total,
-                    ", ".join(f"{k_}={v:.3f}" for k_, v in row.items() if k_.startswith(("loss_", "valid_"))),
-                    row["tokens_per_s"],
-                )
-        last = state_at_end and step + 1 == cfg.steps
-        if state_dir is not None and state_every and ((step + 1) % state_every == 0 or last):
-            done.step, done.tokens, done.elapsed_s, done.rows = step + 1, tokens, elapsed, rows
-            save_state(acc, state_dir, step + 1, settings)
+    loop.weights = weights.to(acc.device)
+    return loop
+
+
+def _resume(
+    loop: _Loop, student: Student, examples: list[dict], teachers: list[str], cfg: DistillConfig, state_dir: Path
+) -> None:
+    """Make the run resumable and continue it from its own last save in ``state_dir``, if any
+    (weights, AdamW moments, schedule, RNG states, ``loop.done``); another run's save or a damaged
+    one is discarded (``train_state.usable_state``)."""
+    acc = loop.acc
+    loop.settings = _state_settings(cfg, teachers, examples, acc.num_processes, loop.settings or {})
+    acc.register_for_checkpointing(loop.sched, loop.done)
+    found = usable_state(state_dir, loop.settings, acc.is_main_process)  # another run's or damaged: discarded
     acc.wait_for_everyone()
-    # keep_fp32_wrapper=False: drop Accelerate's autocast wrapper of forward(), so the student
-    # evaluates in fp32 in this process too (under bf16 autocast, predictions depend on the batch)
-    student.model = acc.unwrap_model(model, keep_fp32_wrapper=False)
-    if log_path is not None and acc.is_main_process:
-        _write_tsv(log_path, rows)
-    wall = time.perf_counter() - t0
+    if found is not None:
+        acc.load_state(str(found))  # weights, AdamW moments, schedule, RNG states, `done`
+        log.info("resuming from the training state at step %d (%s)", loop.done.step, found)
+    loop.model.train()
+
+
+def _optimizer_step(student: Student, loop: _Loop, micro: list[list[Encoded]], cfg: DistillConfig, tokens: int):
+    """One optimizer step over ``grad_accum`` micro-batches: (per-task NLL sums over all processes,
+    per-task target-token counts, tokens seen so far on this process)."""
+    acc, model, k = loop.acc, loop.model, len(loop.names)
+    # token counts of each task over the whole step (all micro-batches, all processes): the
+    # denominators that make the sum of micro-batch losses equal the full batch's loss
+    local = torch.zeros(k)
+    for mb in micro:
+        for e in mb:
+            for b in e.branches:
+                local[b.task] += len(b.target_ids)
+    denom = acc.reduce(local.to(acc.device), reduction="sum")
+    sums = torch.zeros(k, device=acc.device)
+    weights = loop.weights
+    for i, mb in enumerate(micro):
+        tokens += sum(e.n_tokens() for e in mb)
+        sync = acc.no_sync(model) if i < len(micro) - 1 else contextlib.nullcontext()
+        with sync:
+            with acc.autocast():
+                part = student.losses(
+                    model, mb, k, cfg.forward, cfg.pack_tokens, cfg.ce_chunk_tokens, acc.device, cfg.pad_multiple
+                )
+                # DDP averages gradients over processes: scale by the number of processes
+                loss = multitask_loss(part.sums, weights, denom) * acc.num_processes
+            # backward outside autocast (PyTorch's advice): autocast's bf16 copies of the
+            # weights are freed before the backward pass allocates its gradients
+            acc.backward(loss)
+        sums += part.sums.detach().float()
+        if cfg.malloc_trim and acc.device.type == "cpu" and i < len(micro) - 1:
+            del part, loss
+            malloc_trim()  # this micro-batch's activations, before the next one's forward
+    loop.opt.step()
+    loop.opt.zero_grad()
+    loop.sched.step()
+    if cfg.malloc_trim and acc.device.type == "cpu":
+        malloc_trim()
+    return acc.reduce(sums, reduction="sum").cpu(), denom.cpu(), tokens
+
+
+def _log_row(
+    student: Student, loop: _Loop, cfg: DistillConfig, step: int, sums, denom, tokens: int, elapsed: float
+) -> dict:
+    """The logged row of ``step``: total and per-task loss (each task's mean over the target tokens
+    it had in the step; NaN: absent), LR, throughput, and the validation loss every ``log_every``."""
+    acc, names = loop.acc, loop.names
+    d = denom
+    per_task = torch.where(d > 0, sums / d.clamp_min(1), torch.full_like(sums, float("nan")))
+    total = float((loop.weights.cpu() * torch.nan_to_num(per_task)).sum())
+    row = {
+        "step": step,
+        "loss": total,
+        **{f"loss_{n}": float(v) for n, v in zip(names, per_task, strict=True)},
+        "lr": loop.sched.get_last_lr()[0],
+        "tokens_per_s": tokens * acc.num_processes / elapsed,
+        "elapsed_s": elapsed,
+    }
+    if loop.valid_enc and (step % cfg.log_every == 0 or step == cfg.steps):
+        vl = valid_losses(student, loop.model, loop.valid_enc, len(names), cfg, acc.device)
+        row.update({f"valid_loss_{n}": float(v) for n, v in zip(names, vl, strict=True)})
+        if cfg.malloc_trim and acc.device.type == "cpu":
+            malloc_trim()  # the validation pass's blocks, before the next step's forward
+    return row
+
+
+def _announce(loop: _Loop, cfg: DistillConfig, row: dict, on_step, on_log, bar) -> None:
+    """The main process's per-step calls: ``on_step`` (then train mode again), ``on_log``, the
+    progress bar and, every ``log_every`` steps, a log line."""
+    step = row["step"]
+    if on_step is not None:
+        on_step(step)
+        loop.model.train()
+    if on_log is not None:
+        on_log(row)
+    bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+    if step % cfg.log_every == 0 or step == 1:
+        log.info(
+            "step %d/%d loss %.4f (%s) %.0f tok/s",
+            step,
+            cfg.steps,
+            row["loss"],
+            ", ".join(f"{k_}={v:.3f}" for k_, v in row.items() if k_.startswith(("loss_", "valid_"))),
+            row["tokens_per_s"],
+        )
+
+
+def _summary(
+    loop: _Loop, cfg: DistillConfig, examples, encoded, rows: list[dict], tokens: int, resumed_at: int, wall, cut
+) -> dict:
+    """``train``'s return value: losses first and last, throughput, where it resumed."""
+    acc, names = loop.acc, loop.names
     return {
         "steps": cfg.steps,
         "examples": len(examples),
@@ -353,7 +426,7 @@ def train(
         "s_per_step": wall / cfg.steps,
         "resumed_at_step": resumed_at,
         "train_wall_s": wall,
-        "bf16": int(precision == "bf16"),
+        "bf16": int(loop.precision == "bf16"),
         "processes": acc.num_processes,
         "cut_targets": cut,
         "_is_main": acc.is_main_process,

@@ -7,7 +7,7 @@ Issue 21 asked for its own breakages plus the 12 of the previous round (issue 14
 
 from __future__ import annotations
 
-BACKWARD = "                    loss = multitask_loss(part.sums, weights, denom) * acc.num_processes\n"
+BACKWARD = "                loss = multitask_loss(part.sums, weights, denom) * acc.num_processes\n"
 
 MUTATIONS: list[dict] = [
     # ---- issue 21: breakages the fast suite did not notice
@@ -125,9 +125,8 @@ MUTATIONS: list[dict] = [
     {
         "name": "per-task log averages zeros for absent tasks",
         "file": "src/tinyllm/distill.py",
-        "original": "        per_task = torch.where(d > 0, sums / d.clamp_min(1), "
-        'torch.full_like(sums, float("nan")))\n',
-        "broken": "        per_task = sums / d.clamp_min(1)\n",
+        "original": '    per_task = torch.where(d > 0, sums / d.clamp_min(1), torch.full_like(sums, float("nan")))\n',
+        "broken": "    per_task = sums / d.clamp_min(1)\n",
         "tests": ["tests/test_train.py", "-k", "absent_task"],
     },
     {
@@ -262,8 +261,8 @@ MUTATIONS: list[dict] = [
     {
         "name": "Accelerate's bf16 autocast forward survives train()",
         "file": "src/tinyllm/distill.py",
-        "original": "    student.model = acc.unwrap_model(model, keep_fp32_wrapper=False)\n",
-        "broken": "    student.model = acc.unwrap_model(model)\n",
+        "original": "    student.model = acc.unwrap_model(loop.model, keep_fp32_wrapper=False)\n",
+        "broken": "    student.model = acc.unwrap_model(loop.model)\n",
         "tests": ["tests/test_formats.py", "-k", "fp32_forward"],
     },
     {
@@ -284,15 +283,15 @@ MUTATIONS: list[dict] = [
     {
         "name": "resume forgets the LR schedule",
         "file": "src/tinyllm/distill.py",
-        "original": "        acc.register_for_checkpointing(sched, done)\n",
-        "broken": "        acc.register_for_checkpointing(done)\n",
+        "original": "    acc.register_for_checkpointing(loop.sched, loop.done)\n",
+        "broken": "    acc.register_for_checkpointing(loop.done)\n",
         "tests": ["tests/test_train_state.py", "-k", "killed_run"],
     },
     {
         "name": "resume reseeds the dropout RNG",
         "file": "src/tinyllm/distill.py",
-        "original": "            acc.load_state(str(found))",
-        "broken": "            acc.load_state(str(found)); torch.manual_seed(cfg.seed)",
+        "original": "        acc.load_state(str(found))",
+        "broken": "        acc.load_state(str(found)); torch.manual_seed(cfg.seed)",
         "tests": ["tests/test_train_state.py", "-k", "killed_run and seq2seq"],
     },
     {
