@@ -1,4 +1,4 @@
-"""tinyllm.experiments.stats on predictions built in the test (no model, no MLflow, < 5 s)."""
+"""tinyllm.stats on predictions built in the test (no model, no MLflow, < 5 s)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from tinyllm.experiments import stats
+from tinyllm import stats
 
 
 def preds(correct: list[int], k: int = 4, label: int = 0, ids=None, rule_none: bool = False) -> list[dict]:

@@ -578,9 +578,9 @@ def test_the_pooled_primary_analysis_and_the_diagnostics(tmp_path):
     import numpy as np
 
     from tinyllm.benchmarks import valid_half
-    from tinyllm.experiments.stats import sign_flip_p
     from tinyllm.experiments.study import checkpoint_table
     from tinyllm.experiments.study.plots import answer_loss_differences
+    from tinyllm.stats import sign_flip_p
 
     recs = [{**r, "id": f"q{i}"} for i, r in enumerate(records("valid") * 6)]
 

@@ -159,7 +159,7 @@ def test_the_code_digest_covers_the_training_code_only(tmp_path):
     assert train_state.code_digest() == train_state.code_digest()
     files = {p.relative_to(train_state.Path(train_state.__file__).parent).as_posix() for p in
              train_state.Path(train_state.__file__).parent.rglob("*.py")}  # fmt: skip
-    assert "loss.py" in files and "student/base.py" in files and "experiments/stats.py" in files
+    assert "loss.py" in files and "student/base.py" in files and "experiments/study/runner.py" in files
 
 
 @pytest.mark.parametrize("name", ["model.safetensors", "optimizer.bin"])

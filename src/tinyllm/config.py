@@ -14,6 +14,7 @@ it) as a string, so a float field takes a string in exponent notation, and nothi
 from __future__ import annotations
 
 import os
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -22,6 +23,17 @@ import yaml
 from .benchmarks import BENCHMARKS
 from .schema import ParamsError, _fail, _no_duplicates, from_dict, validate_fields  # noqa: F401  (re-exported)
 from .teachers.config import teacher_config
+
+# The decision rules (evaluate.py computes each; stats.py and the reports read them from here):
+# score, sum, norm, pmi (option likelihood) and generate (generate-and-match).
+Rule = Literal["score", "sum", "norm", "pmi", "generate"]
+RULES: tuple[str, ...] = typing.get_args(Rule)
+
+
+def active_teachers(alphas: dict[str, float]) -> list[str]:
+    """Teachers that train, in task order (task m = position + 1): alpha > 0. A teacher with
+    alpha 0 adds no sequence and no loss (not a zero-weighted one: it would still cost compute)."""
+    return [t for t, a in alphas.items() if a > 0]
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> dict:
@@ -167,7 +179,7 @@ class EvaluateConfig:
     # "sum" = highest summed log-likelihood of the option text; "norm" = sum / characters
     # (lm-evaluation-harness acc_norm); "pmi" = sum minus the option's log-likelihood after the
     # answer tag alone; "generate" = greedy decoding matched to an option (the paper's).
-    headline: Literal["score", "sum", "norm", "pmi", "generate"] = "score"
+    headline: Rule = "score"
     # Generation stops at the longest option's length (+ EOS) of each batch; a number caps it lower.
     max_new_tokens: int | None = None
     # Generate-and-match on the first N questions per benchmark and split only (null: all; 0: off,

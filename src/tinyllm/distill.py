@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from .config import DistillConfig
+from .config import DistillConfig, active_teachers  # noqa: F401  (active_teachers re-exported)
 from .device import resolve_precision
 from .loss import multitask_loss
 from .student import Encoded, Student
@@ -119,12 +119,6 @@ def valid_losses(student: Student, model, encoded: list[Encoded], k: int, cfg: D
         counts += part.counts.float().cpu()
     model.train(was)
     return torch.where(counts > 0, sums / counts.clamp_min(1), torch.full_like(sums, float("nan")))
-
-
-def active_teachers(alphas: dict[str, float]) -> list[str]:
-    """Teachers that train, in task order (task m = position + 1): alpha > 0. A teacher with
-    alpha 0 adds no sequence and no loss (not a zero-weighted one: it would still cost compute)."""
-    return [t for t, a in alphas.items() if a > 0]
 
 
 def malloc_trim() -> bool:

@@ -26,6 +26,8 @@ import logging
 import re
 import string
 
+from .config import RULES
+
 log = logging.getLogger(__name__)
 
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -55,8 +57,7 @@ def match_option(text: str, choices: list[str]) -> int | None:
     return hits[0] if len(hits) == 1 else None
 
 
-RULES = ("score", "sum", "norm", "pmi", "generate")
-LIKELIHOOD_RULES = RULES[:-1]
+LIKELIHOOD_RULES = RULES[:-1]  # config.RULES: every rule but generate
 
 
 def argmax(scores: list[float]) -> int:

@@ -9,7 +9,7 @@
   unweighted average (the loop the evaluate stage, the study (``experiments/study/``) and
   ``benchmarks/bench_eval.py`` share).
 - ``evaluate_splits``: the evaluate stage's evaluation: every split of ``evaluate.splits``, with
-  n, 95% CIs, majority and chance rates (``experiments.stats.summarize_split``).
+  n, 95% CIs, majority and chance rates (``stats.summarize_split``).
 - ``write_predictions``, ``write_accuracy_csv``, ``headline_metrics``, ``finish_run``: the stage's
   prediction files, its accuracy plot, its short headline metrics file (``dvc metrics show
   metrics/headline.json``) and what it logs into the MLflow run (through ``tinyllm.tracking``).
@@ -94,7 +94,7 @@ def evaluate_splits(student, prepared: Path, benchmarks: list[str], cfg, device,
     every split some benchmark has, predictions = {split: {benchmark: predictions}}."""
     import torch
 
-    from .experiments.stats import majority_classes, summarize_split
+    from .stats import majority_classes, summarize_split
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     majority = majority_classes(prepared, benchmarks)  # train's majority answer per benchmark
@@ -115,7 +115,7 @@ def evaluate_splits(student, prepared: Path, benchmarks: list[str], cfg, device,
         )
         if per:
             for key, extra in summarize_split(preds_by, majority, cfg.headline).items():
-                per[key].update(extra)  # n, 95% CI, majority and chance rates (tinyllm.experiments.stats)
+                per[key].update(extra)  # n, 95% CI, majority and chance rates (tinyllm.stats)
             results[split], predictions[split] = per, preds_by
     return results, predictions
 
@@ -196,8 +196,9 @@ def finish_run(
     the metrics, the used teachers' rationale-cache counts, the metric files, the predictions and
     (``tracking.log_model``) the student as a registered model."""
     from . import tracking
+    from .config import active_teachers
 
-    teachers = sorted(t for t, a in alphas.items() if a)
+    teachers = sorted(active_teachers(alphas))
     run.set_tags(
         tracking.dvc_hashes(root, ["data/raw", "data/prepared", "data/rationales", "models/base", "models/student"])
     )

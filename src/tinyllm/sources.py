@@ -92,13 +92,14 @@ def check_source(source: str, benchmarks: list[str], alphas: dict[str, float], b
     import socket
     from urllib.parse import urlsplit
 
+    from .config import active_teachers
     from .hub import HUB
     from .rationales import RELEASED_TEACHERS
 
     where = f"params.yaml [data] source: {redact_uri(source)!r}"
     if source == HUB_SOURCE:
         missing = [b for b in benchmarks if HUB.get(b) is None]
-        released = [t for t in RELEASED_TEACHERS if alphas.get(t, 0) > 0]
+        released = [t for t in RELEASED_TEACHERS if t in active_teachers(alphas)]
         if missing or released:
             raise DataError(
                 f"{where}: the Hub copies have questions only and no {', '.join(missing + released)} "

@@ -30,6 +30,7 @@ import logging
 from pathlib import Path
 
 from .benchmarks import load_prepared
+from .config import active_teachers
 from .io import read_jsonl, write_json, write_jsonl
 from .rationales import RATIONALE_FLAGS, load_cache, quality_flags
 
@@ -198,7 +199,7 @@ def make_trainset(prepared: Path, rationales: Path, out: Path, params) -> dict:
     import shutil
 
     d = params.distill
-    used = [t for t, a in d.alphas.items() if a > 0]  # alpha 0: no task, no sequence, no loss
+    used = active_teachers(d.alphas)  # alpha 0: no task, no sequence, no loss
     _require_caches(Path(rationales), used)
     teachers = {t: params.teachers.get(t) for t in used}  # None: a released cache (fixed source)
     splits, counts = {}, {}

@@ -74,7 +74,7 @@ MUTATIONS: list[dict] = [
     # ---- issue 14's round (9 of 12 caught then)
     {
         "name": "alpha > 0 filter becomes alpha >= 0",
-        "file": "src/tinyllm/distill.py",
+        "file": "src/tinyllm/config.py",
         "original": "    return [t for t, a in alphas.items() if a > 0]\n",
         "broken": "    return [t for t, a in alphas.items() if a >= 0]\n",
         "tests": ["tests/test_train.py", "-k", "alpha_zero"],

@@ -12,6 +12,7 @@ import logging
 import os
 from pathlib import Path
 
+from ..config import active_teachers
 from .lineage import dvc_md5, evaluation_datasets, git_info, training_datasets
 from .names import (
     PARENT_ENV,
@@ -54,7 +55,7 @@ def _params_of(params: dict, sections: tuple[str, ...]) -> dict[str, str]:
 
 def _tags_of(root: Path, params: dict) -> dict[str, str]:
     alphas = section(params, "distill").alphas
-    teachers = sorted(t for t, a in alphas.items() if a)
+    teachers = sorted(active_teachers(alphas))
     return {
         TAG_KIND: "training",
         "row": section(params, "tracking").row,

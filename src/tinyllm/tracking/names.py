@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from ..config import active_teachers
 from .store import section
 
 PARENT_ENV = "TINYLLM_PARENT_RUN_ID"  # a queued/temp DVC experiment's parent run (grid or study)
@@ -30,7 +31,7 @@ def run_name(params: dict, root=None) -> str:
     track, distill = section(params, "tracking"), section(params, "distill")
     exp = os.environ.get("DVC_EXP_NAME", "")
     name = exp or (track.row if track.row != "default" else track.experiment)
-    alphas = [f"{float(a):g}" for a in distill.alphas.values() if a and float(a) > 0]
+    alphas = [f"{float(distill.alphas[t]):g}" for t in active_teachers(distill.alphas)]
     lora = " +lora" if distill.lora else ""
     untrained = " untrained" if distill.steps == 0 else ""
     changes = changed_params(params, root) if root is not None else []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import stats
+from ... import stats
 from .columns import BENCHMARKS, NAMES, blank
 from .predictions import Predictions
 

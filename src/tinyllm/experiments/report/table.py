@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tinyllm.config import load_config
 
-from .. import stats
+from ... import stats
 from ..rows import ROOT
 from .columns import AVERAGE, BENCHMARKS, blank
 from .paper import PAPER, PAPER_LABEL, PAPER_STUDENTS, PAPER_TEACHERS

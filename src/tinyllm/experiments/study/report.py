@@ -108,8 +108,7 @@ def _answer_loss_lines(cfg: StudyConfig, out: Path) -> list[str]:
 def _trained_on_lines(root: Path, cfg: StudyConfig) -> list[str]:
     """The rationales each arm trained on, counted by quality flag (rationales.quality_flags and the
     cache flags), per teacher: recomputed from ``data/`` with the arm's own settings."""
-    from ...config import DistillConfig
-    from ...distill import active_teachers
+    from ...config import DistillConfig, active_teachers
     from ...rationales import QUALITY_FLAGS
     from ...trainset import build_trainset
 
@@ -235,7 +234,7 @@ def _accuracy_lines(cfg: StudyConfig, tables: dict) -> list[str]:
 def _reference_rates(root: Path, cfg: StudyConfig, out: Path, half: str | None) -> tuple[dict, list[str]]:
     """Majority-class and chance rates per benchmark ({} before any run is finished), from the
     first finished run's predictions, and their rows of the accuracy table."""
-    from ..stats import majority_classes, reference_rates
+    from ...stats import majority_classes, reference_rates
 
     done = _runs_done(cfg, out)
     if not done:

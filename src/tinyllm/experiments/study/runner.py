@@ -132,8 +132,8 @@ def _train(root: Path, cfg: StudyConfig, arm: str, seed: int, run_dir: Path, pro
     checkpoints' predictions in ``run_dir``."""
     import torch
 
-    from ...config import DistillConfig
-    from ...distill import active_teachers, train
+    from ...config import DistillConfig, active_teachers
+    from ...distill import train
     from ...student import load_student
     from ...trainset import build_examples
 
@@ -357,8 +357,7 @@ def _checkpoint_hook(student, cfg: StudyConfig, questions, run_dir: Path, steps:
 def check_inputs(root: Path, cfg: StudyConfig) -> None:
     """Fail before any run when something the study reads is absent (a fresh clone has only its
     DVC entries): one error naming every missing path and how to make it."""
-    from ...config import DistillConfig
-    from ...distill import active_teachers
+    from ...config import DistillConfig, active_teachers
 
     teachers = dict.fromkeys(
         t for a in cfg.arms.values() for t in active_teachers(DistillConfig(**{**cfg.distill, **a}).alphas)
@@ -390,8 +389,7 @@ def _unusable_inputs(root: Path, cfg: StudyConfig) -> list[str]:
     import json
 
     from ...benchmarks import DataError, load_prepared
-    from ...config import DistillConfig
-    from ...distill import active_teachers
+    from ...config import DistillConfig, active_teachers
     from ...trainset import build_examples
 
     problems = []

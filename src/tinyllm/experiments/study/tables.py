@@ -34,8 +34,8 @@ def study_tables(
 
     ``agreement``: per comparison and seed, the questions on which both arms chose the same option
     (of ``n``); ``seed_agreement``: the same between two seeds of one arm, the yardstick for it."""
-    from ..stats import N_RESAMPLES, accuracy_summary, prediction, seed_matrix
-    from ..stats import paired_comparison as _paired
+    from ...stats import N_RESAMPLES, accuracy_summary, prediction, seed_matrix
+    from ...stats import paired_comparison as _paired
 
     def paired_comparison(a, r):
         return _paired(a, r, n_resamples=n_resamples or N_RESAMPLES)
@@ -113,7 +113,7 @@ def checkpoint_table(cfg: StudyConfig, out: Path) -> list[dict]:
     under the profile's rule, ties to the ``selection_ties`` step) and its accuracy on the report half, beside
     the best accuracy over the checkpoints on the report half (the authors' protocol) and the
     gap, with the paired-bootstrap CI of the gap's two predictions sets (questions resampled)."""
-    from ..stats import accuracy_summary, paired_comparison, seed_matrix
+    from ...stats import accuracy_summary, paired_comparison, seed_matrix
 
     rows = []
     for arm, seeds in _runs_done(cfg, out).items():
@@ -165,7 +165,7 @@ def checkpoint_table(cfg: StudyConfig, out: Path) -> list[dict]:
 def selected_comparisons(cfg: StudyConfig, out: Path, rows: list[dict]) -> dict:
     """Secondary analysis: each arm at its dev-selected step (per run, ``checkpoint_table``'s
     ``rows``) against the reference at its own, on the report half, paired by seed and question."""
-    from ..stats import paired_comparison, seed_matrix
+    from ...stats import paired_comparison, seed_matrix
 
     done = _runs_done(cfg, out)
     picked = {r["run"]: r["dev_selected_folder"] for r in rows}
