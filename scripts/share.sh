@@ -5,7 +5,10 @@
 #   scripts/share.sh remote-s3 s3://BUCKET/PREFIX [ENDPOINT_URL] [NAME]
 #                                                       default remote = S3 / MinIO / S3-compatible
 #   scripts/share.sh push [-r NAME] [TARGET...]        data, rationale caches, checkpoints + run-cache
-#   scripts/share.sh pull [-r NAME] [TARGET...]        the same back, verified byte for byte
+#                                                       (and, without TARGET, the study students of the
+#                                                       DVC subrepo models/study)
+#   scripts/share.sh pull [-r NAME] [TARGET...]        the same back, verified byte for byte (the
+#                                                       study students: cd models/study && dvc pull)
 #   scripts/share.sh verify [TARGET...]                re-hash workspace outputs vs dvc.lock
 #
 # Credentials never go through this script: put them in AWS_ACCESS_KEY_ID /
@@ -21,6 +24,18 @@ DVC=${DVC:-dvc}
 PYTHON=${PYTHON:-python}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export DVC_NO_ANALYTICS=1
+# DVC subrepos (their own .dvc/, the root's cache): the study students, which the pipeline's
+# `dvc status` does not list. The remote commands configure them too; `push` pushes them.
+SUBREPOS="models/study"
+
+in_subrepos() {  # run `dvc "$@"` in every subrepo present
+  local d
+  for d in $SUBREPOS; do
+    if [ -d "$d/.dvc" ]; then
+      (cd "$d" && $DVC "$@") || return 1
+    fi
+  done
+}
 
 die() { echo "share.sh: $*" >&2; exit 1; }
 
@@ -209,7 +224,9 @@ case "$cmd" in
     path=$(cd "$path" && pwd)
     $DVC remote add --force --default "$name" "$path"
     $DVC remote modify "$name" verify true
-    echo "share.sh: default DVC remote '$name' -> $path (commit .dvc/config)"
+    in_subrepos remote add --force --default "$name" "$path"
+    in_subrepos remote modify "$name" verify true
+    echo "share.sh: default DVC remote '$name' -> $path (commit .dvc/config and $SUBREPOS/.dvc/config)"
     ;;
 
   remote-s3)
@@ -218,10 +235,13 @@ case "$cmd" in
     name=${3:-s3}
     case "$url" in s3://*) ;; *) die "remote-s3 wants an s3:// URL, got '$url'" ;; esac
     $DVC remote add --force --default "$name" "$url"
+    in_subrepos remote add --force --default "$name" "$url"
     if [ -n "$endpoint" ]; then
       $DVC remote modify "$name" endpointurl "$endpoint"
+      in_subrepos remote modify "$name" endpointurl "$endpoint"
     fi
     $DVC remote modify "$name" verify true
+    in_subrepos remote modify "$name" verify true
     if grep -qiE 'access_key_id|secret_access_key|session_token' .dvc/config; then
       die ".dvc/config holds S3 credentials: move them to .dvc/config.local (dvc remote modify --local)"
     fi
@@ -239,6 +259,9 @@ case "$cmd" in
     missing=$($DVC status --cloud -r "$REMOTE" --json ${ARGS[@]+"${ARGS[@]}"})
     if [ "$missing" != "{}" ]; then
       die "push to '$REMOTE' incomplete, not in the remote: $missing"
+    fi
+    if [ ${#ARGS[@]} -eq 0 ]; then  # the study students too (a subrepo without this remote: skipped, said)
+      in_subrepos push -r "$REMOTE" || echo "share.sh: the study students ($SUBREPOS) were not pushed to '$REMOTE'" >&2
     fi
     echo "share.sh: pushed to '$REMOTE' (outputs + run-cache) in $(( $(date +%s) - start )) s"
     ;;

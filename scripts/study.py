@@ -5,6 +5,7 @@ trained and evaluated in one resumable job; partial results in reports/study/<na
     nohup python scripts/study.py run --first ft-s2,tinyllm-s1 ... &   # these runs before the rest
     python scripts/study.py report [--profile ...]      # report.md / report.json from finished runs
     python scripts/study.py status [--profile ...]      # progress, finished runs, where a restart resumes
+    python scripts/study.py compact [--profile ...]     # predictions as compact .jsonl.gz; the report must not change
 
 A thin command line over tinyllm.experiments.study (see its docstring).
 """
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["run", "report", "status"])
+    ap.add_argument("command", choices=["run", "report", "status", "compact"])
     ap.add_argument("--profile", type=Path, default=ROOT / "experiments" / "study.yaml")
     ap.add_argument("--out", type=Path, help="default: reports/study/<name>")
     ap.add_argument("--progress", action="store_true", help="tqdm bars (off by default: the log is a file)")
@@ -47,8 +48,37 @@ def main() -> int:
         run_study(ROOT, cfg, out, progress=args.progress, first=first)
     elif args.command == "report":
         print(write_report(ROOT, cfg, out))
+    elif args.command == "compact":
+        return compact(cfg, out)
     else:
         print(json.dumps(study_status(ROOT, cfg, out), indent=1))
+    return 0
+
+
+def compact(cfg: StudyConfig, out: Path) -> int:
+    """Rewrite the study's predictions compact, rebuild the report, and keep the change only if
+    every report file is byte-identical (else put the full files back and say which differ)."""
+    import shutil
+    import tempfile
+
+    from tinyllm.experiments.study.layout import compact_runs
+
+    files = ("report.md", "report.json", "checkpoints.json", "primary.json", "majority.json")
+    write_report(ROOT, cfg, out)
+    before = {f: (out / f).read_bytes() for f in files if (out / f).exists()}
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        written = compact_runs(cfg, out, Path(tmp))
+        write_report(ROOT, cfg, out)
+        changed = [f for f, b in before.items() if (out / f).read_bytes() != b]
+        if changed:
+            for w in written:
+                w.unlink()
+            for f in Path(tmp).rglob("*.jsonl"):
+                shutil.move(str(f), out / f.relative_to(tmp))
+            write_report(ROOT, cfg, out)
+            print(f"not compacted: the rebuilt {', '.join(changed)} would differ; full files kept")
+            return 1
+    print(f"{len(written)} prediction files compacted; {', '.join(before)} rebuilt byte-identical")
     return 0
 
 

@@ -177,3 +177,26 @@ def test_a_folder_remote_whose_path_has_a_space_is_pushed_and_pulled(repo, tmp_p
     rc, out = share(["pull"], b, env)
     assert rc == 0, out
     assert (b / "data.txt").read_text() == "hello\n"
+
+
+def test_the_study_subrepo_gets_the_remote_and_is_pushed(repo, tmp_path):
+    # guards: study students live in the DVC subrepo models/study (the pipeline's status ignores
+    # them); the team remote must reach them too, or they could never be pulled elsewhere
+    a, _, env = repo
+    study = a / "models" / "study"
+    study.mkdir(parents=True)
+    run(["dvc", "init", "-q", "--subdir"], study, env)
+    run(["dvc", "config", "cache.dir", "../../.dvc/cache"], study, env)
+    (study / "arm-s0").mkdir()
+    (study / "arm-s0" / "w.bin").write_bytes(b"\2" * 32)
+    run(["dvc", "add", "-q", "arm-s0"], study, env)
+    remote = tmp_path / "team"
+    rc, out = share(["remote-local", str(remote)], a, env)
+    assert rc == 0, out
+    assert str(remote) in (study / ".dvc" / "config").read_text()
+    rc, out = share(["push"], a, env)
+    assert rc == 0, out
+    pushed = {p.name for p in (remote / "files").rglob("*") if p.is_file()}
+    import hashlib
+
+    assert hashlib.md5(b"\2" * 32).hexdigest()[2:] in pushed, out  # the student's object is in the remote

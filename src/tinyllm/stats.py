@@ -63,6 +63,11 @@ def prediction(p: dict, rule: str) -> int | None:
     return p[f"pred_{rule}"]
 
 
+def n_options(p: dict) -> int:
+    """How many options the question had (``n_options`` of a compact prediction, else its scores)."""
+    return p["n_options"] if "n_options" in p else len(p["scores"])
+
+
 def correct(preds: list[dict], rule: str = "score") -> np.ndarray:
     """1.0 where the prediction under `rule` is the gold label, else 0.0, in the given order."""
     return np.array([float(prediction(p, rule) == p["label"]) for p in preds])
@@ -276,7 +281,7 @@ def paired_comparison(
 def option_shares(preds: list[dict], rule: str = "score") -> dict[str, list[float]]:
     """Share of predictions per option position and share of gold labels per position (over
     the largest option count in the set), plus the unmatched share (generate rule)."""
-    k = max((len(p.get("scores") or []) for p in preds), default=0)
+    k = max((n_options(p) if "n_options" in p or p.get("scores") else 0 for p in preds), default=0)
     k = max(k, 1 + max((p["label"] for p in preds), default=-1))
     n = len(preds) or 1
     chosen = Counter(prediction(p, rule) for p in preds)
@@ -327,7 +332,7 @@ def reference_rates(preds: list[dict], majority: dict | None) -> dict[str, float
     """Chance (mean 1/options) and, with the train majority, the majority-class accuracy on
     these questions (the majority answer is at the same position in every question when
     `majority["by"] == "answer"`: the options are fixed)."""
-    out = {"chance": float(np.mean([1.0 / len(p["scores"]) for p in preds])) if preds else float("nan")}
+    out = {"chance": float(np.mean([1.0 / n_options(p) for p in preds])) if preds else float("nan")}
     if majority is not None:
         out["majority"] = float(np.mean([p["label"] == majority["position"] for p in preds])) if preds else float("nan")
     return out

@@ -28,7 +28,8 @@ def write_report(root: Path, cfg: StudyConfig, out: Path) -> str:
     tables = study_tables(cfg, out)
     pooled = conclusion_tables(cfg, out) if cfg.primary_pooled else study_tables(cfg, out, half=None)
     lines = _intro_lines(cfg, pooled if cfg.primary_pooled else tables)
-    lines += _pooled_lines(cfg, pooled)
+    if cfg.primary_pooled or tables["half"] is not None:  # else the tables below are the pooled ones
+        lines += _pooled_lines(cfg, pooled)
     lines += _accuracy_lines(cfg, tables)
     rates, rate_lines = _reference_rates(root, cfg, out, tables["half"])
     lines += rate_lines

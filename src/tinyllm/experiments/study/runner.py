@@ -16,7 +16,7 @@ import yaml
 
 from ...train_state import remove_state
 from .config import StudyConfig
-from .layout import _write_json
+from .layout import _write_json, write_preds
 from .report import write_report
 from .tables import conclusion, conclusion_tables
 
@@ -178,12 +178,10 @@ def _evaluate_and_write(
     cfg: StudyConfig, student, questions, run_dir: Path, run: str, split: str | None = None
 ) -> dict:
     """The trained student's metrics per benchmark; its predictions in ``run_dir/predictions/<split>/``."""
-    from ...io import write_jsonl
-
     split = split or cfg.eval_split
     per, preds_by = evaluate_student(student, cfg, questions)
     for b, preds in preds_by.items():
-        write_jsonl(run_dir / "predictions" / split / f"{b}.jsonl", preds)
+        write_preds(run_dir / "predictions" / split / f"{b}.jsonl", preds)
         m = per[b]
         log.info("  %s %s/%s: %s %.3f (n=%d)", run, b, split, cfg.rule, m["accuracy"], m["n"])
     return per
@@ -245,19 +243,33 @@ def _log_run(root: Path, cfg: StudyConfig, arm: str, seed: int, run_dir: Path, p
 
 def _dvc_add(root: Path, path: Path) -> None:
     """Track a saved student with DVC (``<run>.dvc`` beside it: commit it, ``dvc push`` the
-    weights), so it can be re-evaluated on another machine without retraining. A failure (no
+    weights from its DVC repository, ``models/study``), so it can be re-evaluated on another machine
+    without retraining. A failure (no
     DVC, a lock held by a running ``dvc repro``) is a warning naming the command to run."""
     import subprocess
     import sys
 
-    cmd = ["dvc", "add", "--quiet", str(path.relative_to(root) if path.is_relative_to(root) else path)]
+    repo = _dvc_repo_of(path, root)
+    cmd = ["dvc", "add", "--quiet", str(path.relative_to(repo) if path.is_relative_to(repo) else path)]
     try:  # this interpreter's DVC: a job started as `.venv/bin/python ...` has no `dvc` on PATH
-        done = subprocess.run([sys.executable, "-m", *cmd], cwd=root, capture_output=True, text=True, timeout=600)
+        done = subprocess.run([sys.executable, "-m", *cmd], cwd=repo, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as e:
         log.warning("could not track %s with DVC (%s); run: %s", path, e, " ".join(cmd))
         return
     if done.returncode:
         log.warning("`%s` failed (%s); run it again later", " ".join(cmd), done.stderr.strip()[-300:])
+
+
+def _dvc_repo_of(path: Path, root: Path) -> Path:
+    """The DVC repository that tracks ``path``: the nearest folder above it with a ``.dvc`` folder
+    (``models/study`` is a DVC subrepo, so the pipeline's ``dvc status`` never lists study students
+    a clone has not pulled: docs/sharing.md), else ``root``."""
+    for d in Path(path).resolve().parents:
+        if (d / ".dvc").is_dir():
+            return d
+        if d == Path(root).resolve():
+            break
+    return Path(root)
 
 
 def train_state_dir(root: Path, cfg: StudyConfig, run: str) -> Path:
@@ -323,7 +335,6 @@ def _checkpoint_hook(student, cfg: StudyConfig, questions, run_dir: Path, steps:
     step (``rss.json``: a long run must
     stay flat) and, every ``checkpoint_every`` steps before the last, the predictions of the
     model so far in ``checkpoints/step<N>/`` (a finished checkpoint is kept on resume)."""
-    from ...io import write_jsonl
 
     restarted = bool(rss)
 
@@ -347,7 +358,7 @@ def _checkpoint_hook(student, cfg: StudyConfig, questions, run_dir: Path, steps:
         ck = run_dir / "checkpoints" / f"step{step}"
         per, preds_by = evaluate_student(student, cfg, questions, generate=False)
         for b, preds in preds_by.items():
-            write_jsonl(ck / "predictions" / cfg.eval_split / f"{b}.jsonl", preds)
+            write_preds(ck / "predictions" / cfg.eval_split / f"{b}.jsonl", preds)
         _write_json(ck / "metrics.json", {"step": step, cfg.eval_split: per})
         log.info("  checkpoint step %d: %s %.3f", step, cfg.rule, per["average"]["accuracy"])
 
