@@ -37,6 +37,10 @@ def main() -> int:
         help="comma-separated runs (arm-s<seed>, e.g. ft-s2,tinyllm-s1) to do before the rest; "
         "order never changes a run's result",
     )
+    ap.add_argument(
+        "--keep-full", action="store_true",
+        help="compact: write the .jsonl.gz copies but keep the full .jsonl files (git ignores them)",
+    )  # fmt: skip
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = StudyConfig.load(args.profile)
@@ -49,6 +53,11 @@ def main() -> int:
     elif args.command == "report":
         print(write_report(ROOT, cfg, out))
     elif args.command == "compact":
+        if args.keep_full:  # a study still running on code that reads the full files
+            from tinyllm.experiments.study.layout import compact_runs
+
+            print(f"{len(compact_runs(cfg, out, None))} compact copies written beside the full files")
+            return 0
         return compact(cfg, out)
     else:
         print(json.dumps(study_status(ROOT, cfg, out), indent=1))

@@ -76,18 +76,23 @@ def _read_preds(path: Path, half: str | None = None) -> list[dict]:
     return preds
 
 
-def compact_runs(cfg: StudyConfig, out: Path, backup: Path) -> list[Path]:
+def compact_runs(cfg: StudyConfig, out: Path, backup: Path | None) -> list[Path]:
     """Every full ``<benchmark>.jsonl`` of this study's runs (final and checkpoint predictions)
     rewritten as its compact ``.jsonl.gz``; the originals are moved under ``backup`` (same
-    relative paths) so a caller can put them back. Returns the compact files written."""
+    relative paths) so a caller can put them back, or left in place with ``backup=None`` (a study
+    still running on code that reads only the full files; git ignores them). Returns the compact
+    files written."""
     import shutil
 
     written = []
     runs = Path(out) / "runs"
     for f in sorted(runs.glob("*/**/predictions/*/*.jsonl")) if runs.is_dir() else []:
+        if not (f.parent.parent.parent / "done.json").exists() and f.parent.parent.parent.parent.name != "checkpoints":
+            continue  # a run still being written
         preds = _read_preds(f)
         written.append(write_preds(f, preds))
-        dest = Path(backup) / f.relative_to(out)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(f), dest)
+        if backup is not None:
+            dest = Path(backup) / f.relative_to(out)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(f), dest)
     return written

@@ -195,6 +195,11 @@ def _intro_lines(cfg: StudyConfig, tables: dict) -> list[str]:
         "dev": "their **dev** half (a pilot: choices are made here)",
         "report": "their **report** half (fixed by a hash before any pilot; nothing was selected on it)",
     }[tables["half"]]
+    if cfg.primary_pooled and cfg.report_half:
+        half = (
+            f"all of them for the primary analysis (both halves pooled), and their **{cfg.report_half}** half "
+            "in the tables after it (the secondary analyses)"
+        )
     return [
         f"# Study `{cfg.name}`",
         "",
