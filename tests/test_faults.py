@@ -273,3 +273,24 @@ def test_a_cached_rerun_of_a_teacher_stage_keeps_its_measured_speed(tmp_path, mo
     assert again["tokens_per_s"] == first["tokens_per_s"] and again["timed_run"] == first["timed_run"]
     metrics = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["generate_rationales"]["metrics"]
     assert next(iter(metrics[0].values()))["persist"] is True  # DVC keeps the file for the re-run
+
+
+def test_the_private_openai_retry_surface_the_backoff_relies_on_is_still_there():
+    # the openai client has no public option for its retry schedule (only max_retries and timeout):
+    # teachers/backends.py overrides OpenAI._calculate_retry_timeout and reads
+    # _parse_retry_after_header. An upgrade that renames either would silently bring back the 0.5 s
+    # schedule; this test says so by name (test_backoff_s_sets_the_retry_delays measures the gaps)
+    import inspect
+
+    from openai import OpenAI
+
+    sig = inspect.signature(OpenAI._calculate_retry_timeout)
+    assert list(sig.parameters)[:4] == ["self", "remaining_retries", "options", "response_headers"], sig
+    assert callable(getattr(OpenAI, "_parse_retry_after_header", None))
+    from tinyllm.teachers.backends import _client_class
+
+    client = _client_class(OpenAI, 0.25)(base_url="http://127.0.0.1:9", api_key="x", max_retries=3)
+    from openai._models import FinalRequestOptions
+
+    opts = FinalRequestOptions.construct(method="post", url="/x", max_retries=3)
+    assert [client._calculate_retry_timeout(r, opts, None) for r in (3, 2, 1)] == [0.25, 0.5, 1.0]
