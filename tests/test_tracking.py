@@ -491,3 +491,57 @@ def test_a_token_in_a_source_url_never_reaches_mlflow_params(repo):
         values = " ".join(logged.values())
         assert "hunter2secret" not in values and "pa55word" not in values
         assert logged["data.source"] == "https://user:***@host/release.tar.gz?token=***&x=1"
+
+
+def test_a_run_opens_on_its_results_and_curves_never_end_in_nan(repo):
+    # guards the probed gaps: an empty run description (the headline table was nowhere on the run's
+    # first screen), and the local teacher's loss curve not drawn because its last value was NaN
+    root, params = repo
+    run = tracking.start_distill_run(root, params)
+    run.log_row({"step": 1, "loss": 2.0, "loss_answer": 1.0, "loss_local_t": 3.0})
+    run.log_row({"step": 2, "loss": 1.5, "loss_answer": 0.9, "loss_local_t": float("nan")})  # absent
+    tracking.finish_distill_run(run, root, {"steps": 2})
+    ev = tracking.open_evaluate_run(root, params)
+    results = {
+        "valid": {
+            "average": {
+                "accuracy": 0.48,
+                "ci_low": 0.454,
+                "ci_high": 0.505,
+                "n": 20,
+                "majority": 0.418,
+                "chance": 0.339,
+            },
+            "obqa": {"accuracy": 0.276, "ci_low": 0.239, "ci_high": 0.317, "n": 10},
+        }
+    }
+    tracking.finish_evaluate_run(ev, results, eval_splits=["valid"])
+    got = client().get_run(run.run_id)
+    note = got.data.tags["mlflow.note.content"]
+    assert "| average | 48.0 [45.4, 50.5] | 20 |" in note and "| obqa | 27.6 [23.9, 31.7] | 10 |" in note
+    assert "majority class 41.8, chance 33.9" in note
+    hist = client().get_metric_history(run.run_id, "train/loss_local_t")
+    assert [(m.step, m.value) for m in hist] == [(1, 3.0)]  # the NaN step is left out, not logged
+
+
+def test_the_pipelines_own_writes_do_not_make_a_run_dirty(tmp_path):
+    # guards the probed fault: every fresh run was git_dirty: true because dvc repro rewrites
+    # dvc.lock and metrics/ before training
+    import subprocess
+
+    from tinyllm.tracking.lineage import git_info
+
+    def git(*a):
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *a], cwd=tmp_path, check=True)
+
+    (tmp_path / "metrics").mkdir()
+    for f in ("dvc.lock", "metrics/train.json", "params.yaml"):
+        (tmp_path / f).write_text("a\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "x")
+    (tmp_path / "dvc.lock").write_text("b\n")
+    (tmp_path / "metrics" / "train.json").write_text("b\n")
+    assert git_info(tmp_path)["git_dirty"] == "false"
+    (tmp_path / "params.yaml").write_text("b\n")  # a real edit still counts
+    assert git_info(tmp_path)["git_dirty"] == "true"

@@ -306,6 +306,7 @@ def finish_evaluate_run(
     model; the run ended FINISHED."""
     if not run.run_id:
         return
+    run.set_tags({"mlflow.note.content": results_markdown(results)})  # the run's description: results first
     run.log_datasets(evaluation_datasets(run.root, eval_splits, prepared))
     run.log_metrics(eval_metrics(results))
     run.log_metrics(extra_metrics or {})
@@ -317,3 +318,26 @@ def finish_evaluate_run(
         run.log_model(model, tokenizer, registered_model, seq2seq)
     run.set_tags({TAG_EVALUATED: "true"})
     run.end("FINISHED")
+
+
+def results_markdown(results: dict) -> str:
+    """The run's description in the MLflow UI: per evaluated split, accuracy % with its 95% CI and n
+    per benchmark and the average, with the majority-class and chance rates beside the average."""
+    lines = []
+    for split, per in results.items():
+        if not isinstance(per, dict) or "average" not in per:
+            continue
+        avg = per["average"]
+        lines += [
+            f"**{split}**: accuracy % [95% CI], n (the `evaluate.headline` rule; majority class "
+            f"{100 * avg.get('majority', float('nan')):.1f}, chance {100 * avg.get('chance', float('nan')):.1f})",
+            "",
+            "| benchmark | accuracy % [95% CI] | n |",
+            "|---|---|---|",
+        ]
+        for b in ["average", *(k for k in per if k != "average")]:
+            m = per[b]
+            ci = f" [{100 * m['ci_low']:.1f}, {100 * m['ci_high']:.1f}]" if "ci_low" in m else ""
+            lines.append(f"| {b} | {100 * m['accuracy']:.1f}{ci} | {m.get('n', '')} |")
+        lines.append("")
+    return "\n".join(lines).strip() or "no evaluation results"

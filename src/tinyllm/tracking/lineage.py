@@ -25,8 +25,14 @@ def git_info(root: Path) -> dict[str, str]:
             return ""
 
     commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    # what the pipeline itself rewrites before training (dvc.lock, metrics/) does not make a run dirty
+    dirty = git(
+        "status", "--porcelain", "--untracked-files=no", "--", ".", *(f":(exclude){p}" for p in PIPELINE_WRITES)
+    )
     return {"git_commit": commit or "unknown", "git_dirty": str(bool(dirty)).lower()}
+
+
+PIPELINE_WRITES = ("dvc.lock", "metrics")  # committed files `dvc repro` rewrites as it runs
 
 
 def _lock_entries(root: Path) -> list[dict]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -107,7 +108,8 @@ class Run:
         (loss, loss_answer, loss_<teacher>, lr, ...), and ``valid/<loss_task>`` for ``valid_<loss_task>``."""
         if self.run_id:
             step = int(row["step"])
-            metrics = {row_metric(k): float(v) for k, v in row.items() if k != "step"}
+            # a task absent from this step's batch is NaN in the row: left out, so no curve ends in NaN
+            metrics = {row_metric(k): float(v) for k, v in row.items() if k != "step" and not math.isnan(float(v))}
             self._send({"op": "metrics", "metrics": metrics, "step": step, "ts": int(time.time() * 1000)})
 
     def log_metrics(self, metrics: dict, prefix: str = "") -> None:
