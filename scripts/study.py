@@ -6,6 +6,7 @@ trained and evaluated in one resumable job; partial results in reports/study/<na
     python scripts/study.py report [--profile ...]      # report.md / report.json from finished runs
     python scripts/study.py status [--profile ...]      # progress, finished runs, where a restart resumes
     python scripts/study.py compact [--profile ...]     # predictions as compact .jsonl.gz; the report must not change
+    python scripts/study.py summary                     # every study in one table (reports/study/summary.md)
 
 A thin command line over tinyllm.experiments.study (see its docstring).
 """
@@ -20,11 +21,13 @@ from pathlib import Path
 from tinyllm.experiments.study import StudyConfig, run_study, study_status, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
+# the RiddleSense cloze studies, in the order the summary lists them
+SUMMARY_PROFILES = ("study.yaml", "study-riddle-cloze-v2a.yaml", "study-riddle-cloze-v2b.yaml")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["run", "report", "status", "compact"])
+    ap.add_argument("command", choices=["run", "report", "status", "compact", "summary"])
     ap.add_argument("--profile", type=Path, default=ROOT / "experiments" / "study.yaml")
     ap.add_argument("--out", type=Path, help="default: reports/study/<name>")
     ap.add_argument("--progress", action="store_true", help="tqdm bars (off by default: the log is a file)")
@@ -52,6 +55,10 @@ def main() -> int:
         run_study(ROOT, cfg, out, progress=args.progress, first=first)
     elif args.command == "report":
         print(write_report(ROOT, cfg, out))
+    elif args.command == "summary":
+        from tinyllm.experiments.study.summary import write_summary
+
+        print(write_summary([ROOT / "experiments" / p for p in SUMMARY_PROFILES], ROOT / "reports" / "study"))
     elif args.command == "compact":
         if args.keep_full:  # a study still running on code that reads the full files
             from tinyllm.experiments.study.layout import compact_runs

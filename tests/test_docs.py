@@ -118,3 +118,23 @@ def test_the_documented_plots_command_renders_offline_and_leaves_nothing_tracked
     recipe = _text(ROOT / "Makefile").split("\nplots:", 1)[1].split("\n\n", 1)[0]
     assert "--html-template vendor/dvc-plots-offline.html" in recipe and "vendor-vega" in recipe
     assert "/dvc_plots/" in _text(ROOT / ".gitignore").splitlines()
+
+
+def test_the_readme_results_table_is_the_committed_metrics():
+    # guards the drift: the README's table showed one machine's run while metrics/ held another's
+    import json
+
+    head = json.loads(_text(ROOT / "metrics" / "headline.json"))
+    full = json.loads(_text(ROOT / "metrics" / "eval.json"))["valid"]
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in _text(ROOT / "README.md").splitlines()
+        if line.startswith("| ")
+    }
+    order = ["obqa", "arc", "piqa", "riddle", "pubmedqa", "bioasq"]
+    want = [head["valid"][b] for b in order] + [head["average"]["valid"]]
+    assert rows["n"] == [str(m["n"]) for m in want]
+    assert rows["TinyLLM, default profile"] == [f"{m['acc']:.1f} [{m['ci_low']:.1f}, {m['ci_high']:.1f}]" for m in want]
+    maj = [round(100 * full[b]["majority"], 1) for b in [*order, "average"]]
+    chance = [round(100 * full[b]["chance"], 1) for b in [*order, "average"]]
+    assert rows["majority class / chance"] == [f"{m:.1f} / {c:.1f}" for m, c in zip(maj, chance, strict=True)]

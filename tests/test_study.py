@@ -713,3 +713,51 @@ def test_study_students_live_in_a_dvc_subrepo_the_pipeline_status_ignores(tmp_pa
     shutil.rmtree(tmp_path / ".dvc" / "cache")  # a clone that has not pulled it
     assert "arm-s0" not in dvc("status", cwd=tmp_path).stdout  # the pipeline's status: silent
     assert "not in cache" in dvc("status", cwd=study).stdout  # the subrepo's: names it
+
+
+def test_the_summary_puts_every_regime_in_one_table_with_holm_over_the_primary_family(tmp_path):
+    # guards: one conclusion across studies: each regime's arm - ft pooled over both halves with
+    # the sign-flip p, Holm-adjusted over the pre-registered primary family only
+    import yaml
+
+    from tinyllm.benchmarks import valid_half
+    from tinyllm.experiments.study.summary import summary_rows, write_summary
+    from tinyllm.stats import holm
+
+    recs = [{**r, "id": f"q{i}"} for i, r in enumerate(records("valid") * 10)]
+
+    def preds(right: set):
+        return [
+            {"id": r["id"], "label": r["label"], "pred_norm": r["label"] if i in right else (r["label"] + 1) % 3,
+             "n_options": 3, "half": valid_half(r)}
+            for i, r in enumerate(recs)
+        ]  # fmt: skip
+
+    studies = tmp_path / "studies"
+    base = set(range(0, len(recs), 2))
+    profiles = []
+    for name, pooled, gain in (("v1", False, {1}), ("v2", True, {1, 3, 5, 7, 9, 11, 13, 15})):
+        arms = {"untrained": {"steps": 0}, "ft": {"alphas": {}}, "tinyllm": {"alphas": {"t": 1.0}}}
+        cfg = {"name": name, "benchmarks": ["obqa"], "seeds": [0, 1], "arms": arms, "rule": "norm",
+               "report_half": "report", "primary_pooled": pooled, "mlflow": False}  # fmt: skip
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+        profiles.append(tmp_path / f"{name}.yaml")
+        out = studies / name
+        _fake_run(out, "untrained-s0", preds=preds(set()))
+        for s in (0, 1):
+            _fake_run(out, f"ft-s{s}", preds=preds(base))
+            _fake_run(out, f"tinyllm-s{s}", preds=preds(base | gain))
+    rows = {(r["study"], r["comparison"]): r for r in summary_rows(profiles, studies)}
+    assert set(rows) == {
+        ("v1", "ft - untrained"),
+        ("v1", "tinyllm - ft"),
+        ("v2", "ft - untrained"),
+        ("v2", "tinyllm - ft"),
+    }
+    fam = [k for k, r in rows.items() if r["family"]]
+    assert fam == [("v2", "tinyllm - ft")] and rows[("v1", "tinyllm - ft")]["holm"] is None
+    r = rows[("v2", "tinyllm - ft")]
+    assert r["n"] == len(recs) and r["diff"] == pytest.approx(8 / len(recs)) and r["seeds"] == [0, 1]
+    assert r["holm"] == pytest.approx(holm({0: r["p_perm"]})[0])
+    text = write_summary(profiles, studies)
+    assert "| v2 | tinyllm - ft * | 0, 1 |" in text and (studies / "summary.json").exists()
