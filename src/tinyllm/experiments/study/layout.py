@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ...config import RULES
 from .config import StudyConfig
 
 
@@ -25,7 +26,7 @@ def _runs_done(cfg: StudyConfig, out: Path) -> dict[str, dict[int, Path]]:
 
 # What a study keeps of each prediction (the fields its report reads): the compact file
 # ``<benchmark>.jsonl.gz`` beside where ``<benchmark>.jsonl`` (every field) used to be.
-COMPACT_FIELDS = ("id", "label", "half", *(f"pred_{r}" for r in ("score", "sum", "norm", "pmi", "generate")))
+COMPACT_FIELDS = ("id", "label", "half", *(f"pred_{r}" for r in RULES))
 
 
 def compact(p: dict) -> dict:
