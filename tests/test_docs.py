@@ -138,3 +138,20 @@ def test_the_readme_results_table_is_the_committed_metrics():
     maj = [round(100 * full[b]["majority"], 1) for b in [*order, "average"]]
     chance = [round(100 * full[b]["chance"], 1) for b in [*order, "average"]]
     assert rows["majority class / chance"] == [f"{m:.1f} / {c:.1f}" for m, c in zip(maj, chance, strict=True)]
+
+
+def test_every_documented_script_answers_help():
+    # every `python scripts/<name>.py` the docs show exists and parses its own command line offline
+    import subprocess
+    import sys
+
+    scripts = sorted({s for doc in DOCS for s in re.findall(r"python scripts/([a-z_]+)\.py", _text(doc))})
+    assert "study" in scripts and "export_rationales" in scripts
+    for name in scripts:
+        res = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / f"{name}.py"), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert res.returncode == 0 and "usage" in res.stdout.lower(), (name, res.stderr[-500:])
