@@ -115,11 +115,15 @@ mlflow-ui:  ## MLflow UI on the SQLite store; prints the runs table's URL (MLFLO
 	  exit 2; }
 	-@MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(VENV)/bin/python scripts/mlflow_ui_url.py \
 	  --ui http://$(MLFLOW_HOST):$(MLFLOW_PORT)
+	@mkdir -p .tinyllm; echo "MLflow server log: .tinyllm/mlflow-ui.log (Ctrl-C stops the server)"; \
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server \
 	  $(if $(filter 1,$(MLFLOW_AUTH)),--app-name basic-auth) \
 	  --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --artifacts-destination $(CURDIR)/mlartifacts \
 	  --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers 1 \
-	  $(if $(MLFLOW_ALLOWED_HOSTS),--allowed-hosts $(MLFLOW_ALLOWED_HOSTS))
+	  $(if $(MLFLOW_ALLOWED_HOSTS),--allowed-hosts $(MLFLOW_ALLOWED_HOSTS)) > .tinyllm/mlflow-ui.log 2>&1 & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null' INT TERM EXIT; \
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(VENV)/bin/python scripts/mlflow_ui_url.py \
+	  --ui http://$(MLFLOW_HOST):$(MLFLOW_PORT) --wait $$pid && wait $$pid
 
 clean:
 	rm -rf .pytest_cache

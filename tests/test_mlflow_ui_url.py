@@ -40,3 +40,38 @@ def test_make_mlflow_ui_prints_the_link_before_starting_the_server():
     out = subprocess.run(["make", "-n", "mlflow-ui"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     link, server = out.index("scripts/mlflow_ui_url.py \\\n  --ui http://127.0.0.1:5000"), out.index("mlflow server")
     assert link < server
+
+
+def test_the_link_is_printed_again_once_the_server_is_healthy(tmp_path, capsys, monkeypatch):
+    # guards the probed fault: the link printed before start-up was pushed off screen by ~12
+    # start-up lines and per-request logs; now the server logs to a file and the link comes last
+    import os
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import mlflow_ui_url
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/none.db")  # no store: no link, no params read
+
+    class Health(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    ui = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        assert mlflow_ui_url.wait_healthy(ui, os.getpid(), 10)
+        assert mlflow_ui_url.main(["--ui", ui, "--root", str(tmp_path), "--wait", str(os.getpid())]) == 0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert not mlflow_ui_url.wait_healthy(ui, 2**22 + 12345, 3)  # no server and no such process: False, fast
+    out = subprocess.run(["make", "-n", "mlflow-ui"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "> .tinyllm/mlflow-ui.log 2>&1 &" in out and out.rindex("--wait") > out.index("mlflow server")
