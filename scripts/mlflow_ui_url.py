@@ -5,8 +5,10 @@
 MLflow 3.17's UI opens an experiment in its GenAI view unless the link says otherwise; the link
 from ``tinyllm.tracking.runs_url`` carries ``workflowType=machine_learning``. The experiment is
 ``tracking.experiment`` of params.yaml in the store ``tinyllm.tracking`` uses (MLFLOW_TRACKING_URI,
-else <repo>/mlflow.db), read only: before the first evaluated run there is no link to give (the
-server, not this script, creates the experiment, so its artifacts go where the server keeps them).
+else <repo>/mlflow.db). The link opens the runs table in the results view (the accuracy columns,
+``tinyllm.tracking.results_view_state``), tagged on the experiment if an older run did not. Before
+the first evaluated run there is no link to give (the server, not this script, creates the
+experiment, so its artifacts go where the server keeps them).
 `make mlflow-ui` prints this before starting the server, and again (``--wait PID``) once the server
 answers ``/health``, after its start-up lines, which go to a log file instead of the terminal.
 """
@@ -29,7 +31,11 @@ def runs_link(root: Path, ui: str) -> str | None:
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return None  # no store yet: reading would create it
     runs = tracking.row_runs(root, load_config(root / "params.yaml").tracking.experiment)
-    return tracking.runs_url(ui, runs[0]["experiment_id"]) if runs else None
+    if not runs:
+        return None
+    exp_id = runs[0]["experiment_id"]
+    tracking.ensure_results_view(root, exp_id)  # a store whose runs are older than the view
+    return tracking.runs_url(ui, exp_id)
 
 
 def wait_healthy(ui: str, pid: int, timeout: float) -> bool:

@@ -3,7 +3,6 @@ the source has it), by option likelihood and by generate-and-match; metrics to m
 per-question predictions to eval/, and one MLflow run with params, metrics and lineage tags."""
 
 import argparse
-import json
 import resource
 import time
 
@@ -54,12 +53,10 @@ def open_mlflow_run(root, all_params, args):
     """The run distill started, resumed (or a fresh one linked to the checkpoint: tinyllm.tracking)."""
     from tinyllm import tracking
 
-    train = json.loads((root / args.train_metrics).read_text()) if (root / args.train_metrics).exists() else {}
     return tracking.open_evaluate_run(
         root,
         all_params,
         args.run_file,
-        train_metrics=train.get("train"),
         train_log=root / args.train_log,
         student=args.model,
         enabled=not args.no_mlflow,

@@ -36,7 +36,9 @@ def test_repro_writes_metrics_and_one_mlflow_run_with_lineage(repo):
     runs = mlflow.search_runs(experiment_names=["tinyllm"])
     assert len(runs) == 1
     r = runs.iloc[0]
-    assert r["metrics.acc/valid/arc"] == pytest.approx(metrics["valid"]["arc"]["accuracy"])
+    assert r["metrics.accuracy/valid/arc"] == pytest.approx(100 * metrics["valid"]["arc"]["accuracy"])  # percent
+    n_in_artifact = mlflow.artifacts.load_dict(f"runs:/{r['run_id']}/eval.json")["valid"]["arc"]["n"]
+    assert n_in_artifact == metrics["valid"]["arc"]["n"]  # bookkeeping: the artifact, not a chart each
     lock = yaml.safe_load((d / "dvc.lock").read_text())
     student_md5 = next(o["md5"] for o in lock["stages"]["distill"]["outs"] if o["path"] == "models/student")
     assert r["tags.dvc.md5.models/student"] == student_md5

@@ -105,8 +105,10 @@ def test_one_run_spans_distill_and_evaluate(repo):
     assert eval_id == distill_id
     run = client().get_run(distill_id)
     assert [m.step for m in client().get_metric_history(distill_id, "train/loss")] == [1, 2, 3]
-    assert run.data.metrics["acc/valid/obqa"] == 0.5
-    assert run.data.metrics["train.loss_last"] == 1.0
+    assert run.data.metrics["accuracy/valid/obqa"] == 50.0  # percent, as DVC and the README show it
+    import mlflow
+
+    assert mlflow.artifacts.load_dict(f"runs:/{distill_id}/train.json") == {"train": {"loss_last": 1.0, "steps": 3}}
     assert run.data.metrics["valid/loss_answer"] == 0.9  # train()'s valid_loss_<task> rows
     assert run.info.status == "FINISHED"
     assert run.data.tags[tracking.TAG_ORIGIN] == "distill"
@@ -130,22 +132,57 @@ def _ui_sections(names) -> list[tuple[str, list[str]]]:
 
 def test_accuracy_sorts_first_in_the_ui_then_the_training_curves(repo):
     # guards: the headline accuracy buried among CIs, counts and timings (issue 22: 451 charts led
-    # by single-value bars); the results dict (metrics/eval.json, a DVC output) renamed in place
+    # by single-value bars; issue 34: 555 bookkeeping charts, accuracy as 0.48 beside DVC's 48.0);
+    # the results dict (metrics/eval.json, a DVC output) renamed in place
+    import mlflow
+
     root, params = repo
     obqa = {"accuracy": 0.5, "n": 10, "ci_low": 0.2, "ci_high": 0.8, "acc_sum": 0.4}
-    results = {"valid": {"obqa": obqa, "average": {"accuracy": 0.5, "n": 10}}, "eval_wall_s": 3.0}
+    results = {"valid": {"obqa": obqa, "average": {"accuracy": 0.25, "n": 10}}, "eval_wall_s": 3.0}
     before = json.loads(json.dumps(results))
-    run_id, _ = distill_and_evaluate(root, params, results=results)
+    caches = {"flan_t5_xl": {"obqa": {"train": {"ok": 9, "missing": 1}}}}
+    run_id, _ = distill_and_evaluate(root, params, results=results, extra={"rationales.json": caches})
     assert results == before
-    metrics = client().get_run(run_id).data.metrics
-    assert sorted(metrics)[:2] == ["acc/valid/average", "acc/valid/obqa"]  # the run page's metrics table
+    metrics = {k: v for k, v in client().get_run(run_id).data.metrics.items() if not k.startswith("system/")}
+    assert sorted(metrics)[:2] == ["accuracy/valid/average", "accuracy/valid/obqa"]  # the run page's metrics table
+    assert metrics["accuracy/valid/average"] == 25.0 and metrics["accuracy/valid/obqa"] == 50.0
     sections = _ui_sections(metrics)
-    assert sections[0] == ("acc/valid", ["acc/valid/average", "acc/valid/obqa"])
+    assert sections[0] == ("accuracy/valid", ["accuracy/valid/average", "accuracy/valid/obqa"])
     assert sections[1][0] == "train" and {"train/loss", "train/loss_flan_t5_xl", "train/lr"} <= set(sections[1][1])
     assert sections[2] == ("valid", ["valid/loss_answer"])  # the loss on valid questions while training
-    details = {"valid.obqa.n", "valid.obqa.ci_low", "valid.obqa.acc_sum", "eval_wall_s", "train.loss_last"}
-    assert details <= set(dict(sections)["Model metrics"])
-    assert not any(k.endswith(".accuracy") for k in metrics)  # each accuracy once, under acc/
+    assert len(sections) == 3  # no bookkeeping charts: n, CIs, timings, cache counts are artifacts
+    assert mlflow.artifacts.load_dict(f"runs:/{run_id}/rationales.json") == caches
+
+
+def test_reports_read_exact_results_from_the_artifact_and_old_runs_from_metrics(repo):
+    # guards: the grid report losing n and CIs once they left the metrics, and misreading the
+    # percent accuracy (48.0) or an older run's fraction (0.48) as the other
+    root, params = repo
+    (root / "metrics").mkdir(exist_ok=True)
+    results = {"valid": {"obqa": {"accuracy": 1 / 3, "n": 3, "ci_low": 0.06, "ci_high": 0.79}}, "eval_wall_s": 2.0}
+    (root / "metrics" / "eval.json").write_text(json.dumps(results))
+    run_id, _ = distill_and_evaluate(root, params, results=results, artifacts=[root / "metrics" / "eval.json"])
+    (got,) = [r for r in tracking.row_runs(root, params["tracking"]["experiment"]) if r["run_id"] == run_id]
+    assert got["results"] == {"valid": results["valid"]}  # exact: 1/3, not 33.33.../100
+    old = {"acc/valid/obqa": 0.5, "valid.obqa.n": 4.0, "valid.obqa.ci_low": 0.1, "train/loss": 1.0}
+    assert tracking.split_metrics(old) == {"valid": {"obqa": {"accuracy": 0.5, "n": 4.0, "ci_low": 0.1}}}
+    assert tracking.split_metrics({"accuracy/test/average": 48.0}) == {"test": {"average": {"accuracy": 0.48}}}
+
+
+def test_runs_link_opens_the_results_view_with_columns_the_runs_have(repo):
+    # guards: the runs table opening without any accuracy column (issue 34 item 3): the link names a
+    # shared view whose columns are metrics the runs really log
+    root, params = repo
+    run_id, _ = distill_and_evaluate(root, params)
+    run = client().get_run(run_id)
+    tags = client().get_experiment(run.info.experiment_id).tags
+    state = json.loads(tags["mlflow.sharedViewState." + tracking.RESULTS_VIEW])
+    metric_columns = [c for c in state["selectedColumns"] if c.startswith("metrics.")]
+    assert metric_columns[0] == "metrics.`accuracy/valid/average`"
+    assert {"metrics.`accuracy/valid/average`", "metrics.`accuracy/valid/obqa`"} <= set(metric_columns)
+    assert {f"metrics.`{m}`" for m in run.data.metrics if m.startswith("accuracy/")} <= set(metric_columns)
+    url = tracking.runs_url("http://127.0.0.1:5000", run.info.experiment_id)
+    assert url.endswith(f"&viewStateShareKey={tracking.RESULTS_VIEW}")
 
 
 def test_run_named_by_row_alphas_and_seed(repo, monkeypatch):
@@ -256,9 +293,7 @@ def test_evaluate_after_restored_distill_starts_linked_run(repo):
     root, params = repo
     first, _ = distill_and_evaluate(root, params)
     (root / "metrics" / "train_log.tsv").write_text("step\tloss\n1\t2.0\n2\t1.5\n")
-    ev = tracking.open_evaluate_run(
-        root, params, train_metrics={"loss_last": 1.5}, train_log=root / "metrics" / "train_log.tsv"
-    )
+    ev = tracking.open_evaluate_run(root, params, train_log=root / "metrics" / "train_log.tsv")
     tracking.finish_evaluate_run(ev, {"valid": {"average": {"accuracy": 0.7}}}, eval_splits=["valid"])
     assert ev.run_id != first
     run = client().get_run(ev.run_id)
@@ -266,7 +301,7 @@ def test_evaluate_after_restored_distill_starts_linked_run(repo):
     assert run.data.tags[tracking.TAG_DISTILL_RUN] == first
     assert run.data.tags[tracking.TAG_STUDENT_MD5] == STUDENT_MD5
     assert [m.value for m in client().get_metric_history(ev.run_id, "train/loss")] == [2.0, 1.5]
-    assert client().get_run(first).data.metrics["acc/valid/average"] == 0.5  # the old run untouched
+    assert client().get_run(first).data.metrics["accuracy/valid/average"] == 50.0  # the old run untouched
 
 
 def test_run_id_from_another_store_starts_fresh_run(repo):
@@ -459,7 +494,7 @@ def test_only_the_tracking_package_imports_mlflow_and_only_when_used():
 def test_ui_links_open_on_the_runs_table():
     # guards: printed links landing on the GenAI overview (MLflow 3.17 follows the workflowType toggle)
     url = tracking.runs_url("http://127.0.0.1:5000/", "7")
-    assert url == "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+    assert url.startswith("http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning")
 
 
 def test_evaluate_resumes_its_run_whatever_experiment_is_active(repo, monkeypatch):

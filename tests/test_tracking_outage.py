@@ -127,7 +127,7 @@ def test_outage_to_the_end_hands_the_buffer_to_evaluate(repo, monkeypatch):
     tracking.finish_distill_run(run, root, {"loss_last": 1.0})
     assert time.perf_counter() - t0 < 15
     info = json.loads((root / tracking.RUN_FILE).read_text())
-    assert info["run_id"] == run.run_id and len(info["pending"]) == 4  # 2 rows, summary metrics, tag
+    assert info["run_id"] == run.run_id and len(info["pending"]) == 3  # 2 rows, the tag
     outage.down = False  # the server is back when evaluate starts
     ev = tracking.open_evaluate_run(root, params)
     assert ev.run_id == run.run_id  # resumed, not a fresh run: distill's run carries its whole curve
@@ -135,7 +135,7 @@ def test_outage_to_the_end_hands_the_buffer_to_evaluate(repo, monkeypatch):
     import mlflow
 
     got = mlflow.MlflowClient().get_run(run.run_id)
-    assert got.data.metrics["train.loss_last"] == 1.0 and got.data.tags[tracking.TAG_DISTILLED] == "true"
+    assert got.data.tags[tracking.TAG_DISTILLED] == "true"  # (the summary: evaluate's train.json artifact)
     # the run file is distill's DVC output: left as distill wrote it (rewritten, it made every
     # later `dvc repro` restore it and re-run evaluate); the replay is recorded beside it, once
     assert json.loads((root / tracking.RUN_FILE).read_text()) == info

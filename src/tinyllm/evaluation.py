@@ -203,11 +203,11 @@ def finish_run(
         tracking.dvc_hashes(root, ["data/raw", "data/prepared", "data/rationales", "models/base", "models/student"])
     )
     # rationale-cache quality (counts of ok/empty/missing/failed/filtered/truncated per teacher)
-    metrics = {"rationales": rationale_cache_metrics(Path(root) / "metrics", teachers)}
+    caches = rationale_cache_metrics(Path(root) / "metrics", teachers)
     tracking.finish_evaluate_run(
         run,
         results,
-        metrics,
+        {"rationales.json": caches},
         artifacts=artifacts,
         eval_splits=[s for s in results if isinstance(results[s], dict)],
         model=student.model,

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .names import PARENT_ENV, TAG_KIND, acc_metric, has_accuracy, param_values
+from .names import PARENT_ENV, SPLITS, TAG_KIND, acc_metric, has_accuracy, param_values, split_metrics
 from .run import TAG_ENDED_BY, TAG_PID, Run, owner_alive, owner_tags
 from .store import _mlflow, ensure_experiment, experiment_name, shown_uri, tracking_config
 
@@ -169,7 +169,8 @@ def log_run(
 def row_runs(root: Path, experiment: str | None = None) -> list[dict]:
     """Finished runs that carry a `row` tag and accuracy metrics (evaluate's runs; a parent or
     report run without metrics is left out), newest first: {run_id, experiment_id, row, seed,
-    tags, metrics, start_time}; seed = the run's `distill.seed` param (None if not logged)."""
+    tags, metrics, results, start_time}; seed = the run's `distill.seed` param (None if not
+    logged); results = ``{split: {benchmark: {accuracy, n, ci_low, ...}}}`` (``run_results``)."""
     mlflow = _mlflow(root)
     exp = mlflow.get_experiment_by_name(experiment_name(root, experiment))
     if exp is None:
@@ -194,10 +195,27 @@ def row_runs(root: Path, experiment: str | None = None) -> list[dict]:
                 "seed": int(seed) if seed not in (None, "", "null") else None,
                 "tags": dict(r.data.tags),
                 "metrics": dict(r.data.metrics),
+                "results": run_results(mlflow, r.info.run_id, r.data.metrics),
                 "start_time": r.info.start_time,
             }
         )
     return out
+
+
+def run_results(mlflow, run_id: str, metrics: dict) -> dict:
+    """``{split: {benchmark|average: {accuracy, n, ci_low, ci_high, majority, chance, ...}}}`` of an
+    evaluated run, accuracy as a fraction: its ``eval.json`` artifact (the evaluate stage's
+    metrics/eval.json, exact), else what its metrics hold (``split_metrics``: runs logged before
+    the artifact carried the bookkeeping, and study child runs)."""
+    try:
+        data = mlflow.artifacts.load_dict(f"runs:/{run_id}/eval.json")
+    except Exception:  # noqa: BLE001  (no such artifact)
+        data = None
+    if isinstance(data, dict):
+        per = {k: v for k, v in data.items() if k in SPLITS and isinstance(v, dict)}
+        if per:
+            return per
+    return split_metrics(metrics)
 
 
 def download_artifacts(root: Path, run_id: str, path: str, dst: Path) -> Path | None:

@@ -125,7 +125,8 @@ def _used_teachers(params: dict) -> dict:
 
 
 def finish_distill_run(run: Run, root: Path, train_metrics: dict, run_file: Path | str = RUN_FILE) -> None:
-    """Summary metrics, the hand-over file for ``evaluate``, and the run ended FINISHED.
+    """The training summary (artifact ``train.json``), the hand-over file for ``evaluate``, and the
+    run ended FINISHED.
 
     The file is written also without a run (``{"run_id": null}``): it is a DVC output of distill.
     """
@@ -133,8 +134,11 @@ def finish_distill_run(run: Run, root: Path, train_metrics: dict, run_file: Path
 
     info = {"run_id": run.run_id}
     if run.run_id:
-        run.log_metrics(train_metrics, prefix="train.")
         run.set_tags({TAG_DISTILLED: "true"})
+        if not run.pending:
+            # the training summary is bookkeeping, not a chart: one artifact (evaluate replaces it
+            # with the whole metrics/train.json); the curves went live, one point per step
+            run.log_dict({"train": train_metrics}, "train.json")
         info.update(experiment_id=run.experiment_id, tracking_uri=shown_uri(root))
         if run.flush():
             try:
@@ -241,7 +245,6 @@ def open_evaluate_run(
     root: Path,
     params: dict,
     run_file: Path | str = RUN_FILE,
-    train_metrics: dict | None = None,
     train_log: Path | None = None,
     student: str = "models/student",
     enabled: bool = True,
@@ -249,7 +252,7 @@ def open_evaluate_run(
     """Resume the run ``distill`` started, or start a fresh one linked to the checkpoint.
 
     A fresh run gets everything the distill run would have had (params, tags, training datasets,
-    the training curve from ``train_log`` and ``train_metrics``), so it is complete on its own.
+    the training curve from ``train_log``; evaluate adds the metric files), so it is complete on its own.
     """
     if not enabled or not _is_main_process():
         return Run()
@@ -273,7 +276,6 @@ def open_evaluate_run(
         run.log_datasets(training_datasets(root, params))
         for row in _read_tsv(train_log):
             run.log_row(row)
-        run.log_metrics(train_metrics or {}, prefix="train.")
     run.log_params(_params_of(params, ("evaluate", "tracking")))
     run.set_tags(link)
     log.info("evaluate logs into run %s (%s)", run.run_id, origin)
@@ -290,7 +292,7 @@ def _read_tsv(path: Path | None) -> list[dict]:
 def finish_evaluate_run(
     run: Run,
     results: dict,
-    extra_metrics: dict | None = None,
+    extra: dict[str, dict] | None = None,
     artifacts: list[Path] = (),
     eval_splits: list[str] = (),
     model=None,
@@ -301,16 +303,18 @@ def finish_evaluate_run(
     prepared: str = "data/prepared",
     predictions: Path | None = None,
 ) -> None:
-    """Per-benchmark metrics (``acc/valid/obqa``, ``acc/valid/average``, ``valid.obqa.n``...: names.py),
-    the evaluated splits as datasets, the metric files, optionally the student as a registered
-    model; the run ended FINISHED."""
+    """The accuracy per benchmark and split in percent as metrics (``accuracy/valid/obqa``,
+    ``accuracy/valid/average``: names.py), the evaluated splits as datasets, the metric files as
+    artifacts (n, CIs, every rule: ``eval.json``), ``extra`` as JSON artifacts (``{name: dict}``,
+    e.g. ``rationales.json``), optionally the student as a registered model; the run ended FINISHED."""
     if not run.run_id:
         return
     run.set_tags({"mlflow.note.content": results_markdown(results)})  # the run's description: results first
     run.log_datasets(evaluation_datasets(run.root, eval_splits, prepared))
     run.log_metrics(eval_metrics(results))
-    run.log_metrics(extra_metrics or {})
     run.log_artifacts(list(artifacts))
+    for name, data in (extra or {}).items():
+        run.log_dict(data, name)
     for split_dir in sorted(Path(predictions).glob("*")) if predictions else []:
         # per-question predictions: the report's paired tests read them back (predictions/<split>/<b>.jsonl)
         run.log_artifacts(sorted(split_dir.glob("*.jsonl")), f"predictions/{split_dir.name}")

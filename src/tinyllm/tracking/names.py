@@ -88,19 +88,25 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 # Metric names, for the MLflow UI: it groups a run's charts into sections by the name before the
 # last "/" and lists sections alphabetically, then "Model metrics" (names without "/"), then
-# "System metrics" ("system/..."); charts and metric tables are alphabetical within. So:
-# - acc/<split>/<benchmark|average>  the headline accuracy: first section, first metrics;
-# - train/<key>, valid/<key>         the live training curves (loss, loss_<task>, lr; the loss on
-#                                    the valid questions), right after;
-# - <split>.<benchmark>.<key>        everything else, under "Model metrics" after them: n, CIs,
-#   train.<key>, ...                 per-rule accuracies, chance, majority, timings, summaries.
-# metrics/eval.json (DVC) keeps its own layout: only the names sent to MLflow follow this.
-ACC = "acc"
-_SPLITS = ("train", "valid", "test")
+# "System metrics" ("system/..."); charts and metric tables are alphabetical within. So a run's
+# metrics are only what reads as a chart or a column:
+# - accuracy/<split>/<benchmark|average>  the headline accuracy in percent (48.0, as DVC and the
+#                                         README show it): first section, first metrics;
+# - train/<key>, valid/<key>              the live training curves (loss, loss_<task>, lr; the loss
+#                                         on the valid questions), right after.
+# Everything else (n, CIs, every rule's accuracy, chance, majority, timings, training summary,
+# rationale-cache counts) is bookkeeping: it stays in the run's artifacts, in the layout of the
+# files DVC tracks (eval.json, train.json, rationales.json), instead of one single-bar chart each.
+# Runs logged before 2026-12-05 have acc/<split>/<benchmark> as a fraction and the bookkeeping as
+# <split>.<benchmark>.<key> metrics; `split_metrics` reads both.
+ACC = "accuracy"
+OLD_ACC = "acc"  # fraction; runs logged before 2026-12-05
+SPLITS = ("train", "valid", "test")
 
 
 def acc_metric(split: str, benchmark: str) -> str:
-    """``acc/valid/obqa``: the MLflow name of a split's headline accuracy on a benchmark (or ``average``)."""
+    """``accuracy/valid/obqa``: the MLflow name of a split's headline accuracy (percent) on a
+    benchmark (or ``average``)."""
     return f"{ACC}/{split}/{benchmark}"
 
 
@@ -112,28 +118,39 @@ def row_metric(key: str) -> str:
 
 def eval_metrics(results: dict) -> dict:
     """Evaluation results ``{split: {benchmark: {accuracy, n, ci_low, ...}}, <key>: value}`` as MLflow
-    metrics: each ``accuracy`` as ``acc/<split>/<benchmark>``, the rest flattened (``valid.obqa.n``)."""
+    metrics: each split's ``accuracy`` per benchmark, in percent, as ``accuracy/<split>/<benchmark>``;
+    nothing else (the rest is the ``eval.json`` artifact)."""
     out = {}
-    for key, value in flatten(results).items():
-        split, _, rest = key.partition(".")
-        benchmark, _, name = rest.partition(".")
-        out[acc_metric(split, benchmark) if name == "accuracy" and split in _SPLITS else key] = value
+    for split, per in results.items():
+        if split not in SPLITS or not isinstance(per, dict):
+            continue
+        for benchmark, m in per.items():
+            if isinstance(m, dict) and isinstance(m.get("accuracy"), (int, float)):
+                out[acc_metric(split, benchmark)] = 100 * float(m["accuracy"])
     return out
 
 
 def split_metrics(flat: dict) -> dict[str, dict[str, dict[str, float]]]:
-    """``{split: {benchmark|average: {accuracy, n, ...}}}`` from a run's MLflow metrics: the names
-    ``eval_metrics`` gives, and the ``valid.obqa.accuracy`` of runs logged before them."""
+    """``{split: {benchmark|average: {accuracy, n, ...}}}`` (accuracy as a fraction) from a run's
+    MLflow metrics: ``accuracy/<split>/<b>`` (percent), and older runs' ``acc/<split>/<b>``
+    (fraction) and ``valid.obqa.<key>``."""
     out: dict = {}
     for k, v in flat.items():
-        acc = k.startswith(ACC + "/")
-        parts = k.split("/")[1:] + ["accuracy"] if acc else k.split(".")
-        if len(parts) == 3 and parts[0] in _SPLITS and isinstance(v, (int, float)):
-            split, benchmark, name = parts
+        if not isinstance(v, (int, float)):
+            continue
+        head = k.split("/")[0]
+        if head in (ACC, OLD_ACC) and k.count("/") == 2:
+            (split, benchmark), name = k.split("/")[1:], "accuracy"
+            v = v / 100 if head == ACC else v
+        elif "/" not in k and k.count(".") == 2:
+            split, benchmark, name = k.split(".")
+        else:
+            continue
+        if split in SPLITS:
             out.setdefault(split, {}).setdefault(benchmark, {})[name] = float(v)
     return out
 
 
 def has_accuracy(metrics: dict) -> bool:
-    """Whether a run's metrics hold an evaluation's accuracy (either naming)."""
-    return any(k.startswith(ACC + "/") or k.endswith(".accuracy") for k in metrics)
+    """Whether a run's metrics hold an evaluation's accuracy (any naming)."""
+    return any(k.startswith((ACC + "/", OLD_ACC + "/")) or k.endswith(".accuracy") for k in metrics)

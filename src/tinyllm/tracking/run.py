@@ -144,6 +144,16 @@ class Run:
             if self.run_id and Path(p).exists():
                 self.mlflow.log_artifact(str(p), artifact_path=artifact_path)
 
+    def log_dict(self, data: dict, name: str) -> None:
+        """``data`` as the JSON artifact ``name`` (bookkeeping that is no chart: ``rationales.json``)."""
+        if not (self.run_id and data):
+            return
+        try:
+            with fast_http():
+                self.mlflow.MlflowClient().log_dict(self.run_id, data, name)
+        except Exception as e:  # noqa: BLE001  (bookkeeping is never the reason a stage fails)
+            log.warning("could not log %s to MLflow run %s (%s)", name, self.run_id, _short(e))
+
     def log_model(self, model, tokenizer, registered_model: str | None, seq2seq: bool) -> str | None:
         """The student as an MLflow model (transformers flavour), registered as a new version of
         ``registered_model``; returns the model URI.

@@ -137,7 +137,8 @@ def _mlflow(root: Path):
 
 
 def ensure_experiment(root: Path, name: str) -> str:
-    """The experiment's id, created if needed, with its kind set so the UI opens on the runs table."""
+    """The experiment's id, created if needed, with its kind set so the UI opens on the runs table
+    and the results view (``runs_url``) tagged."""
     mlflow = _mlflow(root)
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
@@ -153,7 +154,39 @@ def ensure_experiment(root: Path, name: str) -> str:
         exp_id, tags = exp.experiment_id, exp.tags
     if tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
         mlflow.MlflowClient().set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    ensure_results_view(root, exp_id, tags)
     return exp_id
+
+
+# The runs table's columns as the link opens it: MLflow 3.17 keeps the table's columns per browser
+# (localStorage), and a link may name a "shared view", an experiment tag
+# ``mlflow.sharedViewState.<key>`` holding the view state as JSON (what the UI's Share button
+# writes). The results view shows the accuracy (percent) columns, average first, newest run first.
+RESULTS_VIEW = "tinyllm-results"
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+
+
+def results_view_state() -> dict:
+    """The runs table's view state of the results view: accuracy/valid/average, then each
+    benchmark's, then the test average, then MLflow's Dataset and Models columns."""
+    from ..benchmarks import BENCHMARKS
+    from .names import acc_metric
+
+    accs = [acc_metric("valid", b) for b in ("average", *BENCHMARKS)] + [acc_metric("test", "average")]
+    columns = [f"metrics.`{m}`" for m in accs] + ["attributes.`Dataset`", "attributes.`Models`"]
+    return {"orderByKey": "attributes.start_time", "orderByAsc": False, "selectedColumns": columns}
+
+
+def ensure_results_view(root: Path, experiment_id: str, tags: dict | None = None) -> None:
+    """Write the results view's tag on the experiment (its ``tags``, read when not given) unless it
+    is there already."""
+    import json
+
+    mlflow = _mlflow(root)
+    tags = mlflow.get_experiment(experiment_id).tags if tags is None else tags
+    value = json.dumps(results_view_state(), separators=(",", ":"))
+    if tags.get(SHARED_VIEW_TAG + RESULTS_VIEW) != value:
+        mlflow.MlflowClient().set_experiment_tag(experiment_id, SHARED_VIEW_TAG + RESULTS_VIEW, value)
 
 
 def runs_url(ui: str, experiment_id: str, run_id: str | None = None) -> str:
@@ -161,10 +194,15 @@ def runs_url(ui: str, experiment_id: str, run_id: str | None = None) -> str:
 
     MLflow 3.17's UI picks an experiment's first page from its GenAI / Model training toggle
     (stored per browser, GenAI by default), not from ``mlflow.experimentKind``; the URL parameter
-    ``workflowType=machine_learning`` sets that toggle, so links printed for users carry it.
+    ``workflowType=machine_learning`` sets that toggle, so links printed for users carry it. The
+    runs table opens in the results view (``ensure_results_view``: the accuracy columns).
     """
-    page = f"runs/{run_id}" if run_id else "runs"
-    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
+    if run_id:
+        return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    return (
+        f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        f"&viewStateShareKey={RESULTS_VIEW}"
+    )
 
 
 def section(params: dict, name: str):

@@ -43,7 +43,7 @@ def collect_mlflow(root: Path, experiment: str | None = None) -> dict[str, dict]
             "seed": r["seed"],
             "exp_name": t.get("dvc_exp_name", ""),
             "rev": "",
-            "metrics": split_metrics(r["metrics"]),
+            "metrics": r["results"],
         }
         _add_run(
             found,
