@@ -67,6 +67,20 @@ def test_a_failed_fetch_leaves_the_previous_data_in_place(tmp_path, monkeypatch)
     assert not (tmp_path / "raw.tmp").exists()
 
 
+def test_a_relative_source_resolves_from_the_users_repo_inside_a_dvc_experiments_copy(tmp_path):
+    # guards the probed fault: `dvc exp run --temp` (and every queued grid row) runs the stages in
+    # <repo>/.dvc/tmp/exps/.../tmpXXXX, where ../shared/... named nothing: check_params refused it
+    from tinyllm.sources import check_source, fetch
+
+    repo = tmp_path / "work" / "repo"
+    make_release(tmp_path / "work" / "shared" / "rel")
+    copy = repo / ".dvc" / "tmp" / "exps" / "standalone" / "tmpab12"
+    copy.mkdir(parents=True)
+    check_source("../shared/rel", ["arc"], {}, base=copy)
+    found = fetch("../shared/rel", ["arc"], copy / "data" / "raw", base=copy)
+    assert found == {"arc": ["train", "test"]} and (copy / "data" / "raw" / "datasets" / "arc").is_dir()
+
+
 def test_a_source_that_cannot_serve_fails_in_seconds_naming_data_source(tmp_path, monkeypatch):
     # guards the probed faults: hf-hub offline retried 25 s and ended in a raw ConnectionError;
     # a missing release folder said "not a release folder" without naming data.source or github:;

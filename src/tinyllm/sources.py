@@ -15,6 +15,7 @@ from pathlib import Path
 from .benchmarks import DataError, question_file
 from .hub import HUB_SOURCE, fetch_hub
 from .redact import redact_uri
+from .workspace import main_repo_root
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def check_source(source: str, benchmarks: list[str], alphas: dict[str, float], b
     if url is None or url.startswith("file://"):
         root = Path(urlsplit(url).path if url else source)
         if not root.is_absolute() and base is not None:
-            root = Path(base) / root
+            root = main_repo_root(base) / root  # a temp/queued DVC experiment: from the user's repo
         if not (root / "datasets").is_dir():
             what = "does not exist" if not root.exists() else "has no datasets/ folder"
             raise DataError(f"{where}: the release folder {root} {what}; set data.source to {OTHER_SOURCES}")
@@ -133,7 +134,7 @@ def check_source(source: str, benchmarks: list[str], alphas: dict[str, float], b
 def fetch(source: str, benchmarks: list[str], out: Path, base: Path | None = None) -> dict[str, list[str]]:
     """Materialise ``source`` into ``out``, replacing it only once the whole source is in (built
     in ``<out>.tmp`` and swapped in: a failed download leaves ``out`` as it was). Relative local
-    paths resolve from ``base``."""
+    paths resolve from ``base`` (the user's repo when ``base`` is a DVC experiment's temp copy)."""
     out = Path(out)
     tmp_out = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp_out, ignore_errors=True)
@@ -155,7 +156,7 @@ def _fetch_into(source: str, benchmarks: list[str], out: Path, base: Path | None
     if url is None:
         root = Path(source)
         if not root.is_absolute() and base is not None:
-            root = Path(base) / root
+            root = main_repo_root(base) / root  # a temp/queued DVC experiment: from the user's repo
         return copy_release(root, benchmarks, out)
     with tempfile.TemporaryDirectory() as tmp:
         return copy_release(download_release(url, Path(tmp)), benchmarks, out)

@@ -429,4 +429,42 @@ MUTATIONS: list[dict] = [
         "broken": "        if False:\n",
         "tests": ["tests/test_tracking_outage.py", "-k", "parent"],
     },
+    # ---- issue 34 item 3: MLflow opens on results
+    {
+        "name": "accuracy logged as a fraction beside DVC's percent",
+        "file": "src/tinyllm/tracking/names.py",
+        "original": '                out[acc_metric(split, benchmark)] = 100 * float(m["accuracy"])\n',
+        "broken": '                out[acc_metric(split, benchmark)] = float(m["accuracy"])\n',
+        "tests": ["tests/test_tracking.py", "-k", "accuracy_sorts_first"],
+    },
+    {
+        "name": "a percent accuracy read back as a fraction",
+        "file": "src/tinyllm/tracking/names.py",
+        "original": "            v = v / 100 if head == ACC else v\n",
+        "broken": "            v = v\n",
+        "tests": ["tests/test_tracking.py", "-k", "exact_results"],
+    },
+    {
+        "name": "the report's n and CIs lost with the bookkeeping charts",
+        "file": "src/tinyllm/tracking/groups.py",
+        "original": '        data = mlflow.artifacts.load_dict(f"runs:/{run_id}/eval.json")\n',
+        "broken": "        data = None\n",
+        "tests": ["tests/test_tracking.py", "-k", "exact_results"],
+    },
+    {
+        "name": "the runs link names a view nobody tagged",
+        "file": "src/tinyllm/tracking/store.py",
+        "original": "    ensure_results_view(root, exp_id, tags)\n",
+        "broken": "",
+        "tests": ["tests/test_tracking.py", "-k", "results_view"],
+    },
+    {
+        "name": "a temp/queued DVC experiment resolves ../shared from its own copy",
+        "file": "src/tinyllm/sources.py",
+        "original": "            root = main_repo_root(base) / root"
+        "  # a temp/queued DVC experiment: from the user's repo\n"
+        '        if not (root / "datasets").is_dir():\n',
+        "broken": '            root = Path(base) / root\n        if not (root / "datasets").is_dir():\n',
+        "tests": ["tests/test_sources.py", "-k", "relative_source"],
+    },
 ]

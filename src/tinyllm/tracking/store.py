@@ -12,18 +12,12 @@ from pathlib import Path
 
 from ..config import SECTIONS, TrackingConfig, from_dict, load_params
 from ..redact import redact_and_cut, redact_uri
+from ..workspace import main_repo_root
 
 log = logging.getLogger(__name__)
 
-EXPS_TMP = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # read by the MLflow 3 UI to pick the experiment's first page
 EXPERIMENT_KIND = "custom_model_development"  # runs table first (the default is the GenAI traces overview)
-
-
-def main_repo_root(root: Path) -> Path:
-    """The user's repo, also when running inside a queued experiment's temp copy."""
-    s = str(Path(root).resolve())
-    return Path(s.split(EXPS_TMP)[0]) if EXPS_TMP in s else Path(s)
 
 
 def tracking_uri(root: Path) -> str:
