@@ -4,6 +4,7 @@ carries n / CIs / paired tests, and a restarted job resumes without redoing fini
 import json
 import math
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import RATIONALES, records, tiny_causal
@@ -11,6 +12,8 @@ from conftest import RATIONALES, records, tiny_causal
 from tinyllm.experiments.study import StudyConfig, conclusion, loss_curves, run_study, write_report
 from tinyllm.experiments.study.layout import _read_preds
 from tinyllm.io import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _setup(tmp_path, tok):
@@ -761,3 +764,72 @@ def test_the_summary_puts_every_regime_in_one_table_with_holm_over_the_primary_f
     assert r["holm"] == pytest.approx(holm({0: r["p_perm"]})[0])
     text = write_summary(profiles, studies)
     assert "| v2 | tinyllm - ft * | 0, 1 |" in text and (studies / "summary.json").exists()
+
+
+@pytest.mark.parametrize("profile", sorted(p.name for p in (ROOT / "experiments").glob("study*.yaml")))
+def test_every_profile_is_a_params_overlay_that_gives_its_runs_own_settings(profile):
+    # guards: the study's settings drifting from the pipeline's typed config (issue #31 item 1): each
+    # arm x seed validates as params.yaml sections, and gives exactly the DistillConfig the
+    # committed runs were trained under (built from the profile and the dataclass defaults)
+    from tinyllm.config import DistillConfig
+
+    cfg = StudyConfig.load(ROOT / "experiments" / profile)
+    for arm, seed in cfg.runs():
+        p = cfg.params(arm, seed)
+        assert p.distill == DistillConfig(**{**cfg.distill, **cfg.arms[arm], "seed": seed}), (arm, seed)
+        assert p.data.benchmarks == cfg.benchmarks
+    e = cfg.evaluation()
+    assert (e.headline, e.batch_size, e.max_input_tokens, e.precision) == (
+        cfg.rule,
+        cfg.eval_batch_size,
+        cfg.eval_max_input_tokens,
+        "fp32",
+    )
+    assert (e.generate_per_benchmark == 0) == (not cfg.generate)
+
+
+def test_a_study_run_and_the_pipeline_stages_give_the_same_student_and_predictions(tiny_tokenizer, tmp_path):
+    # "same bytes through either door" (issue #31 item 2): one arm x seed through the study runner,
+    # and through the stages' own library entry points (trainset, distill, evaluate) under the
+    # study's params overlay, give byte-identical weights and the same prediction for every question
+    import dataclasses
+
+    import torch
+
+    from tinyllm.distill import distill_student
+    from tinyllm.evaluation import evaluate_splits
+    from tinyllm.experiments.study.runner import run_one
+    from tinyllm.student import load_student
+    from tinyllm.trainset import make_trainset
+
+    cfg = _setup(tmp_path, tiny_tokenizer)
+    (tmp_path / "rationales" / "teacher_a").rename(tmp_path / "rationales" / "flan_t5_xl")  # a released teacher
+    cfg = dataclasses.replace(
+        cfg,
+        arms={"tinyllm": {"alphas": {"flan_t5_xl": 1.0}}},
+        distill={**cfg.distill, "train_per_benchmark": 3},  # a subset: both doors must pick the same one
+        mlflow=False,
+        save_models=str(tmp_path / "models"),
+        rule="norm",
+    )
+    out = tmp_path / "out"
+    run_one(tmp_path, cfg, "tinyllm", 1, out)  # seed 1: not the default a lost seed would fall back to
+
+    p = cfg.params("tinyllm", 1)
+    make_trainset(tmp_path / "prepared", tmp_path / "rationales", tmp_path / "trainset", p)
+    distill_student(tmp_path / "base", tmp_path / "trainset", tmp_path / "student", p.distill)
+    student = load_student(tmp_path / "student")
+    results, predictions = evaluate_splits(
+        student, tmp_path / "prepared", p.data.benchmarks, p.evaluate, torch.device("cpu"), p.evaluate.precision
+    )
+    study_weights = (tmp_path / "models" / "tiny" / "tinyllm-s1" / "model.safetensors").read_bytes()
+    assert (tmp_path / "student" / "model.safetensors").read_bytes() == study_weights
+    study_preds = _read_preds(out / "runs" / "tinyllm-s1" / "predictions" / "valid" / "obqa.jsonl")
+    stage_preds = predictions["valid"]["obqa"]
+    assert len(stage_preds) == len(study_preds) == 4
+    for mine, theirs in zip(study_preds, stage_preds, strict=True):
+        shared = set(mine) & set(theirs) - {"half"}
+        assert {"pred_norm", "pred_sum", "pred_pmi"} <= shared
+        assert {k: mine[k] for k in shared} == {k: theirs[k] for k in shared}
+    study_metrics = json.loads((out / "runs" / "tinyllm-s1" / "metrics.json").read_text())
+    assert study_metrics["valid"]["obqa"]["accuracy"] == results["valid"]["obqa"]["accuracy"]

@@ -467,4 +467,26 @@ MUTATIONS: list[dict] = [
         "broken": '            root = Path(base) / root\n        if not (root / "datasets").is_dir():\n',
         "tests": ["tests/test_sources.py", "-k", "relative_source"],
     },
+    # ---- issue 31 items 1-2: a study run is a params overlay; both doors give the same bytes
+    {
+        "name": "the study overlay loses the run's seed",
+        "file": "src/tinyllm/experiments/study/config.py",
+        "original": '            "distill": {**self.distill, **self.arms[arm], "seed": seed},\n',
+        "broken": '            "distill": {**self.distill, **self.arms[arm]},\n',
+        "tests": ["tests/test_study.py", "-k", "overlay"],
+    },
+    {
+        "name": "the study evaluates in the workspace's precision",
+        "file": "src/tinyllm/experiments/study/config.py",
+        "original": '            "precision": "fp32",',
+        "broken": '            "precision": "auto",',
+        "tests": ["tests/test_study.py", "-k", "overlay"],
+    },
+    {
+        "name": "the study trains on other questions than the trainset stage would",
+        "file": "src/tinyllm/experiments/study/runner.py",
+        "original": "        dcfg.train_per_benchmark,\n",
+        "broken": "        None,\n",
+        "tests": ["tests/test_study.py", "-k", "same_student"],
+    },
 ]

@@ -66,6 +66,43 @@ class StudyConfig:
             raise ValueError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
         return cls(**data)
 
+    def overlay(self, arm: str, seed: int) -> dict:
+        """One (arm, seed) as a ``params.yaml`` overlay: the sections the pipeline's stages read
+        (``data.benchmarks``, ``distill``, ``evaluate``) with this study's values."""
+        return {
+            "data": {"benchmarks": list(self.benchmarks)},
+            "distill": {**self.distill, **self.arms[arm], "seed": seed},
+            "evaluate": self._evaluate_section(),
+        }
+
+    def _evaluate_section(self) -> dict:
+        return {
+            "splits": [self.eval_split],
+            "max_per_benchmark": self.eval_per_benchmark,
+            "headline": self.rule,
+            "generate_per_benchmark": None if self.generate else 0,
+            "batch_size": self.eval_batch_size,
+            "max_input_tokens": self.eval_max_input_tokens,
+            "precision": "fp32",  # batch-invariant scores; checkpoints too (runner._fp32_forward)
+        }
+
+    def evaluation(self):
+        """How every run and checkpoint of this study is evaluated, as the evaluate stage's typed
+        section (``tinyllm.config.EvaluateConfig``); the same for every arm and seed."""
+        from ...config import EvaluateConfig, from_dict
+
+        return from_dict(EvaluateConfig, self._evaluate_section(), "evaluate")
+
+    def params(self, arm: str, seed: int):
+        """One (arm, seed) as the pipeline's typed params (``tinyllm.config.Params``), validated by
+        the config every stage reads. A key the profile leaves out takes the dataclass default, not
+        ``params.yaml``'s value: a study's runs depend on its profile alone, never on the
+        workspace's params.yaml (``grad_accum``, ``ce_chunk_tokens`` and ``evaluate.precision``
+        differ there)."""
+        from ...config import validate_params
+
+        return validate_params(self.overlay(arm, seed))
+
     def run_dir(self, out: Path, arm: str, seed: int) -> Path:
         """The folder of one run: ``<out>/runs/<arm>-s<seed>``, or the reused study's."""
         study = Path(out) if arm not in self.reuse else Path(out).parent / self.reuse[arm]

@@ -48,18 +48,20 @@ def evaluate_student(student, cfg: StudyConfig, questions: dict[str, list[dict]]
         with torch.no_grad(), _fp32_forward(student.model):
             yield
 
+    e = cfg.evaluation()  # the evaluate stage's settings (its typed section), fp32
     student.model.eval()
     per, preds_by = evaluate_benchmarks(
         student,
         questions,
         context=fp32_no_grad,
-        max_input_tokens=cfg.eval_max_input_tokens,
-        max_new_tokens=None,
-        batch_size=cfg.eval_batch_size,
+        max_input_tokens=e.max_input_tokens,
+        max_new_tokens=e.max_new_tokens,
+        batch_size=e.batch_size,
         device="cpu",
         progress=False,
-        generate=cfg.generate if generate is None else generate,
-        headline=cfg.rule,
+        generate=e.generate_per_benchmark != 0 if generate is None else generate,
+        generate_limit=e.generate_per_benchmark,
+        headline=e.headline,
         pmi=cfg.pmi,
     )
     for b, records in questions.items():
@@ -132,12 +134,12 @@ def _train(root: Path, cfg: StudyConfig, arm: str, seed: int, run_dir: Path, pro
     checkpoints' predictions in ``run_dir``."""
     import torch
 
-    from ...config import DistillConfig, active_teachers
+    from ...config import active_teachers
     from ...distill import train
     from ...student import load_student
     from ...trainset import build_examples
 
-    dcfg = DistillConfig(**{**cfg.distill, **cfg.arms[arm], "seed": seed})
+    dcfg = cfg.params(arm, seed).distill  # the profile as a params overlay, validated as the stages'
     teachers = active_teachers(dcfg.alphas)
     examples, coverage = build_examples(
         root / cfg.prepared,
