@@ -387,8 +387,8 @@ MUTATIONS: list[dict] = [
     {
         "name": "study arms get offset seeds",
         "file": "src/tinyllm/experiments/study/runner.py",
-        "original": '    dcfg = DistillConfig(**{**cfg.distill, **cfg.arms[arm], "seed": seed})\n',
-        "broken": '    dcfg = DistillConfig(**{**cfg.distill, **cfg.arms[arm], "seed": seed + len(arm)})\n',
+        "original": "    dcfg = cfg.params(arm, seed).distill",
+        "broken": "    dcfg = cfg.params(arm, seed + len(arm)).distill",
         "tests": ["tests/test_study.py"],
     },
     # ---- issue 32 item 9: secrets never reach MLflow params
@@ -433,8 +433,8 @@ MUTATIONS: list[dict] = [
     {
         "name": "accuracy logged as a fraction beside DVC's percent",
         "file": "src/tinyllm/tracking/names.py",
-        "original": '                out[acc_metric(split, benchmark)] = 100 * float(m["accuracy"])\n',
-        "broken": '                out[acc_metric(split, benchmark)] = float(m["accuracy"])\n',
+        "original": 'out[acc_metric(split, benchmark)] = round(100 * float(m["accuracy"]), 2)',
+        "broken": 'out[acc_metric(split, benchmark)] = round(float(m["accuracy"]), 2)',
         "tests": ["tests/test_tracking.py", "-k", "accuracy_sorts_first"],
     },
     {

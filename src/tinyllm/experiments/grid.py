@@ -300,10 +300,13 @@ class MlflowUI:
         self.log.close()
 
 
-def chromium(url: str, screenshot: Path | None = None, budget_ms: int = 20000) -> str:
-    """Load `url` in headless Chromium; return the rendered DOM (and save a screenshot)."""
+def chromium(url: str, screenshot: Path | None = None, budget_ms: int = 20000, size: str | None = None) -> str:
+    """Load `url` in headless Chromium; return the rendered DOM (and save a screenshot; ``size``
+    "W,H" in pixels, default 1600,1000)."""
     with tempfile.TemporaryDirectory() as profile:
         base = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}"]
+        if size:
+            base.append(f"--window-size={size}")
         if screenshot:
             subprocess.run([*base, f"--screenshot={screenshot}", url], capture_output=True, text=True, timeout=180)
         res = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=180)

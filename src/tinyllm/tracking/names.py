@@ -118,15 +118,16 @@ def row_metric(key: str) -> str:
 
 def eval_metrics(results: dict) -> dict:
     """Evaluation results ``{split: {benchmark: {accuracy, n, ci_low, ...}}, <key>: value}`` as MLflow
-    metrics: each split's ``accuracy`` per benchmark, in percent, as ``accuracy/<split>/<benchmark>``;
-    nothing else (the rest is the ``eval.json`` artifact)."""
+    metrics: each split's ``accuracy`` per benchmark, in percent to 0.01 (a readable column), as
+    ``accuracy/<split>/<benchmark>``; nothing else (the rest, and the exact values, are the
+    ``eval.json`` artifact)."""
     out = {}
     for split, per in results.items():
         if split not in SPLITS or not isinstance(per, dict):
             continue
         for benchmark, m in per.items():
             if isinstance(m, dict) and isinstance(m.get("accuracy"), (int, float)):
-                out[acc_metric(split, benchmark)] = 100 * float(m["accuracy"])
+                out[acc_metric(split, benchmark)] = round(100 * float(m["accuracy"]), 2)  # exact: eval.json
     return out
 
 

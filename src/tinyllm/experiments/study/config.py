@@ -94,14 +94,18 @@ class StudyConfig:
         return from_dict(EvaluateConfig, self._evaluate_section(), "evaluate")
 
     def params(self, arm: str, seed: int):
-        """One (arm, seed) as the pipeline's typed params (``tinyllm.config.Params``), validated by
-        the config every stage reads. A key the profile leaves out takes the dataclass default, not
-        ``params.yaml``'s value: a study's runs depend on its profile alone, never on the
-        workspace's params.yaml (``grad_accum``, ``ce_chunk_tokens`` and ``evaluate.precision``
-        differ there)."""
-        from ...config import validate_params
+        """One (arm, seed) as the pipeline's typed params (``tinyllm.config.Params``), each section
+        validated by the config the stages read. A key the profile leaves out takes the dataclass
+        default, not ``params.yaml``'s value: a study's runs depend on its profile alone, never on
+        the workspace's params.yaml (``grad_accum``, ``ce_chunk_tokens`` and
+        ``evaluate.precision`` differ there). Not the cross-check that a stage writes every
+        teacher's cache: a study reads the caches that are there (``runner.check_inputs``), and
+        ``teachers`` is empty, so every cache is read as a released one is."""
+        from ...config import SECTIONS, Params, from_dict
 
-        return validate_params(self.overlay(arm, seed))
+        over = self.overlay(arm, seed)
+        sections = {name: from_dict(cls, over.get(name), name) for name, cls in SECTIONS.items()}
+        return Params(teachers={}, **sections)
 
     def run_dir(self, out: Path, arm: str, seed: int) -> Path:
         """The folder of one run: ``<out>/runs/<arm>-s<seed>``, or the reused study's."""
