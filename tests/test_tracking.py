@@ -163,6 +163,7 @@ def test_reports_read_exact_results_from_the_artifact_and_old_runs_from_metrics(
     (root / "metrics" / "eval.json").write_text(json.dumps(results))
     run_id, _ = distill_and_evaluate(root, params, results=results, artifacts=[root / "metrics" / "eval.json"])
     (got,) = [r for r in tracking.row_runs(root, params["tracking"]["experiment"]) if r["run_id"] == run_id]
+    got["results"] = tracking.run_results(root, run_id, got["metrics"])
     assert got["results"] == {"valid": results["valid"]}  # exact: 1/3, not 33.33.../100
     old = {"acc/valid/obqa": 0.5, "valid.obqa.n": 4.0, "valid.obqa.ci_low": 0.1, "train/loss": 1.0}
     assert tracking.split_metrics(old) == {"valid": {"obqa": {"accuracy": 0.5, "n": 4.0, "ci_low": 0.1}}}

@@ -49,6 +49,7 @@ from .groups import (
     parent_run,
     register_best,
     row_runs,
+    run_results,
     start_parent,
 )
 from .handover import (
@@ -170,6 +171,7 @@ __all__ = [
     "replay_pending",
     "row_metric",
     "row_runs",
+    "run_results",
     "run_name",
     "runs_url",
     "section",

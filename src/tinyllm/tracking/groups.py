@@ -169,8 +169,8 @@ def log_run(
 def row_runs(root: Path, experiment: str | None = None) -> list[dict]:
     """Finished runs that carry a `row` tag and accuracy metrics (evaluate's runs; a parent or
     report run without metrics is left out), newest first: {run_id, experiment_id, row, seed,
-    tags, metrics, results, start_time}; seed = the run's `distill.seed` param (None if not
-    logged); results = ``{split: {benchmark: {accuracy, n, ci_low, ...}}}`` (``run_results``)."""
+    tags, metrics, start_time}; seed = the run's `distill.seed` param (None if not logged). Its
+    n, CIs and exact accuracies: ``run_results`` (an artifact read per run, so only where needed)."""
     mlflow = _mlflow(root)
     exp = mlflow.get_experiment_by_name(experiment_name(root, experiment))
     if exp is None:
@@ -195,18 +195,18 @@ def row_runs(root: Path, experiment: str | None = None) -> list[dict]:
                 "seed": int(seed) if seed not in (None, "", "null") else None,
                 "tags": dict(r.data.tags),
                 "metrics": dict(r.data.metrics),
-                "results": run_results(mlflow, r.info.run_id, r.data.metrics),
                 "start_time": r.info.start_time,
             }
         )
     return out
 
 
-def run_results(mlflow, run_id: str, metrics: dict) -> dict:
+def run_results(root: Path, run_id: str, metrics: dict) -> dict:
     """``{split: {benchmark|average: {accuracy, n, ci_low, ci_high, majority, chance, ...}}}`` of an
     evaluated run, accuracy as a fraction: its ``eval.json`` artifact (the evaluate stage's
     metrics/eval.json, exact), else what its metrics hold (``split_metrics``: runs logged before
     the artifact carried the bookkeeping, and study child runs)."""
+    mlflow = _mlflow(root)
     try:
         data = mlflow.artifacts.load_dict(f"runs:/{run_id}/eval.json")
     except Exception:  # noqa: BLE001  (no such artifact)

@@ -90,8 +90,8 @@ def flatten(d: dict, prefix: str = "") -> dict:
 # last "/" and lists sections alphabetically, then "Model metrics" (names without "/"), then
 # "System metrics" ("system/..."); charts and metric tables are alphabetical within. So a run's
 # metrics are only what reads as a chart or a column:
-# - accuracy/<split>/<benchmark|average>  the headline accuracy in percent (48.0, as DVC and the
-#                                         README show it): first section, first metrics;
+# - accuracy/<split>/<benchmark|average>  the headline accuracy in percent to 0.01 (47.98; DVC
+#                                         and the README show 48.0): first section, first metrics;
 # - train/<key>, valid/<key>              the live training curves (loss, loss_<task>, lr; the loss
 #                                         on the valid questions), right after.
 # Everything else (n, CIs, every rule's accuracy, chance, majority, timings, training summary,

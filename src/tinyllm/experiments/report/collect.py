@@ -43,7 +43,7 @@ def collect_mlflow(root: Path, experiment: str | None = None) -> dict[str, dict]
             "seed": r["seed"],
             "exp_name": t.get("dvc_exp_name", ""),
             "rev": "",
-            "metrics": r["results"],
+            "metrics": tracking.run_results(root, r["run_id"], r["metrics"]),
         }
         _add_run(
             found,
