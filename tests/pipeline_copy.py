@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from conftest import shrunk_params
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ["arc", "piqa"]
@@ -46,15 +47,8 @@ def make_shrunk_repo(d: Path, mirror: Path, extra_files=(), extra_dirs=()) -> Pa
         shutil.copy2(ROOT / name, d / name)
     for name in ("stages", "src", *extra_dirs):
         shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
-    p = yaml.safe_load((d / "params.yaml").read_text())
-    p["data"]["source"] = str(mirror)
-    p["data"]["benchmarks"] = list(BENCHMARKS)
-    p["distill"].update(train_per_benchmark=4, steps=2, batch_size=2, max_input_tokens=64, max_rationale_tokens=16)
-    p["evaluate"].update(max_per_benchmark=3, max_new_tokens=4, max_input_tokens=64)
-    for t in list(p.get("teachers") or {}):  # local teachers have their own tests
-        del p["teachers"][t]
-        (p["distill"].get("alphas") or {}).pop(t, None)  # their generate stages are dropped below
-    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    p = shrunk_params(BENCHMARKS, source=mirror, evaluate={"max_new_tokens": 4})  # no local teachers:
+    (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))  # their generate stages are dropped below
     dvc = yaml.safe_load((d / "dvc.yaml").read_text())
     for name in [n for n, s in dvc["stages"].items() if "generate" in s.get("cmd", str(s.get("do", "")))]:
         del dvc["stages"][name]

@@ -9,6 +9,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from conftest import tiny_causal, tiny_seq2seq
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
@@ -74,9 +76,8 @@ def write_source_cache(root: Path, teacher: str, benchmark: str, records: list[d
 
 def build_tiny_causal(out: Path, seed: int = 0) -> Path:
     """A 2-layer random Llama + a BPE tokenizer trained here, with a ChatML chat template."""
-    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -94,47 +95,47 @@ def build_tiny_causal(out: Path, seed: int = 0) -> Path:
         tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<|im_start|>", eos_token="<|im_end|>"
     )
     ft.chat_template = CHATML
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=len(ft),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=2048,
-        bos_token_id=ft.bos_token_id,
-        eos_token_id=ft.eos_token_id,
-        pad_token_id=ft.pad_token_id,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(out)
+    model = tiny_causal(ft, seed, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048)
+    model.save_pretrained(out)
     ft.save_pretrained(out)
     return out
 
 
 def build_tiny_seq2seq(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     """A 1-layer random T5 sharing the tiny tokenizer (no chat template: plain prompts)."""
-    import torch
-    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     tok.chat_template = None
-    torch.manual_seed(seed)
-    cfg = T5Config(
-        vocab_size=len(tok),
-        d_model=32,
-        d_ff=64,
-        d_kv=16,
-        num_layers=1,
-        num_heads=2,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-        decoder_start_token_id=tok.pad_token_id,
-    )
-    T5ForConditionalGeneration(cfg).save_pretrained(out)
+    tiny_seq2seq(tok, seed, d_kv=16, num_layers=1, num_heads=2).save_pretrained(out)
     tok.save_pretrained(out)
     (Path(out) / "chat_template.jinja").unlink(missing_ok=True)
     return out
+
+
+def api_cfg(url: str, preset: dict | None = None, **kw):
+    """The ``openai``-backend teacher config of the tests, serving ``url``: 3 quick retries, 2
+    concurrent requests of 2 prompts; ``preset`` (e.g. ``ONE_TRY``) and ``kw`` override keys."""
+    from tinyllm.teachers.config import teacher_config
+
+    base = {
+        "backend": "openai",
+        "model": "teacher-x",
+        "base_url": url,
+        "icl": {"k": 0, "source": None},
+        "max_new_tokens": 16,
+        "batch_size": 2,
+        "concurrency": 2,
+        "max_retries": 3,
+        "backoff_s": 0.01,
+        "request_timeout_s": 10,
+    }
+    return teacher_config("api", {**base, **(preset or {}), **kw})
+
+
+# One prompt at a time, one request each, no retry unless a test asks: every request is one the
+# test counts or times.
+ONE_TRY = {"model": "m", "max_new_tokens": 4, "batch_size": 1, "concurrency": 1, "max_retries": 0, "backoff_s": 0.0}
 
 
 def free_port() -> int:

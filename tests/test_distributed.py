@@ -65,27 +65,16 @@ def worker(out: Path, batch_size: int, steps: int, state: Path | None = None, ki
     ``state``: resumable, saving every 5 steps; ``kill_at``: rank 0 dies after that step."""
     sys.path.insert(0, str(HERE))
     import torch
-    from conftest import tiny_causal  # (conftest puts this repo's src/ first on sys.path)
+    from conftest import distill_cfg, tiny_causal  # (conftest puts this repo's src/ first on sys.path)
 
     sys.path.insert(0, str(SRC))
-    from tinyllm.config import DistillConfig
     from tinyllm.distill import encode_examples, train
     from tinyllm.student import CausalStudent
 
     torch.set_num_threads(1)
     tok = _tokenizer()
     teachers = ["teacher_a", "teacher_b"]
-    cfg = DistillConfig(
-        alphas={"teacher_a": 1.0, "teacher_b": 0.5},
-        steps=steps,
-        batch_size=batch_size,
-        lr=1e-2,
-        max_input_tokens=64,
-        max_rationale_tokens=24,
-        precision="fp32",
-        log_every=1000,
-        valid_loss_per_benchmark=0,
-    )
+    cfg = distill_cfg(alphas={"teacher_a": 1.0, "teacher_b": 0.5}, steps=steps, batch_size=batch_size, log_every=1000)
     rank = int(os.environ.get("RANK", 0))
     student = CausalStudent(tiny_causal(tok, seed=0), tok)  # same init on every rank (DDP also broadcasts)
 

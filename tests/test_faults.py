@@ -13,11 +13,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from teachers_testlib import toy_questions
+from teachers_testlib import ONE_TRY, api_cfg, toy_questions
 
 from tinyllm.redact import MASK, redact
 from tinyllm.teachers.backends import make_backend, retry_delay
-from tinyllm.teachers.config import teacher_config
 from tinyllm.teachers.prompts import build_prompt
 
 KEY = "sk-live-0123456789abcdefghijKLMNOP"
@@ -67,22 +66,6 @@ def _ok():
     }
 
 
-def _cfg(url, **kw):
-    base = {
-        "backend": "openai",
-        "model": "m",
-        "base_url": url,
-        "icl": {"k": 0, "source": None},
-        "max_new_tokens": 4,
-        "batch_size": 1,
-        "concurrency": 1,
-        "max_retries": 0,
-        "backoff_s": 0.0,
-        "request_timeout_s": 10,
-    }
-    return teacher_config("api", {**base, **kw})
-
-
 def _one(be):
     (g,) = be.generate_batch([build_prompt(toy_questions(n=1)[0], [], teacher_forcing=True, fmt="chat")])
     be.close()
@@ -96,7 +79,7 @@ def test_a_key_crossing_the_cut_of_an_error_body_never_leaks(monkeypatch, offset
     monkeypatch.setenv("TEACHER_KEY", KEY)
     body = ("x" * offset + KEY + " was rejected").encode()
     with _Server(lambda n: 401, body) as srv:
-        g = _one(make_backend(_cfg(srv.url, api_key_env="TEACHER_KEY")))
+        g = _one(make_backend(api_cfg(srv.url, ONE_TRY, api_key_env="TEACHER_KEY")))
     assert "HTTP 401" in g.error and "*" in g.error
     assert KEY[:4] not in g.error, g.error[-80:]  # not even the 4 characters a cut would leave
 
@@ -113,11 +96,11 @@ def test_backoff_s_sets_the_retry_delays():
     # fault 6: backoff_s was validated and documented but the client waited its own 0.5 s, 1 s, ...
     assert [retry_delay(0.25, i) for i in range(3)] == [0.25, 0.5, 1.0]
     with _Server(lambda n: 200 if n == 3 else 503, b"{}") as srv:
-        g = _one(make_backend(_cfg(srv.url, max_retries=3, backoff_s=0.0)))
+        g = _one(make_backend(api_cfg(srv.url, ONE_TRY, max_retries=3, backoff_s=0.0)))
     assert g.error is None and len(srv.times) == 4
     assert srv.times[-1] - srv.times[0] < 0.5  # the client's own schedule: 0.5+1+2 s (less jitter) >= 2.6 s
     with _Server(lambda n: 200 if n == 2 else 503, b"{}") as srv:
-        g = _one(make_backend(_cfg(srv.url, max_retries=2, backoff_s=0.3)))
+        g = _one(make_backend(api_cfg(srv.url, ONE_TRY, max_retries=2, backoff_s=0.3)))
     gaps = [b - a for a, b in zip(srv.times, srv.times[1:], strict=False)]
     assert g.error is None and gaps[0] >= 0.3 and gaps[1] >= 0.6, gaps
 

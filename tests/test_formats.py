@@ -3,13 +3,13 @@ independent full-forward reference, the rationale-after-answer task, the dev/rep
 valid, and what a trained student carries into evaluation (its format, fp32 forward)."""
 
 import random
+from functools import partial
 
 import pytest
 import torch
-from conftest import RATIONALES, records, tiny_causal, tiny_seq2seq
+from conftest import RATIONALES, distill_cfg, records, tiny_causal, tiny_seq2seq
 
 from tinyllm.benchmarks import HALVES, select_half, valid_half
-from tinyllm.config import DistillConfig
 from tinyllm.distill import encode_examples, train
 from tinyllm.evaluate import evaluate_records, rule_scores
 from tinyllm.student import CausalStudent, Seq2SeqStudent, load_student, save_student
@@ -17,19 +17,7 @@ from tinyllm.student import CausalStudent, Seq2SeqStudent, load_student, save_st
 KINDS = [(tiny_causal, CausalStudent), (tiny_seq2seq, Seq2SeqStudent)]
 
 
-def cfg(**kw):
-    base = dict(
-        alphas={"teacher_a": 1.0},
-        steps=3,
-        batch_size=4,
-        lr=1e-2,
-        max_input_tokens=64,
-        max_rationale_tokens=24,
-        precision="fp32",
-        log_every=100,
-        valid_loss_per_benchmark=0,
-    )
-    return DistillConfig(**{**base, **kw})
+cfg = partial(distill_cfg, alphas={"teacher_a": 1.0}, steps=3)
 
 
 def examples():

@@ -17,11 +17,12 @@ from __future__ import annotations
 import copy
 import json
 import re
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import RATIONALES, records, tiny_causal, tiny_seq2seq
+from conftest import RATIONALES, distill_cfg, records, tiny_causal, tiny_seq2seq
 
 from tinyllm.config import DistillConfig
 from tinyllm.distill import active_teachers, encode_examples, train
@@ -55,25 +56,18 @@ def examples():
     ]
 
 
-def cfg(**kw):
-    base = dict(
-        alphas=dict(ALPHAS),
-        answer_weight=1.0,
-        steps=1,
-        batch_size=4,
-        grad_accum=1,
-        lr=1e-3,
-        lr_schedule="constant",
-        max_input_tokens=64,
-        max_rationale_tokens=24,
-        precision="fp32",
-        forward="shared",
-        pack_tokens=0,
-        ce_chunk_tokens=7,
-        log_every=100,
-        valid_loss_per_benchmark=0,
-    )
-    return DistillConfig(**{**base, **kw})
+cfg = partial(  # one step at a constant rate, alphas that differ from their squares
+    distill_cfg,
+    alphas=ALPHAS,
+    answer_weight=1.0,
+    steps=1,
+    grad_accum=1,
+    lr=1e-3,
+    lr_schedule="constant",
+    forward="shared",
+    pack_tokens=0,
+    ce_chunk_tokens=7,
+)
 
 
 def reference_task_losses(student, model, c: DistillConfig) -> dict[int, torch.Tensor]:
@@ -185,8 +179,8 @@ def test_seq2seq_option_scores_equal_a_per_option_reference(tiny_tokenizer):
 def test_in_context_examples_come_from_train_only(tmp_path):
     # guards: examples drawn from valid (the question's own split) were caught only by a missing
     # fixture file; here valid has rationales in the source cache too, so only the split rule stops it
-    from teachers_testlib import toy_questions, write_prepared
-    from test_faults import _cfg, _Server
+    from teachers_testlib import ONE_TRY, api_cfg, toy_questions, write_prepared
+    from test_faults import _Server
 
     from tinyllm.rationales import load_cache
     from tinyllm.teachers.generate import generate_teacher
@@ -208,7 +202,9 @@ def test_in_context_examples_come_from_train_only(tmp_path):
         ]
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with _Server(lambda n: 200, b"{}") as srv:
-        c = _cfg(srv.url, icl={"k": 2, "source": "flan_t5_xl", "seed": 0}, splits=["train", "valid"], batch_size=4)
+        c = api_cfg(
+            srv.url, ONE_TRY, icl={"k": 2, "source": "flan_t5_xl", "seed": 0}, splits=["train", "valid"], batch_size=4
+        )
         generate_teacher(c, "obqa", tmp_path / "prepared", tmp_path / "rationales", progress=False)
     train_ids = {q["id"] for q in train_qs}
     for split in ("train", "valid"):

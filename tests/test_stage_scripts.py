@@ -20,7 +20,7 @@ from pathlib import Path
 import _stage
 import pytest
 import yaml
-from conftest import tiny_causal
+from conftest import shrunk_params, tiny_causal
 from teachers_testlib import toy_questions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,24 +69,18 @@ def make_workspace(root: Path, tiny_tokenizer, steps: int = 2) -> Path:
     """A repo layout with params.yaml shrunk to one benchmark, a tiny random base student, six
     train and four valid questions and a released-style rationale cache for both splits."""
     root.mkdir(parents=True, exist_ok=True)
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["data"]["benchmarks"] = ["obqa"]
-    p["teachers"] = {}
-    p["distill"].update(
-        alphas={"flan_t5_xl": 1.0},
-        train_per_benchmark=4,  # the first 4 of 6 train questions
+    p = shrunk_params(  # train_per_benchmark 4: the first 4 of 6 train questions
+        ["obqa"],
         steps=steps,
-        batch_size=2,
-        grad_accum=1,
-        valid_loss_per_benchmark=2,
-        log_every=1,
-        max_input_tokens=64,
-        max_rationale_tokens=16,
-        precision="fp32",
-        gradient_checkpointing=False,
-    )
-    p["evaluate"].update(
-        splits=["valid", "test"], max_per_benchmark=3, generate_per_benchmark=2, max_input_tokens=64, precision="fp32"
+        distill=dict(
+            alphas={"flan_t5_xl": 1.0},
+            grad_accum=1,
+            valid_loss_per_benchmark=2,
+            log_every=1,
+            precision="fp32",
+            gradient_checkpointing=False,
+        ),
+        evaluate=dict(splits=["valid", "test"], generate_per_benchmark=2, precision="fp32"),
     )
     p.setdefault("tracking", {})
     p["tracking"]["log_model"] = False

@@ -17,30 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
-from teachers_testlib import ScriptedServer, free_port, toy_questions
+from teachers_testlib import ScriptedServer, api_cfg, free_port, toy_questions
 
 from tinyllm.rationales import load_cache
 from tinyllm.teachers.backends import make_backend
 from tinyllm.teachers.config import teacher_config
 from tinyllm.teachers.generate import TooManyFailures, generate_split, summary_path
 from tinyllm.teachers.prompts import build_prompt
-
-
-def api_cfg(url: str, **kw):
-    base = {
-        "backend": "openai",
-        "model": "teacher-x",
-        "base_url": url,
-        "icl": {"k": 0, "source": None},
-        "max_new_tokens": 16,
-        "batch_size": 2,
-        "concurrency": 2,
-        "max_retries": 3,
-        "backoff_s": 0.01,
-        "request_timeout_s": 10,
-    }
-    base.update(kw)
-    return teacher_config("api", base)
 
 
 def test_retries_on_500_and_429_then_succeeds(tmp_path):

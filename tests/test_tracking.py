@@ -444,25 +444,14 @@ def test_report_run_logs_more_metrics_than_one_request_holds(repo):
 
 def test_train_callback_logs_every_step_live(repo, tiny_tokenizer):
     # guards: stages/distill.py's wiring — train()'s on_log rows reaching the run step by step
-    from conftest import RATIONALES, records, tiny_causal
+    from conftest import RATIONALES, distill_cfg, records, tiny_causal
 
-    from tinyllm.config import DistillConfig
     from tinyllm.distill import train
     from tinyllm.student import CausalStudent
 
     root, params = repo
     examples = [{"record": r, "rationales": {"flan_t5_xl": RATIONALES[r["id"]]}} for r in records()]
-    cfg = DistillConfig(
-        alphas={"flan_t5_xl": 1.0},
-        steps=4,
-        batch_size=2,
-        lr=1e-2,
-        max_input_tokens=64,
-        max_rationale_tokens=24,
-        precision="fp32",
-        log_every=100,
-        valid_loss_per_benchmark=0,
-    )
+    cfg = distill_cfg(alphas={"flan_t5_xl": 1.0}, steps=4, batch_size=2)
     run = tracking.start_distill_run(root, params)
     train(CausalStudent(tiny_causal(tiny_tokenizer), tiny_tokenizer), examples, cfg, progress=False, on_log=run.log_row)
     tracking.finish_distill_run(run, root, {})

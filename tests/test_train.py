@@ -3,12 +3,12 @@ gradient accumulation, steps = 0, logging and LoRA, on tiny random-init students
 
 import copy
 import math
+from functools import partial
 
 import pytest
 import torch
-from conftest import RATIONALES, records, tiny_causal, tiny_seq2seq
+from conftest import RATIONALES, distill_cfg, records, tiny_causal, tiny_seq2seq
 
-from tinyllm.config import DistillConfig
 from tinyllm.distill import active_teachers, apply_lora, batches, encode_examples, train, valid_losses
 from tinyllm.student import CausalStudent, Seq2SeqStudent, load_student, save_student
 
@@ -30,19 +30,7 @@ def examples():
     ]
 
 
-def cfg(**kw):
-    base = dict(
-        alphas={"teacher_a": 1.0, "teacher_b": 0.5},
-        steps=12,
-        batch_size=4,
-        lr=1e-2,
-        max_input_tokens=64,
-        max_rationale_tokens=24,
-        precision="fp32",
-        log_every=100,
-        valid_loss_per_benchmark=0,
-    )
-    return DistillConfig(**{**base, **kw})
+cfg = partial(distill_cfg, alphas={"teacher_a": 1.0, "teacher_b": 0.5}, steps=12)
 
 
 def student(make, cls, tok, seed=0):
