@@ -133,16 +133,6 @@ def scores(metrics: dict) -> dict:
     return out
 
 
-def flat_numeric(d: dict, prefix="") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flat_numeric(v, f"{prefix}{k}."))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[f"{prefix}{k}"] = float(v)
-    return out
-
-
 def clone(origin, name: str) -> Path:
     d = origin.tmp / name
     run(["git", "clone", "-q", str(origin.bare), str(d)], origin.tmp, origin.env)
@@ -207,19 +197,36 @@ def mlflow_server_cmd(backend: str, artifacts: str, port: int) -> list[str]:
     ]
 
 
-def assert_run_matches_metrics(run_json: dict, d: Path) -> None:
-    """The run read over REST carries exactly the numbers of metrics/eval.json and the lineage."""
+def read_artifact_over_rest(base: str, run_json: dict, path: str) -> bytes:
+    """A run's artifact through the server's proxy (``mlflow-artifacts:/<exp>/<run>/artifacts``),
+    the way the UI and a teammate's client read it."""
+    uri = run_json["info"]["artifact_uri"]
+    assert uri.startswith("mlflow-artifacts:"), uri
+    rel = uri.split(":", 1)[1].lstrip("/")
+    with urllib.request.urlopen(f"{base}/api/2.0/mlflow-artifacts/artifacts/{rel}/{path}", timeout=120) as r:
+        return r.read()
+
+
+def assert_run_matches_metrics(run_json: dict, d: Path, base: str) -> None:
+    """The run read over REST carries metrics/eval.json: each accuracy as a percent metric, the
+    whole file (n, CIs, rules, timings) as its eval.json artifact, and the lineage."""
     from tinyllm.tracking import split_metrics
 
     metrics = {m["key"]: m["value"] for m in run_json["data"].get("metrics", [])}
     results = json.loads((d / "metrics" / "eval.json").read_text())
-    # per split and benchmark, read back through the MLflow names (acc/<split>/<benchmark>, ...)
-    expected = flat_numeric({k: v for k, v in results.items() if isinstance(v, dict)})
-    got = flat_numeric(split_metrics(metrics))
-    assert expected and {k: got.get(k) for k in expected} == pytest.approx(expected)
-    assert metrics.get("acc/valid/average") == pytest.approx(results["valid"]["average"]["accuracy"])
-    others = {k: v for k, v in results.items() if not isinstance(v, dict)}  # wall time, RSS, bf16
-    assert {k: metrics.get(k) for k in others} == pytest.approx(others)
+    # per split and benchmark, read back through the MLflow names (accuracy/<split>/<b>, percent)
+    expected = {
+        f"{split}.{b}": round(100 * m["accuracy"], 2)
+        for split, per in results.items()
+        if isinstance(per, dict)
+        for b, m in per.items()
+        if isinstance(m, dict) and "accuracy" in m
+    }
+    got = {f"{split}.{b}": 100 * m["accuracy"] for split, per in split_metrics(metrics).items() for b, m in per.items()}
+    assert expected and got == pytest.approx(expected)
+    assert metrics["accuracy/valid/average"] == round(100 * results["valid"]["average"]["accuracy"], 2)
+    # the exact numbers and the bookkeeping (n, CIs, wall time, RSS) travel as the artifact
+    assert json.loads(read_artifact_over_rest(base, run_json, "eval.json")) == results
     tags = {t["key"]: t["value"] for t in run_json["data"].get("tags", [])}
     assert tags["dvc.md5.models/student"] == lock_md5(d, "distill", "models/student")
 
@@ -465,7 +472,7 @@ def test_mlflow_run_logged_over_http_reads_back_through_rest(ui_server):
     _, runs = read_runs_over_rest(ui_server.base)
     assert len(runs) == 1  # guards: the stage ignoring MLFLOW_TRACKING_URI (would log to sqlite)
     r = runs[0]
-    assert_run_matches_metrics(r, d)
+    assert_run_matches_metrics(r, d, ui_server.base)
     # the run records where its artifacts live: proxied by the server, stored under mlartifacts/
     assert r["info"]["artifact_uri"].startswith("mlflow-artifacts:")
     stored = list((d / "mlartifacts").rglob("eval.json"))
@@ -585,7 +592,7 @@ def test_team_server_postgres_backend_proxied_s3_artifacts(origin, moto, postgre
         assert "Running stage 'evaluate'" in out
         _, runs = read_runs_over_rest(f"http://127.0.0.1:{port}")
         assert len(runs) == 1
-        assert_run_matches_metrics(runs[0], d)
+        assert_run_matches_metrics(runs[0], d, f"http://127.0.0.1:{port}")
         assert runs[0]["info"]["artifact_uri"].startswith("mlflow-artifacts:")
         keys = [o["Key"] for o in moto.s3.list_objects_v2(Bucket="tinyllm-mlflow").get("Contents", [])]
         run_id = runs[0]["info"]["run_id"]
