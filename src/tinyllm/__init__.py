@@ -14,7 +14,8 @@ pipeline order:
                      teachers whose alpha is > 0 (stage ``trainset``; distill reads nothing else)
 - ``student/``       the one place that knows causal vs seq2seq: load, encode, collate, the
                      multi-task forward/loss (base, causal, seq2seq, checkpoint)
-- ``scoring``        option scoring and greedy decoding, bound on the student classes
+- ``scoring``        what option scoring and greedy decoding share across student kinds (the
+                     scorers themselves are methods of ``student/``'s classes)
 - ``prompts``        the student's input format: the question block, then one tag per task
 - ``loss``           the multi-task objective ``L = L_answer + sum_m alpha_m * L_rationale_m``
 - ``distill``        the training loop (batches, grad accumulation, LR schedule, Accelerate)

@@ -27,9 +27,9 @@ MUTATIONS: list[dict] = [
     },
     {
         "name": "seq2seq option scores summed, not averaged",
-        "file": "src/tinyllm/scoring.py",
-        "original": "        mean = tok_lp.sum(-1) / keep.sum(-1)\n",
-        "broken": "        mean = tok_lp.sum(-1)\n",
+        "file": "src/tinyllm/student/seq2seq.py",
+        "original": "            mean = tok_lp.sum(-1) / keep.sum(-1)\n",
+        "broken": "            mean = tok_lp.sum(-1)\n",
         "tests": ["tests/test_method_guards.py", "-k", "seq2seq_option"],
     },
     {

@@ -4,10 +4,10 @@ Everything kind-specific lives in this package — loading, encoding a question 
 collating a batch, the multi-task forward/loss, option scoring and generation — behind one
 interface, ``Student``, with one subclass per kind (``KINDS``). ``distill.py`` (training loop)
 and ``evaluate.py`` (accuracy bookkeeping) call it and never branch on the kind; a third kind of
-student is a new subclass (a module here and an entry in ``checkpoint.KINDS``). The scoring and
-decoding machinery itself is ``scoring.py``: each class binds its kind's functions as its
-``score_options`` / ``score_and_generate`` / ``generate`` methods and provides the hooks they
-call (``answer_prompt``, ``option_ids``, padding, ``_text``).
+student is a new subclass (a module here and an entry in ``checkpoint.KINDS``). Option scoring
+and greedy decoding are each kind's own ``score_options`` / ``score_and_generate`` / ``generate``
+methods; what the kinds share (``OptionScores``, the answer budget, reading greedy answers off
+option scoring) is ``scoring.py``.
 
 Encoding (``Student.encode``): one question -> ``Encoded(prefix_ids, branches)``. The prefix is
 the question block, shared by every task; each branch is one task: its tag tokens then its

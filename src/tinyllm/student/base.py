@@ -219,7 +219,40 @@ class Student:
     ) -> scoring.OptionScores:
         raise NotImplementedError
 
-    score_and_generate = scoring.score_and_generate  # option scores and greedy answers from one pass
+    def score_and_generate(
+        self,
+        records: list[dict],
+        max_input_tokens: int,
+        max_new_tokens: int | None,
+        batch_size: int,
+        device,
+        n_generate: int,
+        progress=None,
+    ) -> tuple[scoring.OptionScores, list[str], int]:
+        """Option scores of every record and greedy answers of the first ``n_generate``, from
+        one pass: (scores, texts, how many texts needed their own decoding).
+
+        Scoring already runs the student over the prompt followed by each option, so it knows
+        the greedy next token after every prefix of every option. As long as greedy decoding
+        stays on some option's tokens, its path is read off those argmaxes
+        (``scoring.greedy_along_options``): a student that answers with an option (EOS included)
+        costs no decoding. Only a question whose greedy path leaves every option is decoded: here
+        by ``generate`` from the start; the decoder-only student continues it from the prompt's
+        KV cache instead. Same texts as ``generate`` (tests/test_evaluate.py)."""
+        scores = self.score_options(records, max_input_tokens, batch_size, device, progress, with_greedy=True)
+        texts: list[str] = []
+        decode = []
+        for i, rec in enumerate(records[:n_generate]):
+            path, complete, _ = scoring.read_greedy(self, rec, scores.greedy[i], max_new_tokens)
+            texts.append(self._text(path))
+            if not complete:
+                decode.append(i)
+        if decode:
+            scoring.log_decoding(len(decode), n_generate)
+            decoded = self.generate([records[i] for i in decode], max_input_tokens, max_new_tokens, batch_size, device)
+            for i, text in zip(decode, decoded, strict=True):
+                texts[i] = text
+        return scores, texts, len(decode)
 
     def _text(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=True).strip()

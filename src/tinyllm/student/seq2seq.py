@@ -1,12 +1,12 @@
 """The encoder-decoder student (FLAN-T5, the paper's): the encoder runs once per question, every
-task's decoder rows run against its repeated states."""
+task's decoder rows run against its repeated states; option scoring and greedy decoding likewise."""
 
 from __future__ import annotations
 
 import torch
 
-from .. import scoring
 from ..loss import IGNORE, task_sums, token_nll
+from ..scoring import OptionScores, answer_limit
 from .base import Branch, Encoded, Losses, Student, _inner, hidden_instead_of_logits
 
 
@@ -90,7 +90,78 @@ class Seq2SeqStudent(Student):
         }
         return self._nll(model, device, kwargs, d, dmask, labels, task, k, ce_chunk)
 
-    # option scoring and greedy decoding: scoring.py
-    score_options = scoring.seq2seq_score_options
-    score_options_pairwise = scoring.seq2seq_score_options  # the encoder-decoder scorer is already exact per pair
-    generate = scoring.seq2seq_generate
+    # -- option scoring and greedy decoding -------------------------------------------
+
+    @torch.no_grad()
+    def score_options(
+        self, records, max_input_tokens, batch_size, device, progress=None, with_greedy=False, unconditional=False
+    ) -> OptionScores:
+        """Encoder once per question; every option decoded after the answer tag, batched.
+        ``with_greedy`` and ``unconditional`` as for the decoder-only student."""
+        scores = OptionScores.empty(records, greedy=with_greedy)
+        for start in range(0, len(records), batch_size):
+            chunk = list(range(start, min(len(records), start + batch_size)))
+            prompts = [self.answer_prompt(records[i], max_input_tokens, unconditional) for i in chunk]
+            ids, mask = self._pad_right([p[0] for p in prompts], self.pad_id)
+            enc = self.model.get_encoder()(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+            opts = [
+                (r, i, j, o)
+                for r, i in enumerate(chunk)
+                for j, o in enumerate(self.option_ids(records[i]["choices"], 1 << 30))
+            ]
+            rows = torch.tensor([o[0] for o in opts], device=device)
+            dec = [prompts[r][1] + o[:-1] for r, _, _, o in opts]
+            lab = [[IGNORE] * (len(prompts[r][1]) - 1) + o for r, _, _, o in opts]
+            d, dmask = self._pad_right(dec, self.pad_id)
+            labels, _ = self._pad_right(lab, IGNORE)
+            from transformers.modeling_outputs import BaseModelOutput
+
+            logits = self.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=enc[rows]),
+                attention_mask=mask.to(device)[rows],
+                decoder_input_ids=d.to(device),
+                decoder_attention_mask=dmask.to(device),
+            ).logits
+            logp = torch.log_softmax(logits.float(), -1).cpu()
+            keep = labels != IGNORE
+            tok_lp = logp.gather(-1, labels.clamp_min(0)[..., None])[..., 0] * keep
+            mean = tok_lp.sum(-1) / keep.sum(-1)
+            arg = logp.argmax(-1).tolist()
+            for n, ((r, i, j, o), v) in enumerate(zip(opts, mean.tolist(), strict=True)):
+                first = len(prompts[r][1]) - 1  # the position that predicts the option's first token
+                scores.mean[i][j] = v
+                scores.total[i][j] = tok_lp[n, first : first + len(o) - self._has_eos()].sum().item()
+                if with_greedy:
+                    scores.greedy[i][j] = arg[n][first : first + len(o)]
+            if progress is not None:
+                progress.update(len(chunk))
+        return scores
+
+    score_options_pairwise = score_options  # the encoder-decoder scorer is already exact per pair
+
+    @torch.no_grad()
+    def generate(self, records, max_input_tokens, max_new_tokens, batch_size, device, progress=None):
+        prompts = [self.answer_prompt(r, max_input_tokens) for r in records]
+        need = [answer_limit(self.option_ids(r["choices"], 1 << 30), max_new_tokens) for r in records]
+        out = [""] * len(records)
+        for start in range(0, len(records), batch_size):
+            qs = list(range(start, min(len(records), start + batch_size)))
+            ids, mask = self._pad_right([prompts[i][0] for i in qs], self.pad_id)
+            dec = torch.tensor([prompts[i][1] for i in qs])  # same tag for every question
+            gen = self.model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                decoder_input_ids=dec.to(device),
+                max_new_tokens=max(need[i] for i in qs),
+                do_sample=False,
+                pad_token_id=self.pad_id,
+                eos_token_id=self.eos_id,
+            )
+            for r, i in enumerate(qs):
+                new = gen[r, dec.shape[1] :].tolist()
+                if self.eos_id in new:
+                    new = new[: new.index(self.eos_id)]
+                out[i] = self.tok.decode(new[: need[i]], skip_special_tokens=True).strip()
+            if progress is not None:
+                progress.update(len(qs))
+        return out
