@@ -1,4 +1,5 @@
-"""Shared helpers of the teacher tests: tiny random models, toy benchmarks, local HTTP servers."""
+"""Shared helpers of the teacher tests: tiny random models, toy benchmarks, openai-backend configs,
+local HTTP servers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -142,6 +144,51 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class TimedServer:
+    """127.0.0.1 server answering request ``n`` (0-based) with HTTP ``status(n)``: ``body`` (bytes),
+    or a valid completion where 200. ``times``: when each request arrived (perf_counter)."""
+
+    def __init__(self, status, body: bytes):
+        self.times: list[float] = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                outer.times.append(time.perf_counter())
+                code = status(len(outer.times) - 1)
+                data = body if code != 200 else json.dumps(_completion()).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self):
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _completion():
+    return {
+        "id": "c",
+        "object": "chat.completion",
+        "model": "m",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Because."}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
 
 
 class ScriptedServer:

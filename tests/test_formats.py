@@ -1,6 +1,7 @@
 """Answer formats (listed / cloze), the decision rules (score, sum, norm, pmi) against an
-independent full-forward reference, the rationale-after-answer task, the dev/report halves of
-valid, and what a trained student carries into evaluation (its format, fp32 forward)."""
+independent full-forward reference (seq2seq: ``model(..., labels=option)`` per option), the
+rationale-after-answer task, the dev/report halves of valid, and what a trained student carries
+into evaluation (its format, fp32 forward)."""
 
 import random
 from functools import partial
@@ -12,6 +13,7 @@ from conftest import RATIONALES, distill_cfg, records, tiny_causal, tiny_seq2seq
 from tinyllm.benchmarks import HALVES, select_half, valid_half
 from tinyllm.distill import encode_examples, train
 from tinyllm.evaluate import evaluate_records, rule_scores
+from tinyllm.loss import IGNORE
 from tinyllm.student import CausalStudent, Seq2SeqStudent, load_student, save_student
 
 KINDS = [(tiny_causal, CausalStudent), (tiny_seq2seq, Seq2SeqStudent)]
@@ -74,6 +76,33 @@ def test_cloze_rules_equal_an_independent_full_forward_reference(tiny_tokenizer)
             "pmi": max(range(3), key=lambda j: cond[j] - uncond[j]),
         }
         assert {r: p[f"pred_{r}"] for r in best} == best
+
+
+def test_seq2seq_option_scores_equal_a_per_option_reference(tiny_tokenizer):
+    # guards: score_options_pairwise *is* score_options for seq2seq, so "fast equals reference"
+    # compared the function with itself; a sum instead of a mean passed
+    s = Seq2SeqStudent(tiny_seq2seq(tiny_tokenizer, seed=3), tiny_tokenizer)
+    s.model.eval()
+    recs = records("valid")
+    scores = s.score_options(recs, 64, batch_size=3, device="cpu")
+    lengths = set()
+    with torch.no_grad():
+        for rec, row, total in zip(recs, scores.mean, scores.total, strict=True):
+            enc, dec_prefix = s.answer_prompt(rec, 64)
+            for j, opt in enumerate(s.option_ids(rec["choices"], 1 << 30)):
+                out = s.model(
+                    input_ids=torch.tensor([enc]),
+                    decoder_input_ids=torch.tensor([dec_prefix + opt[:-1]]),
+                    labels=torch.tensor([[IGNORE] * (len(dec_prefix) - 1) + opt]),
+                )
+                assert row[j] == pytest.approx(-float(out.loss), abs=1e-5), (rec["id"], j)
+                # the cloze rules' sum: every option token but the closing EOS
+                logp = torch.log_softmax(out.logits[0].float(), -1)
+                first = len(dec_prefix) - 1
+                text = sum(float(logp[first + t, tok]) for t, tok in enumerate(opt[:-1]))
+                assert total[j] == pytest.approx(text, abs=1e-4), (rec["id"], j)
+                lengths.add(len(opt))
+    assert len(lengths) > 1  # options of different lengths: a sum and a mean rank them differently
 
 
 @pytest.mark.parametrize("make, cls", KINDS)

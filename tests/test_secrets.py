@@ -9,6 +9,8 @@ import pytest
 
 from tinyllm.redact import MASK, redact, redact_uri
 
+KEY = "sk-live-0123456789abcdefghijKLMNOP"
+
 
 @pytest.mark.parametrize(
     "uri, want",
@@ -95,3 +97,11 @@ def test_fetch_never_stores_or_prints_a_token_of_the_source_url(tmp_path):
     assert "release.tar.gz?token=" in res.stderr and "hunter2secret" not in res.stdout + res.stderr
     stored = json.loads((tmp_path / "data" / "raw" / "SOURCE.json").read_text())["source"]
     assert stored.endswith(f"token={MASK}")
+
+
+def test_a_prefix_or_suffix_of_a_secret_is_masked_and_plain_text_is_kept():
+    # fault 4: a body cut by the server keeps only the key's start (>= 8 characters)
+    assert redact("echo " + KEY[:12], secrets=(KEY,)) == f"echo {MASK}"
+    assert redact(KEY[-9:] + " trailing", secrets=(KEY,)) == f"{MASK} trailing"
+    assert redact("echo " + KEY[:7] + "!", secrets=(KEY,)) == "echo " + KEY[:7] + "!"  # too short to say
+    assert redact("max_tokens=48", secrets=(KEY,)) == "max_tokens=48"

@@ -17,7 +17,16 @@ import time
 from pathlib import Path
 
 import pytest
-from teachers_testlib import build_tiny_causal, build_tiny_seq2seq, toy_questions, write_prepared, write_source_cache
+from teachers_testlib import (
+    ONE_TRY,
+    TimedServer,
+    api_cfg,
+    build_tiny_causal,
+    build_tiny_seq2seq,
+    toy_questions,
+    write_prepared,
+    write_source_cache,
+)
 
 from tinyllm.io import read_jsonl
 from tinyllm.rationales import load_cache
@@ -175,6 +184,41 @@ def test_icl_pool_uses_only_ok_source_rationales(tmp_path):
     assert [r["id"] for r, _ in pool] == [q["id"] for q in train[2:]]
     with pytest.raises(Exception, match="no 'ok' rationale"):
         build_pool(train, tmp_path, "llama2_7b", "obqa")
+
+
+def test_in_context_examples_come_from_train_only(tmp_path):
+    # guards: examples drawn from valid (the question's own split) were caught only by a missing
+    # fixture file; here valid has rationales in the source cache too, so only the split rule stops it
+    from tinyllm.teachers.generate import generate_teacher
+
+    train_qs, valid_qs = toy_questions(split="train", n=8), toy_questions(split="valid", n=8)
+    for split, qs in (("train", train_qs), ("valid", valid_qs)):
+        write_prepared(tmp_path / "prepared", "obqa", split, qs)
+        path = tmp_path / "rationales" / "flan_t5_xl" / "obqa" / f"{split}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [
+            {
+                "id": q["id"],
+                "teacher": "flan_t5_xl",
+                "rationale": f"Because {q['answer']}.",
+                "status": "ok",
+                "flags": [],
+            }
+            for q in qs
+        ]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with TimedServer(lambda n: 200, b"{}") as srv:
+        c = api_cfg(
+            srv.url, ONE_TRY, icl={"k": 2, "source": "flan_t5_xl", "seed": 0}, splits=["train", "valid"], batch_size=4
+        )
+        generate_teacher(c, "obqa", tmp_path / "prepared", tmp_path / "rationales", progress=False)
+    train_ids = {q["id"] for q in train_qs}
+    for split in ("train", "valid"):
+        recs = load_cache(tmp_path / "rationales", "api", "obqa", split)
+        assert len(recs) == 8
+        for r in recs:
+            ids = r["prompt"]["icl_ids"]
+            assert len(ids) == 2 and set(ids) <= train_ids and r["id"] not in ids, (split, r["id"], ids)
 
 
 # ----------------------------------------------------------------- transformers backend
@@ -484,3 +528,26 @@ def test_same_inputs_give_the_same_output_hash(tmp_path, monkeypatch, tiny_causa
     assert hashes[0] == hashes[1] == hashes[2]  # rerun in place, and a fresh workspace
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert metrics["train"]["tokens_per_s"] > 0  # timings land in the (cache: false) metrics file
+
+
+def test_a_cached_rerun_of_a_teacher_stage_keeps_its_measured_speed(tmp_path, monkeypatch):
+    # fault 7: a re-run with every record cached overwrote metrics/teachers/*.json with
+    # tokens_per_s: null (DVC had deleted the file; now it is persist: true and the stage keeps it)
+    import yaml
+
+    sys_path = str(REPO / "stages")
+    monkeypatch.syspath_prepend(sys_path)
+    import generate_rationales
+
+    _stage_workspace(tmp_path, build_tiny_causal(tmp_path / "model"), 4)
+    monkeypatch.chdir(tmp_path)
+    args = ["--teacher", "tiny", "--benchmark", "obqa", "--no-progress", "--metrics", "metrics.json"]
+    assert generate_rationales.main(args) == 0
+    first = json.loads((tmp_path / "metrics.json").read_text())["train"]
+    assert first["tokens_per_s"] > 0 and first["timed_run"]["generated"] == 4 and first["machine"]["torch"]
+    assert generate_rationales.main(args) == 0  # every record cached
+    again = json.loads((tmp_path / "metrics.json").read_text())["train"]
+    assert again["last_run"]["generated"] == 0 and again["last_run"]["tokens_per_s"] is None
+    assert again["tokens_per_s"] == first["tokens_per_s"] and again["timed_run"] == first["timed_run"]
+    metrics = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["generate_rationales"]["metrics"]
+    assert next(iter(metrics[0].values()))["persist"] is True  # DVC keeps the file for the re-run

@@ -1,14 +1,27 @@
 """Training: the three loss paths agree (loss and gradients), targets, task mapping, batching,
-gradient accumulation, steps = 0, logging and LoRA, on tiny random-init students."""
+gradient accumulation, steps = 0, logging and LoRA, on tiny random-init students; a checkpoint save
+killed midway leaves the previous one whole.
+
+Against a reference built independently here (issue 21), each failing on a one-line breakage:
+
+- one optimizer step of ``train()`` equals AdamW on ``L = w_A L_A + sum_m alpha_m L_m`` computed
+  from plain per-sequence forwards (alphas squared, ignored or swapped in the back-propagated loss
+  move the weights);
+- training-path losses on a model with *sharpened attention* (positions matter): a branch whose
+  position ids do not restart at the prefix end changes the loss by far more than the tolerance.
+"""
 
 import copy
+import json
 import math
 from functools import partial
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import RATIONALES, distill_cfg, records, tiny_causal, tiny_seq2seq
 
+from tinyllm.config import DistillConfig
 from tinyllm.distill import active_teachers, apply_lora, batches, encode_examples, train, valid_losses
 from tinyllm.student import CausalStudent, Seq2SeqStudent, load_student, save_student
 
@@ -251,3 +264,141 @@ def test_lora_trains_adapters_and_saves_merged_checkpoint(tiny_tokenizer, tmp_pa
     reloaded = load_student(tmp_path / "s")
     changed = [k for k, v in reloaded.model.state_dict().items() if k in before and not torch.equal(v, before[k])]
     assert changed and all("proj" in k for k in changed)  # merged adapters changed the projections only
+
+
+def test_save_student_is_atomic(tiny_tokenizer, tmp_path):
+    # fault 8: a kill mid-save left models/student with config files only; now the save goes to a
+    # temporary sibling and is renamed: the previous checkpoint stays whole until the new one is
+    class Killed(BaseException):  # like SIGTERM's KeyboardInterrupt/SystemExit: not an Exception
+        pass
+
+    class DyingTokenizer:  # the model's files are written, then the process dies
+        def save_pretrained(self, d):
+            raise Killed
+
+    out = tmp_path / "models" / "student"
+    with pytest.raises(Killed):
+        save_student(tiny_causal(tiny_tokenizer, seed=2), DyingTokenizer(), out, {"teachers": ["b"]})
+    assert not out.exists()  # no checkpoint rather than a folder that looks like one
+    first = tiny_causal(tiny_tokenizer, seed=1)
+    save_student(first, tiny_tokenizer, out, {"teachers": ["a"]})
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(Killed):
+        save_student(tiny_causal(tiny_tokenizer, seed=2), DyingTokenizer(), out, {"teachers": ["b"]})
+    assert sorted(p.name for p in out.iterdir()) == before
+    kept = load_student(out).model.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in first.state_dict().items())  # the old weights, whole
+    assert json.loads((out / "tinyllm.json").read_text()) == {"teachers": ["a"]}
+    assert [p.name for p in out.parent.iterdir()] == ["student"]  # no half-written sibling left
+    save_student(tiny_causal(tiny_tokenizer, seed=2), tiny_tokenizer, out, {"teachers": ["b"]})
+    assert json.loads((out / "tinyllm.json").read_text()) == {"teachers": ["b"]}
+    assert load_student(out).model.config.vocab_size == len(tiny_tokenizer)
+    assert [p.name for p in out.parent.iterdir()] == ["student"]
+
+
+# ----------------------------------------------------------------- against an independent reference
+
+ALPHAS = {"teacher_a": 0.5, "teacher_b": 2.0}  # alpha^2 != alpha, and unequal
+one_step_cfg = partial(  # one step at a constant rate, alphas that differ from their squares
+    distill_cfg,
+    alphas=ALPHAS,
+    answer_weight=1.0,
+    steps=1,
+    grad_accum=1,
+    lr=1e-3,
+    lr_schedule="constant",
+    forward="shared",
+    pack_tokens=0,
+    ce_chunk_tokens=7,
+)
+
+
+def sharpen(model, factor: float = 6.0):
+    """Scale the query and key projections: attention logits grow by factor^2, so attention is
+    peaked and which token sits where (RoPE) decides the output. A random tiny model barely uses
+    positions otherwise (a position bug moved the loss by 1e-5)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                p.mul_(factor)
+    return model
+
+
+def reference_task_losses(student, model, c: DistillConfig) -> dict[int, torch.Tensor]:
+    """Mean target-token NLL of each task over the batch, one plain forward per (question, task)
+    with the model's default positions (causal: prefix + tag + target in one sequence; seq2seq:
+    the encoder reads the question, the decoder [start] + tag + target)."""
+    teachers = active_teachers(c.alphas)
+    sums: dict[int, torch.Tensor] = {}
+    counts: dict[int, int] = {}
+    for e in encode_examples(student, examples(), teachers, c):
+        for b in e.branches:
+            if student.kind == "causal":
+                seq = e.prefix_ids + b.tag_ids + b.target_ids
+                logits = model(input_ids=torch.tensor([seq])).logits[0]
+                first = len(e.prefix_ids) + len(b.tag_ids)
+                nll = F.cross_entropy(logits[first - 1 : -1], torch.tensor(b.target_ids), reduction="sum")
+            else:
+                start = model.config.decoder_start_token_id
+                dec = [start] + b.tag_ids + b.target_ids[:-1]
+                logits = model(input_ids=torch.tensor([e.prefix_ids]), decoder_input_ids=torch.tensor([dec])).logits[0]
+                nll = F.cross_entropy(logits[len(b.tag_ids) :], torch.tensor(b.target_ids), reduction="sum")
+            sums[b.task] = sums.get(b.task, 0) + nll
+            counts[b.task] = counts.get(b.task, 0) + len(b.target_ids)
+    return {t: sums[t] / counts[t] for t in sums}
+
+
+def sharp_student(kind, tok, seed=0):
+    """Causal: sharpened attention; seq2seq: dropout off (train() and the reference agree)."""
+    if kind == "causal":
+        return CausalStudent(sharpen(tiny_causal(tok, seed=seed)), tok)
+    model = tiny_seq2seq(tok, seed=seed)
+    for m in model.modules():  # T5's dropout would make train() and the reference differ at random
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if isinstance(getattr(m, "dropout", None), float):  # T5Attention's functional dropout rate
+            m.dropout = 0.0
+    return Seq2SeqStudent(model, tok)
+
+
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+def test_one_step_equals_adamw_on_the_reference_loss(tiny_tokenizer, kind):
+    # guards the back-propagated loss: alpha*alpha, ignoring the alphas or giving them to the wrong
+    # teachers left the *logged* loss right (the checks above read it), but not this step
+    c = one_step_cfg()
+    s = sharp_student(kind, tiny_tokenizer)
+    ref_model = copy.deepcopy(s.model)
+    ref_model.train()
+    losses = reference_task_losses(s, ref_model, c)
+    weights = {0: c.answer_weight, 1: ALPHAS["teacher_a"], 2: ALPHAS["teacher_b"]}
+    loss = sum(weights[t] * v for t, v in losses.items())
+    loss.backward()
+    opt = torch.optim.AdamW([p for p in ref_model.parameters() if p.requires_grad], lr=c.lr, weight_decay=0.0)
+    opt.step()
+
+    before = {k: v.clone() for k, v in s.model.state_dict().items()}
+    res = train(s, examples(), c, progress=False)
+    assert res["loss_first"] == pytest.approx(float(loss.detach()), rel=1e-5)
+    got, want = s.model.state_dict(), ref_model.state_dict()
+    moved = [k for k in want if not torch.equal(want[k], before[k])]
+    assert moved, "the reference step moved nothing"
+    bad = {k: float((got[k] - want[k]).abs().max()) for k in moved if not torch.allclose(got[k], want[k], atol=2e-6)}
+    assert not bad, f"{len(bad)} of {len(moved)} tensors differ from the reference step: {bad}"
+
+
+def test_shared_path_losses_equal_independent_sequences_with_sharp_attention(tiny_tokenizer):
+    # guards: a branch's position ids must restart at the prefix end (each task sees
+    # prefix + its own continuation, positions 0..n-1); with sharp attention a wrong position
+    # moves the loss by >> 1e-4, where a plain tiny model moved it by 1e-5
+    c = one_step_cfg()
+    s = sharp_student("causal", tiny_tokenizer)
+    s.model.eval()
+    teachers = active_teachers(c.alphas)
+    enc = encode_examples(s, examples(), teachers, c)
+    with torch.no_grad():
+        ref = reference_task_losses(s, s.model, c)
+        for forward, pack in (("shared", 0), ("shared", 200), ("fused", 0), ("per_task", 0)):
+            part = s.losses(s.model, enc, 3, forward, pack_tokens=pack, ce_chunk=7)
+            got = part.sums / part.counts
+            for t, v in ref.items():
+                assert float(got[t]) == pytest.approx(float(v), rel=1e-4, abs=1e-5), (forward, pack, t)

@@ -16,21 +16,21 @@ MUTATIONS: list[dict] = [
         "file": "src/tinyllm/distill.py",
         "original": BACKWARD,
         "broken": BACKWARD.replace("weights, denom", "weights * weights, denom"),
-        "tests": ["tests/test_method_guards.py", "-k", "one_step"],
+        "tests": ["tests/test_train.py", "-k", "one_step"],
     },
     {
         "name": "backprop ignores the alphas",
         "file": "src/tinyllm/distill.py",
         "original": BACKWARD,
         "broken": BACKWARD.replace("weights, denom", "torch.ones_like(weights), denom"),
-        "tests": ["tests/test_method_guards.py", "-k", "one_step"],
+        "tests": ["tests/test_train.py", "-k", "one_step"],
     },
     {
         "name": "seq2seq option scores summed, not averaged",
         "file": "src/tinyllm/student/seq2seq.py",
         "original": "            mean = tok_lp.sum(-1) / keep.sum(-1)\n",
         "broken": "            mean = tok_lp.sum(-1)\n",
-        "tests": ["tests/test_method_guards.py", "-k", "seq2seq_option"],
+        "tests": ["tests/test_formats.py", "-k", "seq2seq_option"],
     },
     {
         "name": "distill trains on the valid questions too",
@@ -53,14 +53,14 @@ MUTATIONS: list[dict] = [
         "original": "    torch.manual_seed(seed)\n    student = load_student(root / cfg.base)\n",
         "broken": "    examples = examples[::-1] if teachers else examples\n"
         "    torch.manual_seed(seed)\n    student = load_student(root / cfg.base)\n",
-        "tests": ["tests/test_method_guards.py", "-k", "study"],
+        "tests": ["tests/test_study_pairing.py", "-k", "study"],
     },
     {
         "name": "branch position ids do not restart at the prefix end",
         "file": "src/tinyllm/student/causal.py",
         "original": "                    pos[r, c : c + n] = torch.arange(p, p + n)\n",
         "broken": "                    pos[r, c : c + n] = torch.arange(c - start, c - start + n)\n",
-        "tests": ["tests/test_method_guards.py", "-k", "sharp or one_step"],
+        "tests": ["tests/test_train.py", "-k", "sharp or one_step"],
     },
     {
         "name": "in-context examples drawn from valid",
@@ -69,7 +69,7 @@ MUTATIONS: list[dict] = [
         "        pool = build_pool(train, rationales_root, cfg.icl.source, benchmark, cfg.icl.split)\n",
         "broken": "        train = read_questions(prepared_path(prepared_root, benchmark, 'valid'))\n"
         "        pool = build_pool(train, rationales_root, cfg.icl.source, benchmark, 'valid')\n",
-        "tests": ["tests/test_method_guards.py", "-k", "in_context"],
+        "tests": ["tests/test_teachers.py", "-k", "in_context"],
     },
     # ---- issue 14's round (9 of 12 caught then)
     {
@@ -99,7 +99,7 @@ MUTATIONS: list[dict] = [
         "original": "    weights = torch.tensor([cfg.answer_weight] + [float(cfg.alphas[t]) for t in teachers])\n",
         "broken": "    weights = torch.tensor([cfg.answer_weight] + "
         "[float(cfg.alphas[t]) for t in reversed(teachers)])\n",
-        "tests": ["tests/test_train.py", "tests/test_method_guards.py", "-k", "alpha or one_step"],
+        "tests": ["tests/test_train.py", "-k", "alpha or one_step"],
     },
     {
         "name": "bucketing drops one question per pool",
@@ -178,7 +178,7 @@ MUTATIONS: list[dict] = [
         "file": "dvc.yaml",
         "original": "    deps:\n      - data/params.ok\n      - stages/fetch.py\n",
         "broken": "    deps:\n      - stages/fetch.py\n",
-        "tests": ["tests/test_faults.py", "-k", "params_error"],
+        "tests": ["tests/test_dvc_repro.py", "-k", "params_error"],
     },
     {
         "name": "fault 3: orphaned runs not marked",
@@ -192,14 +192,14 @@ MUTATIONS: list[dict] = [
         "file": "src/tinyllm/teachers/backends.py",
         "original": "redact_and_cut(e.response.text, 300, self._secrets)",
         "broken": "e.response.text[:300]",
-        "tests": ["tests/test_faults.py", "-k", "key_crossing"],
+        "tests": ["tests/test_teachers_openai.py", "-k", "key_crossing"],
     },
     {
         "name": "fault 4: prefixes of a secret not masked",
         "file": "src/tinyllm/redact.py",
         "original": "            out = _mask_parts(out, s)\n",
         "broken": "            pass\n",
-        "tests": ["tests/test_faults.py", "-k", "prefix_or_suffix"],
+        "tests": ["tests/test_secrets.py", "-k", "prefix_or_suffix"],
     },
     {
         "name": "fault 5: 'No default remote set' taken as a name again",
@@ -220,21 +220,21 @@ MUTATIONS: list[dict] = [
         "file": "src/tinyllm/teachers/backends.py",
         "original": "            return retry_delay(backoff_s, max(nb, 0))\n",
         "broken": "            return super()._calculate_retry_timeout(remaining_retries, options, response_headers)\n",
-        "tests": ["tests/test_faults.py", "-k", "backoff"],
+        "tests": ["tests/test_teachers_openai.py", "-k", "backoff"],
     },
     {
         "name": "fault 7: a cached teacher re-run writes tokens_per_s null",
         "file": "stages/generate_rationales.py",
         "original": '        elif isinstance(prev, dict) and prev.get("tokens_per_s") is not None:\n',
         "broken": "        elif False:\n",
-        "tests": ["tests/test_faults.py", "-k", "measured_speed"],
+        "tests": ["tests/test_teachers.py", "-k", "measured_speed"],
     },
     {
         "name": "fault 8: save_student writes the weights into the live folder",
         "file": "src/tinyllm/student/checkpoint.py",
         "original": "        model.save_pretrained(tmp)\n",
         "broken": "        model.save_pretrained(out_dir)\n",
-        "tests": ["tests/test_faults.py", "-k", "atomic"],
+        "tests": ["tests/test_train.py", "-k", "atomic"],
     },
     # ---- issue 20: answer formats and decision rules
     {
