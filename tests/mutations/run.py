@@ -67,8 +67,10 @@ def main() -> int:
         return 0
     caught, rows, t0 = 0, [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tinyllm-mutations-") as d:
-        tree = Path(d)
+        tree = Path(d) / ROOT.name
         copy_tree(tree)
+        if (ROOT.parent / "shared").is_dir():  # ../shared beside the copy too (the offline mirror)
+            (Path(d) / "shared").symlink_to(ROOT.parent / "shared")
         if args.baseline:
             for tests in sorted({tuple(m["tests"]) for m in todo}):
                 rc, last = pytest(tree, list(tests), args.timeout)
