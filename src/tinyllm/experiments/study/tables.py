@@ -34,64 +34,18 @@ def study_tables(
 
     ``agreement``: per comparison and seed, the questions on which both arms chose the same option
     (of ``n``); ``seed_agreement``: the same between two seeds of one arm, the yardstick for it."""
-    from ...stats import N_RESAMPLES, accuracy_summary, prediction, seed_matrix
-    from ...stats import paired_comparison as _paired
-
-    def paired_comparison(a, r):
-        return _paired(a, r, n_resamples=n_resamples or N_RESAMPLES)
+    from ...stats import accuracy_summary
 
     rule = rule or cfg.rule
     half = cfg.report_half if half == "profile" else half
-    done = _runs_done(cfg, out)
-    preds = {
-        arm: {
-            b: {s: _read_preds(d / "predictions" / cfg.eval_split / f"{b}.jsonl", half) for s, d in seeds.items()}
-            for b in cfg.benchmarks
-        }
-        for arm, seeds in done.items()
-    }
-
-    def picks(arm: str, seed: int) -> dict:
-        return {(b, p["id"]): prediction(p, rule) for b in cfg.benchmarks for p in preds[arm][b][seed]}
-
-    def same_option(x: dict, y: dict) -> dict:
-        common = x.keys() & y.keys()
-        return {"same": sum(x[k] == y[k] for k in common), "n": len(common)}
-
-    def matrices(arm: str, seeds: list[int]) -> dict:
-        return {b: seed_matrix([preds[arm][b][s] for s in seeds], rule) for b in cfg.benchmarks}
-
-    mats = {arm: matrices(arm, sorted(seeds)) for arm, seeds in done.items()}
+    runs = _Runs(cfg, out, rule, half)
+    mats = {arm: runs.matrices(arm, sorted(seeds)) for arm, seeds in runs.done.items()}
     summary = {arm: accuracy_summary({b: m for b, (_, m) in per.items()}) for arm, per in mats.items()}
-    comps, used, per_seed, agreement = {}, {}, {}, {}
-    for arm in mats:
-        if arm in cfg.deterministic_arms:
-            continue  # the untrained student is a reference, not a treatment
-        for ref in (cfg.reference, *cfg.deterministic_arms):
-            if arm == ref or ref not in mats:
-                continue
-            key = f"{arm} - {ref}"
-            if ref in cfg.deterministic_arms:
-                used[key] = sorted(done[arm])
-                comps[key] = paired_comparison(mats[arm], mats[ref])
-            elif common := sorted(set(done[arm]) & set(done[ref])):
-                used[key] = common
-                comps[key] = paired_comparison(matrices(arm, common), matrices(ref, common))
-            else:
-                continue
-            ref_seed = {s: min(done[ref]) if ref in cfg.deterministic_arms else s for s in used[key]}
-            agreement[key] = {s: same_option(picks(arm, s), picks(ref, ref_seed[s])) for s in used[key]}
-            if len(used[key]) > 1:  # each seed's pair alone: does one seed carry the pooled difference?
-                per_seed[key] = {
-                    s: paired_comparison(
-                        matrices(arm, [s]), mats[ref] if ref in cfg.deterministic_arms else matrices(ref, [s])
-                    )["average"]
-                    for s in used[key]
-                }
-    seeds = {a: sorted(s) for a, s in done.items()}
+    comps, used, per_seed, agreement = _comparisons(cfg, runs, mats, n_resamples)
+    seeds = {a: sorted(s) for a, s in runs.done.items()}
     # how much two seeds of one arm agree: the yardstick for how few answers a treatment moves
     seed_agreement = {
-        arm: {f"{s}-{t}": same_option(picks(arm, s), picks(arm, t)) for s in ss for t in ss if s < t}
+        arm: {f"{s}-{t}": _same_option(runs.picks(arm, s), runs.picks(arm, t)) for s in ss for t in ss if s < t}
         for arm, ss in seeds.items()
         if len(ss) > 1
     }
@@ -106,6 +60,76 @@ def study_tables(
         "rule": rule,
         "half": half,
     }
+
+
+class _Runs:
+    """The finished runs' predictions, read once, under one rule and half."""
+
+    def __init__(self, cfg: StudyConfig, out: Path, rule: str, half: str | None):
+        self.cfg, self.rule = cfg, rule
+        self.done = _runs_done(cfg, out)
+        self.preds = {
+            arm: {
+                b: {s: _read_preds(d / "predictions" / cfg.eval_split / f"{b}.jsonl", half) for s, d in seeds.items()}
+                for b in cfg.benchmarks
+            }
+            for arm, seeds in self.done.items()
+        }
+
+    def picks(self, arm: str, seed: int) -> dict:
+        """{(benchmark, id): the option the run chose}."""
+        from ...stats import prediction
+
+        return {(b, p["id"]): prediction(p, self.rule) for b in self.cfg.benchmarks for p in self.preds[arm][b][seed]}
+
+    def matrices(self, arm: str, seeds: list[int]) -> dict:
+        """{benchmark: the seeds x questions correctness matrix} of one arm."""
+        from ...stats import seed_matrix
+
+        return {b: seed_matrix([self.preds[arm][b][s] for s in seeds], self.rule) for b in self.cfg.benchmarks}
+
+
+def _same_option(x: dict, y: dict) -> dict:
+    common = x.keys() & y.keys()
+    return {"same": sum(x[k] == y[k] for k in common), "n": len(common)}
+
+
+def _comparisons(cfg: StudyConfig, runs: _Runs, mats: dict, n_resamples: int | None) -> tuple[dict, ...]:
+    """(comparisons, their seeds, per-seed comparisons, same-option counts) of every trained arm
+    against the reference arm and each deterministic arm."""
+    from ...stats import N_RESAMPLES
+    from ...stats import paired_comparison as _paired
+
+    def paired_comparison(a, r):
+        return _paired(a, r, n_resamples=n_resamples or N_RESAMPLES)
+
+    done, deterministic = runs.done, cfg.deterministic_arms
+    comps, used, per_seed, agreement = {}, {}, {}, {}
+    for arm in mats:
+        if arm in deterministic:
+            continue  # the untrained student is a reference, not a treatment
+        for ref in (cfg.reference, *deterministic):
+            if arm == ref or ref not in mats:
+                continue
+            key = f"{arm} - {ref}"
+            if ref in deterministic:
+                used[key] = sorted(done[arm])
+                comps[key] = paired_comparison(mats[arm], mats[ref])
+            elif common := sorted(set(done[arm]) & set(done[ref])):
+                used[key] = common
+                comps[key] = paired_comparison(runs.matrices(arm, common), runs.matrices(ref, common))
+            else:
+                continue
+            ref_seed = {s: min(done[ref]) if ref in deterministic else s for s in used[key]}
+            agreement[key] = {s: _same_option(runs.picks(arm, s), runs.picks(ref, ref_seed[s])) for s in used[key]}
+            if len(used[key]) > 1:  # each seed's pair alone: does one seed carry the pooled difference?
+                per_seed[key] = {
+                    s: paired_comparison(
+                        runs.matrices(arm, [s]), mats[ref] if ref in deterministic else runs.matrices(ref, [s])
+                    )["average"]
+                    for s in used[key]
+                }
+    return comps, used, per_seed, agreement
 
 
 def checkpoint_table(cfg: StudyConfig, out: Path) -> list[dict]:
