@@ -23,6 +23,12 @@ def main() -> None:
     ap.add_argument("--metrics", default="metrics/train.json")
     ap.add_argument("--log", default="metrics/train_log.tsv")
     ap.add_argument("--run-file", default="metrics/mlflow_run.json", help="MLflow run id, for evaluate to resume")
+    ap.add_argument(
+        "--checkpoints", default="metrics/checkpoints",
+        help="memory per step (memory.json) and, with distill.checkpoint_every, the student scored "
+        "every N steps on valid's distill.checkpoint_half (step<N>/metrics.json and predictions)",
+    )  # fmt: skip
+    ap.add_argument("--prepared", default="data/prepared", help="the questions checkpoints are scored on")
     ap.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
     ap.add_argument(
         "--state-dir", default=".train-state/distill",
@@ -35,6 +41,7 @@ def main() -> None:
     student = from_dict(StudentConfig, _stage.params("student"), "student")
 
     from tinyllm import tracking
+    from tinyllm.checkpoints import Checkpoints, checkpoint_evaluation, checkpoint_questions
     from tinyllm.distill import distill_student
     from tinyllm.io import write_json
 
@@ -43,12 +50,20 @@ def main() -> None:
         run = tracking.start_distill_run(root, _stage.params(), enabled=not args.no_mlflow)  # rank 0 only
     except tracking.TrackingUnavailable as e:
         raise SystemExit(f"distill: {e}") from None
+    checkpoints = Checkpoints(root / args.checkpoints, cfg.checkpoint_every)
+    if cfg.checkpoint_every:
+        benchmarks = _stage.config().data.benchmarks
+        checkpoints.questions = checkpoint_questions(root / args.prepared, benchmarks, cfg.checkpoint_half)
+        checkpoints.evaluation = checkpoint_evaluation(cfg)
     out = distill_student(
         root / args.base, root / args.trainset, root / args.out, cfg, student.kind, root / args.log, run.log_row,
         state_dir=root / args.state_dir if cfg.state_every else None, state_every=cfg.state_every,
+        checkpoints=checkpoints,
     )  # fmt: skip
     if out is None:  # not the main process of a distributed run
         return
+    if not checkpoints.memory_path.exists():  # nothing trained (steps 0): the output is there all the same
+        write_json(checkpoints.memory_path, [])
     out["train"]["stage_wall_s"] = time.perf_counter() - t0
     out["train"]["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     write_json(root / args.metrics, out)

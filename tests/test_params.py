@@ -196,3 +196,22 @@ def test_every_stage_validates_the_whole_file_before_work(script, bad_evaluate_r
     assert "unknown key(s) ['max_per_benchmarks']" in res.stderr, res.stderr[-2000:]
     after = files()
     assert after == before, f"{script} wrote {set(after) - set(before)} before validating"
+
+
+def _every_key() -> list[str]:
+    import dataclasses
+
+    from tinyllm.config import SECTIONS
+
+    return [f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+@pytest.mark.parametrize("dotted", _every_key())
+def test_a_key_missing_from_params_yaml_is_refused_not_taken_from_code(dotted):
+    # guards: one set of values (issue #31 item 4): a key left out of params.yaml silently took the
+    # dataclass default (answer_format listed, headline score) where params.yaml says cloze, norm
+    section, key = dotted.split(".")
+    p = copy.deepcopy(PARAMS)
+    del p[section][key]
+    with pytest.raises(ParamsError, match=re.escape(dotted) + r".*missing.*library default"):
+        validate_params(p)

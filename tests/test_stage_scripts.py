@@ -79,6 +79,7 @@ def make_workspace(root: Path, tiny_tokenizer, steps: int = 2) -> Path:
             log_every=1,
             precision="fp32",
             gradient_checkpointing=False,
+            checkpoint_every=1,  # step 1 of 2 scored on valid's dev half (distill reads data/prepared)
         ),
         evaluate=dict(splits=["valid", "test"], generate_per_benchmark=2, precision="fp32"),
     )
@@ -181,6 +182,25 @@ def test_distill_trains_on_the_train_questions_only(ran):
     assert (root / "models" / "student" / "tinyllm.json").exists()
     train = json.loads((root / "metrics" / "train.json").read_text())["train"]
     assert train["steps"] == 2 and train["examples"] == 4
+
+
+def test_distill_scores_its_checkpoints_on_the_dev_half_with_dvc_repro_s_own_command(ran):
+    # guards: distill.checkpoint_every ignored by the stage, a checkpoint on report questions or
+    # at the last step, the memory curve missing (issue #31 item 1: an option dvc repro can use)
+    from tinyllm.benchmarks import valid_half
+    from tinyllm.evaluation import read_predictions
+
+    root, _, _ = ran
+    ck = root / "metrics" / "checkpoints"
+    assert sorted(p.name for p in ck.iterdir()) == ["memory.json", "step1"]
+    preds = read_predictions(ck / "step1" / "predictions" / "valid" / "obqa.jsonl")
+    valid = [json.loads(x) for x in (root / "data" / "prepared" / "obqa" / "valid.jsonl").read_text().splitlines()]
+    dev = [r["id"] for r in valid if valid_half(r) == "dev"]
+    assert dev and [p["id"] for p in preds] == dev and {p["half"] for p in preds} == {"dev"}
+    step = json.loads((ck / "step1" / "metrics.json").read_text())
+    assert step["step"] == 1 and set(step["valid"]) == {"obqa", "average"}
+    assert {f"acc_{r}" for r in ("norm", "sum", "pmi", "score")} <= set(step["valid"]["obqa"])
+    assert [r["step"] for r in json.loads((ck / "memory.json").read_text())] == [1, 2]
 
 
 def test_evaluate_scores_exactly_the_valid_questions(ran):

@@ -194,7 +194,7 @@ def test_saved_student_is_tracked_with_dvc_without_dvc_on_path(tmp_path, monkeyp
     # (no activated venv) had none, so tinyllm-s0's student was left untracked with a warning
     import subprocess
 
-    from tinyllm.experiments.study.runner import _dvc_add
+    from tinyllm.experiments.study.layout import dvc_add as _dvc_add
 
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
@@ -264,7 +264,8 @@ def test_a_killed_study_resumes_its_run_from_the_last_training_state(tiny_tokeni
     kept and marked where it resumed, the training state removed once the run is done."""
     import pytest
 
-    import tinyllm.experiments.study.runner as runner
+    import tinyllm.experiments.study.layout as runner
+    from tinyllm.checkpoints import Checkpoints
 
     cfg = _setup(tmp_path, tiny_tokenizer)
     cfg.seeds, cfg.mlflow, cfg.checkpoint_every, cfg.save_models = [0], False, 2, "models"
@@ -275,7 +276,7 @@ def test_a_killed_study_resumes_its_run_from_the_last_training_state(tiny_tokeni
     class Killed(Exception):
         pass
 
-    real_hook, kills = runner._checkpoint_hook, []
+    real_hook, kills = Checkpoints.hook, []
 
     def killing_hook(*a, **kw):
         hook = real_hook(*a, **kw)
@@ -288,7 +289,7 @@ def test_a_killed_study_resumes_its_run_from_the_last_training_state(tiny_tokeni
 
         return on_step
 
-    monkeypatch.setattr(runner, "_checkpoint_hook", killing_hook)
+    monkeypatch.setattr(Checkpoints, "hook", killing_hook)
     out = tmp_path / "killed"
     with pytest.raises(Killed):
         run_study(tmp_path, cfg, out)
@@ -318,7 +319,8 @@ def test_step_peak_is_the_high_water_mark_since_the_last_call():
     import numpy as np
     import pytest
 
-    from tinyllm.experiments.study.runner import _rss_gb, _step_peak_gb
+    from tinyllm.checkpoints import rss_gb as _rss_gb
+    from tinyllm.checkpoints import step_peak_gb as _step_peak_gb
 
     if _step_peak_gb() is None:
         pytest.skip("no /proc/self/status here")
@@ -696,7 +698,7 @@ def test_study_students_live_in_a_dvc_subrepo_the_pipeline_status_ignores(tmp_pa
     import shutil
     import subprocess
 
-    from tinyllm.experiments.study.runner import _dvc_add
+    from tinyllm.experiments.study.layout import dvc_add as _dvc_add
 
     def dvc(*args, cwd):
         return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True)
@@ -771,12 +773,20 @@ def test_every_profile_is_a_params_overlay_that_gives_its_runs_own_settings(prof
     # guards: the study's settings drifting from the pipeline's typed config (issue #31 item 1): each
     # arm x seed validates as params.yaml sections, and gives exactly the DistillConfig the
     # committed runs were trained under (built from the profile and the dataclass defaults)
+    import dataclasses
+
     from tinyllm.config import DistillConfig
+    from tinyllm.experiments.study.config import STUDY_DISTILL_BASE
 
     cfg = StudyConfig.load(ROOT / "experiments" / profile)
     for arm, seed in cfg.runs():
         p = cfg.params(arm, seed)
-        assert p.distill == DistillConfig(**{**cfg.distill, **cfg.arms[arm], "seed": seed}), (arm, seed)
+        trained = DistillConfig(**{**STUDY_DISTILL_BASE, **cfg.distill, **cfg.arms[arm], "seed": seed})
+        scoring = {"checkpoint_every": cfg.checkpoint_every, "checkpoint_half": "all", "checkpoint_rule": cfg.rule}
+        assert p.distill == dataclasses.replace(trained, **scoring), (arm, seed)  # scoring keys change no weight
+        # every distill key is the profile's or the pinned base's: a change of a library default
+        # (params.yaml is the pipeline's only set of values) can never move a study
+        assert set(cfg.overlay(arm, seed)["distill"]) == {f.name for f in dataclasses.fields(DistillConfig)}
         assert p.data.benchmarks == cfg.benchmarks
     e = cfg.evaluation()
     assert (e.headline, e.batch_size, e.max_input_tokens, e.precision) == (

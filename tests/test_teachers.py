@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -416,18 +415,18 @@ def _stage_workspace(root: Path, model: Path, n: int, precision: str = "fp32") -
     qs = toy_questions(n=n)
     write_prepared(root / "data" / "prepared", "obqa", "train", qs)
     write_source_cache(root / "data" / "rationales", "flan_t5_xl", "obqa", qs)
-    (root / "params.yaml").write_text(
-        textwrap.dedent(f"""
-        teachers:
-          tiny:
-            backend: transformers
-            model: {model}
-            precision: {precision}
-            max_new_tokens: 6
-            batch_size: 3
-            icl: {{k: 2, strategy: random, source: flan_t5_xl}}
-    """)
-    )
+    import yaml
+    from conftest import shrunk_params
+
+    tiny = {
+        "backend": "transformers",
+        "model": str(model),
+        "precision": precision,
+        "max_new_tokens": 6,
+        "batch_size": 3,
+        "icl": {"k": 2, "strategy": "random", "source": "flan_t5_xl"},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump({**shrunk_params(["obqa"]), "teachers": {"tiny": tiny}}))
 
 
 def _run_child(cwd: Path, delay: float) -> subprocess.Popen:

@@ -206,10 +206,12 @@ def _generate_only_repo(d: Path, url: str, n: int) -> dict:
         shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["generate_rationales"]
     (d / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"generate_rationales": stage}}, sort_keys=False))
+    from conftest import shrunk_params
+
     (d / "params.yaml").write_text(
         yaml.safe_dump(
             {
-                "data": {"benchmarks": ["obqa"]},
+                **shrunk_params(["obqa"]),
                 "teachers": {
                     "api": {
                         "backend": "openai",

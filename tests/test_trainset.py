@@ -191,10 +191,11 @@ def test_stage_output_ignores_caches_of_unused_teachers(stage_repo):
 
 
 def test_distill_depends_on_the_trainset_not_on_caches():
-    # guards: item 2, the DVC side: distill's data deps are the trainset and the base model only
+    # guards: item 2, the DVC side: distill's data deps are the trainset, the base model and the
+    # questions its checkpoints are scored on (distill.checkpoint_every), never a rationale cache
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["distill"]
     data_deps = [d for d in stage["deps"] if d.startswith(("data/", "models/"))]
-    assert sorted(data_deps) == ["data/trainset", "models/base"]
+    assert sorted(data_deps) == ["data/prepared", "data/trainset", "models/base"]
     assert "data/trainset" in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["trainset"]["outs"]
 
 

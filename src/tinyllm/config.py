@@ -44,6 +44,12 @@ def load_params(path: str | os.PathLike = "params.yaml") -> dict:
     return data
 
 
+# One set of values: the pipeline reads every key of these sections from params.yaml, and a
+# missing key is an error (_require_every_key), so a dataclass default never sets a pipeline
+# value. The defaults below serve library callers only (tests, scripts); a study pins its own
+# base (experiments/study/config.py STUDY_DISTILL_BASE) and depends on neither.
+
+
 @dataclass
 class DataConfig:
     # A folder in the release layout (holding datasets/<ds>/...), a tarball URL,
@@ -140,6 +146,13 @@ class DistillConfig:
     # Save the whole training state every N optimizer steps (0: never) where the caller gives a
     # state folder (the distill stage: .train-state/distill); a killed run resumes from the last.
     state_every: int = 8
+    # Score the student every N optimizer steps before the last (0: never) with the one evaluation
+    # loop (tinyllm.checkpoints: fp32, likelihood rules) on the valid questions of
+    # checkpoint_half; the distill stage writes them to metrics/checkpoints/step<N>/. Select a
+    # step on "dev" only; "all" scores both halves (a study's per-epoch curves).
+    checkpoint_every: int = 0
+    checkpoint_half: Literal["dev", "report", "all"] = "dev"
+    checkpoint_rule: Rule = "norm"  # the rule a checkpoint's log line and "accuracy" name (all are recorded)
 
     # Ranges of fields (a field without an entry is type-checked only); alphas: each value.
     RANGES: ClassVar[dict] = {
@@ -162,6 +175,7 @@ class DistillConfig:
         "ce_chunk_tokens": ">=0",
         "valid_loss_per_benchmark": ">=0",
         "state_every": ">=0",
+        "checkpoint_every": ">=0",
     }
 
     def __post_init__(self):
@@ -189,6 +203,9 @@ class EvaluateConfig:
     batch_size: int = 16
     max_input_tokens: int = 256
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # Score only this fixed half of valid (benchmarks.valid_half; null: all of it): a pilot that
+    # selects on "dev" never computes a "report" number.
+    valid_half: Literal["dev", "report"] | None = None
 
     RANGES: ClassVar[dict] = {
         "splits": "nonempty",
@@ -256,6 +273,7 @@ def validate_params(params: dict) -> Params:
     unknown = sorted(set(params) - set(SECTIONS) - {"teachers"})
     if unknown:
         raise ParamsError(f"params.yaml: unknown section(s) {unknown}; known: {sorted([*SECTIONS, 'teachers'])}")
+    _require_every_key(params)
     built = {name: from_dict(cls, params.get(name), name) for name, cls in SECTIONS.items()}
     raw_teachers = params.get("teachers") or {}
     if not isinstance(raw_teachers, dict):
@@ -282,6 +300,41 @@ def validate_params(params: dict) -> Params:
                 f"= {t.icl.split!r}; released rationales are imported for {list(IMPORTED_SPLITS)} only",
             )
     return Params(teachers=teachers, **built)
+
+
+def _require_every_key(params: dict) -> None:
+    """The pipeline takes every value from params.yaml and none from the dataclass defaults
+    below (those serve library callers: tests, a study's overlay): a missing key is an error
+    naming it and the value to add."""
+    import dataclasses
+
+    for name, cls in SECTIONS.items():
+        raw = params.get(name)
+        given = raw if isinstance(raw, dict) else {}
+        missing = [f for f in dataclasses.fields(cls) if f.name not in given]
+        if missing and isinstance(raw, dict | None):
+            keys = ", ".join(f"{name}.{f.name}" for f in missing)
+            example = "; ".join(f"{f.name}: {_default(f)!r}" for f in missing)
+            raise ParamsError(
+                f"params.yaml: {keys} missing; the pipeline reads every key from params.yaml, none from "
+                f"code defaults. Add {'it' if len(missing) == 1 else 'them'} under {name}: "
+                f"(the library default: {example})"
+            )
+
+
+def _default(f):
+    import dataclasses
+
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def load_teachers(path: str | os.PathLike = "params.yaml") -> dict:
+    """The ``teachers:`` section of ``path`` alone, each entry validated (name -> TeacherConfig):
+    for readers of the teacher setup (reports, the export) that need no other section."""
+    raw = load_params(path).get("teachers") or {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: teachers = {raw!r} is not a mapping")
+    return {name: teacher_config(name, t) for name, t in raw.items()}
 
 
 def load_config(path: str | os.PathLike = "params.yaml") -> Params:

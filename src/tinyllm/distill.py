@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,6 +34,9 @@ from .device import resolve_precision
 from .loss import multitask_loss
 from .student import Encoded, Student
 from .train_state import Progress, code_digest, save_state, usable_state, weights_digest
+
+if TYPE_CHECKING:
+    from .checkpoints import Checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -437,6 +440,8 @@ def distill_student(
     on_log: Callable[[dict], None] | None = None,
     state_dir: Path | None = None,
     state_every: int = 0,
+    checkpoints: Checkpoints | None = None,
+    progress: bool = True,
 ) -> dict | None:
     """The ``distill`` stage: the ``trainset`` stage's examples for the teachers with alpha > 0 (and
     its validation-loss examples), the base student (LoRA adapters when ``cfg.lora``) trained under
@@ -445,7 +450,9 @@ def distill_student(
     distributed run, which saves nothing.
 
     With ``state_dir`` the run is resumable (see ``train``): a killed stage started again continues
-    from its last save there, and the folder is removed once the student is saved."""
+    from its last save there, and the folder is removed once the student is saved. ``checkpoints``
+    (``tinyllm.checkpoints``): memory per step and the student scored every ``checkpoints.every``
+    steps, on the main process."""
     from .student import load_student, save_student
     from .train_state import remove_state
     from .trainset import load_trainset
@@ -458,9 +465,11 @@ def distill_student(
     student = load_student(base, kind)
     if cfg.lora:
         apply_lora(student, cfg.lora)
+    on_step = checkpoints.hook(student, cfg.steps) if checkpoints is not None else None
     result = train(
-        student, examples, cfg, log_path=log_path, on_log=on_log, valid_examples=valid,
-        state_dir=state_dir, state_every=state_every, state_at_end=False,  # the student is saved next
+        student, examples, cfg, log_path=log_path, on_log=on_log, valid_examples=valid, progress=progress,
+        on_step=on_step, state_dir=state_dir, state_every=state_every,
+        state_at_end=False,  # the student is saved next
     )  # fmt: skip
     is_main, cut = result.pop("_is_main"), result.pop("cut_targets")
     if not is_main:
@@ -492,6 +501,11 @@ def _fmt(v) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
+# DistillConfig keys that do not change the trained weights: how often the state is saved and
+# how the run is scored on the way (a run resumes across a change of these)
+_NOT_TRAINING = ("state_every", "checkpoint_every", "checkpoint_half", "checkpoint_rule")
+
+
 def _state_settings(cfg: DistillConfig, teachers: list[str], examples: list[dict], processes: int, start: dict) -> dict:
     """What a saved training state must have been started with to be resumed (JSON-normalised):
     the settings (but how often to save), the processes, the training questions with their
@@ -502,7 +516,7 @@ def _state_settings(cfg: DistillConfig, teachers: list[str], examples: list[dict
     digest = hashlib.sha256()
     for ex in examples:
         digest.update(json.dumps([ex["record"], ex["rationales"]], sort_keys=True, default=str).encode())
-    config = {k: v for k, v in config_dict(cfg).items() if k != "state_every"}
+    config = {k: v for k, v in config_dict(cfg).items() if k not in _NOT_TRAINING}
     settings = {**config, "teachers": teachers, "processes": processes, **start, "code_digest": code_digest()}
     return json.loads(json.dumps({**settings, "examples": len(examples), "examples_sha256": digest.hexdigest()}))
 

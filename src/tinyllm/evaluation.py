@@ -88,12 +88,13 @@ def evaluate_benchmarks(student, questions: dict[str, list[dict]], **kwargs) -> 
     return per, preds_by
 
 
-def evaluate_splits(student, prepared: Path, benchmarks: list[str], cfg, device, precision: str):
+def evaluate_splits(student, prepared: Path, benchmarks: list[str], cfg, device, precision: str, progress: bool = True):
     """The evaluate stage's evaluation under ``cfg`` (an ``EvaluateConfig``): (results, predictions),
     results = {split: {benchmark|"average": metrics with n, CI, majority and chance rates}} for
     every split some benchmark has, predictions = {split: {benchmark: predictions}}."""
     import torch
 
+    from .benchmarks import select_half
     from .stats import majority_classes, summarize_split
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
@@ -101,11 +102,14 @@ def evaluate_splits(student, prepared: Path, benchmarks: list[str], cfg, device,
     results, predictions = {}, {}
     for split in cfg.splits:
         questions = prepared_questions(prepared, benchmarks, split, cfg.max_per_benchmark)
+        if split == "valid" and cfg.valid_half is not None:
+            questions = {b: select_half(records, cfg.valid_half) for b, records in questions.items()}
         per, preds_by = evaluate_benchmarks(
             student,
             questions,
             context=lambda: autocast,
             label=split,
+            progress=progress,
             max_input_tokens=cfg.max_input_tokens,
             max_new_tokens=cfg.max_new_tokens,
             batch_size=cfg.batch_size,
@@ -127,6 +131,59 @@ def write_predictions(folder: Path, predictions: dict[str, dict[str, list[dict]]
     for split, preds_by in predictions.items():
         for b, preds in preds_by.items():
             write_jsonl(Path(folder) / split / f"{b}.jsonl", preds)
+
+
+# What a kept prediction holds (the fields the study's report reads): the compact file
+# ``<benchmark>.jsonl.gz`` (checkpoints, study runs).
+COMPACT_FIELDS = ("id", "label", "half", *(f"pred_{r}" for r in RULES))
+
+
+def compact_prediction(p: dict) -> dict:
+    """A prediction as kept: ``COMPACT_FIELDS``, the option count, and the generated text only
+    where there is one."""
+    from .stats import n_options
+
+    out = {k: p[k] for k in COMPACT_FIELDS if k in p}
+    out["n_options"] = n_options(p)
+    if p.get("generated") is not None:
+        out["generated"] = p["generated"]
+    return out
+
+
+def write_compact_predictions(path: Path, preds: list[dict]) -> Path:
+    """``path`` (``.../<benchmark>.jsonl``) written compact as ``<benchmark>.jsonl.gz``, atomically
+    and byte-reproducibly (gzip without a time stamp or name); returns the file written."""
+    import gzip
+    import io
+
+    from .io import atomic_write
+
+    text = "".join(json.dumps(compact_prediction(p), ensure_ascii=False) + "\n" for p in preds)
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", fileobj=buf, mode="wb", mtime=0) as gz:
+        gz.write(text.encode("utf-8"))
+    out = Path(str(path) + ".gz") if not str(path).endswith(".gz") else Path(path)
+    with atomic_write(out, "wb") as f:
+        f.write(buf.getvalue())
+    return out
+
+
+def read_predictions(path: Path, half: str | None = None) -> list[dict]:
+    """Predictions of one file (``<benchmark>.jsonl``, or its compact ``.jsonl.gz``); ``half``:
+    only those of that half of valid."""
+    import gzip
+
+    path = Path(path)
+    if path.exists():
+        text = path.read_text()
+    else:
+        text = gzip.decompress(Path(str(path) + ".gz").read_bytes()).decode("utf-8")
+    preds = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if half is not None:
+        if any("half" not in p for p in preds):
+            raise ValueError(f"{path}: predictions carry no 'half' (written before the dev/report split)")
+        preds = [p for p in preds if p["half"] == half]
+    return preds
 
 
 def accuracy_rows(results: dict) -> list[dict]:

@@ -35,8 +35,8 @@ MUTATIONS: list[dict] = [
     {
         "name": "distill trains on the valid questions too",
         "file": "src/tinyllm/distill.py",
-        "original": "        student, examples, cfg, log_path=log_path, on_log=on_log, valid_examples=valid,\n",
-        "broken": "        student, examples + valid, cfg, log_path=log_path, on_log=on_log, valid_examples=valid,\n",
+        "original": "student, examples, cfg, log_path=log_path, on_log=on_log, valid_examples=valid,",
+        "broken": "student, examples + valid, cfg, log_path=log_path, on_log=on_log, valid_examples=valid,",
         "tests": ["tests/test_stage_scripts.py"],
     },
     {
@@ -50,9 +50,9 @@ MUTATIONS: list[dict] = [
     {
         "name": "study gives its arms different batch orders",
         "file": "src/tinyllm/experiments/study/runner.py",
-        "original": "    torch.manual_seed(seed)\n    student = load_student(root / cfg.base)\n",
-        "broken": "    examples = examples[::-1] if teachers else examples\n"
-        "    torch.manual_seed(seed)\n    student = load_student(root / cfg.base)\n",
+        "original": '    run, p = f"{arm}-s{seed}", cfg.params(arm, seed)\n',
+        "broken": '    run, p = f"{arm}-s{seed}", cfg.params(arm, seed)\n'
+        "    p.distill.seed += bool(p.distill.alphas)  # teacher arms draw other batches\n",
         "tests": ["tests/test_study_pairing.py", "-k", "study"],
     },
     {
@@ -297,8 +297,8 @@ MUTATIONS: list[dict] = [
     {
         "name": "study runs keep no training state",
         "file": "src/tinyllm/experiments/study/runner.py",
-        "original": "        state_dir=train_state_dir(root, cfg, run_dir.name),\n",
-        "broken": "        state_dir=None,\n",
+        "original": "            state_dir=train_state_dir(root, cfg, run), state_every",
+        "broken": "            state_dir=None, state_every",
         "tests": ["tests/test_study.py", "-k", "killed"],
     },
     # ---- issue 20: the study report's peer check
@@ -312,14 +312,14 @@ MUTATIONS: list[dict] = [
     {
         "name": "study agreement pairs every seed with the reference's first seed",
         "file": "src/tinyllm/experiments/study/tables.py",
-        "original": "ref_seed = {s: min(done[ref]) if ref in cfg.deterministic_arms else s for s in used[key]}",
+        "original": "ref_seed = {s: min(done[ref]) if ref in deterministic else s for s in used[key]}",
         "broken": "ref_seed = {s: min(done[ref]) for s in used[key]}",
         "tests": ["tests/test_study.py", "-k", "same_option"],
     },
     # ---- a study on a fresh clone fails up front, naming what is missing
     {
         "name": "study input check forgets the rationale caches",
-        "file": "src/tinyllm/experiments/study/runner.py",
+        "file": "src/tinyllm/experiments/study/inputs.py",
         "original": "    need += [root / cfg.rationales / t / b for t in teachers for b in cfg.benchmarks]\n",
         "broken": "    pass\n",
         "tests": ["tests/test_study.py", "-k", "missing_inputs"],
@@ -328,8 +328,8 @@ MUTATIONS: list[dict] = [
     {
         "name": "distill stage does not pass its training state on",
         "file": "src/tinyllm/distill.py",
-        "original": "        state_dir=state_dir, state_every=state_every, state_at_end=False,",
-        "broken": "        state_dir=None, state_every=state_every, state_at_end=False,",
+        "original": "        on_step=on_step, state_dir=state_dir, state_every=state_every,\n",
+        "broken": "        on_step=on_step, state_dir=None, state_every=state_every,\n",
         "tests": ["tests/test_train_state.py", "-k", "distill_stage"],
     },
     {
@@ -342,8 +342,8 @@ MUTATIONS: list[dict] = [
     {
         "name": "distill stage saves a training state after its last step too",
         "file": "src/tinyllm/distill.py",
-        "original": "state_every=state_every, state_at_end=False,",
-        "broken": "state_every=state_every, state_at_end=True,",
+        "original": "        state_at_end=False,  # the student is saved next\n",
+        "broken": "        state_at_end=True,  # the student is saved next\n",
         "tests": ["tests/test_train_state.py", "-k", "distill_stage"],
     },
     # ---- issue 33: rationale quality flags
@@ -387,8 +387,8 @@ MUTATIONS: list[dict] = [
     {
         "name": "study arms get offset seeds",
         "file": "src/tinyllm/experiments/study/runner.py",
-        "original": "    dcfg = cfg.params(arm, seed).distill",
-        "broken": "    dcfg = cfg.params(arm, seed + len(arm)).distill",
+        "original": '    run, p = f"{arm}-s{seed}", cfg.params(arm, seed)\n',
+        "broken": '    run, p = f"{arm}-s{seed}", cfg.params(arm, seed + len(arm))\n',
         "tests": ["tests/test_study.py"],
     },
     # ---- issue 32 item 9: secrets never reach MLflow params
@@ -402,7 +402,7 @@ MUTATIONS: list[dict] = [
     # ---- issue 32 item 10: errors before work, rows never dropped silently
     {
         "name": "study input check skips the content checks",
-        "file": "src/tinyllm/experiments/study/runner.py",
+        "file": "src/tinyllm/experiments/study/inputs.py",
         "original": "    problems = _unusable_inputs(root, cfg)\n",
         "broken": "    problems = []\n",
         "tests": ["tests/test_study.py", "-k", "cannot_serve"],
@@ -471,8 +471,8 @@ MUTATIONS: list[dict] = [
     {
         "name": "the study overlay loses the run's seed",
         "file": "src/tinyllm/experiments/study/config.py",
-        "original": '            "distill": {**self.distill, **self.arms[arm], "seed": seed},\n',
-        "broken": '            "distill": {**self.distill, **self.arms[arm]},\n',
+        "original": '                "seed": seed,\n',
+        "broken": "",
         "tests": ["tests/test_study.py", "-k", "overlay"],
     },
     {
@@ -485,8 +485,55 @@ MUTATIONS: list[dict] = [
     {
         "name": "the study trains on other questions than the trainset stage would",
         "file": "src/tinyllm/experiments/study/runner.py",
-        "original": "        dcfg.train_per_benchmark,\n",
-        "broken": "        None,\n",
+        "original": "        make_trainset(root / cfg.prepared, root / cfg.rationales, trainset, p)\n",
+        "broken": "        p.distill.train_per_benchmark = None\n"
+        "        make_trainset(root / cfg.prepared, root / cfg.rationales, trainset, p)\n",
         "tests": ["tests/test_study.py", "-k", "same_student"],
+    },
+    # ---- issue 31 item 1: checkpoint scoring is an option of training (tinyllm.checkpoints)
+    {
+        "name": "the last step is scored as a checkpoint too",
+        "file": "src/tinyllm/checkpoints.py",
+        "original": "            if not self.every or step % self.every or step == steps:\n",
+        "broken": "            if not self.every or step % self.every:\n",
+        "tests": ["tests/test_checkpoints.py"],
+    },
+    {
+        "name": "checkpoints scored on both halves whatever checkpoint_half says",
+        "file": "src/tinyllm/checkpoints.py",
+        "original": '    return {b: select_half(records, None if half == "all" else half)'
+        " for b, records in questions.items()}\n",
+        "broken": "    return {b: select_half(records, None) for b, records in questions.items()}\n",
+        "tests": ["tests/test_checkpoints.py"],
+    },
+    {
+        "name": "scoring a checkpoint perturbs the training that follows",
+        "file": "src/tinyllm/checkpoints.py",
+        "original": "            self.score(student, step)\n",
+        "broken": "            self.score(student, step)\n"
+        "            [w.data.mul_(1.001) for w in student.model.parameters()]\n",
+        "tests": ["tests/test_checkpoints.py"],
+    },
+    {
+        "name": "the distill stage ignores distill.checkpoint_every",
+        "file": "stages/distill.py",
+        "original": "    checkpoints = Checkpoints(root / args.checkpoints, cfg.checkpoint_every)\n",
+        "broken": "    checkpoints = Checkpoints(root / args.checkpoints, 0)\n",
+        "tests": ["tests/test_stage_scripts.py", "-k", "checkpoints"],
+    },
+    # ---- issue 31 item 4: one set of values
+    {
+        "name": "a key missing from params.yaml silently takes the code default",
+        "file": "src/tinyllm/config.py",
+        "original": "    _require_every_key(params)\n",
+        "broken": "",
+        "tests": ["tests/test_params.py", "-k", "missing"],
+    },
+    {
+        "name": "a study takes the library's defaults instead of its pinned base",
+        "file": "src/tinyllm/experiments/study/config.py",
+        "original": "                **STUDY_DISTILL_BASE,\n",
+        "broken": "",
+        "tests": ["tests/test_study.py", "-k", "overlay"],
     },
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinyllm.config import load_config
+from tinyllm.config import load_teachers
 
 from ... import stats
 from ..rows import ROOT
@@ -96,7 +96,7 @@ def _local_teacher_rows(root: Path | None, results: dict, inference: dict | None
     the untrained student, so their accuracy is the `inference` row's run, shown as such."""
     if root is None or not (root / "params.yaml").exists():
         return []
-    teachers = load_config(root / "params.yaml").teachers
+    teachers = load_teachers(root / "params.yaml")
     shared = [n for n, t in teachers.items() if t.model.rstrip("/") == "models/base"]
     if not shared:
         return []

@@ -4,8 +4,9 @@ questions and batch order? Arms x seeds trained and evaluated in one resumable b
 A profile (``experiments/study.yaml``) names the student checkpoint, the benchmarks, the train
 questions, the ``distill`` settings shared by every arm, the arms (each a change of ``distill``:
 ``untrained`` = steps 0, ``ft`` = no teachers, ``tinyllm`` = the released teachers' rationales)
-and the seeds. Every (arm, seed) is a *run*: train in this process, evaluate every question of
-the selection split, write ``runs/<arm>-s<seed>/`` (predictions, metrics, train log) and a
+and the seeds. Every (arm, seed) is a *run*: the pipeline's trainset, distill and evaluate
+code under the arm's params overlay, in this process, evaluating every question of the
+selection split; it writes ``runs/<arm>-s<seed>/`` (predictions, metrics, train log) and a
 ``done.json`` last, atomically. A restarted job skips finished runs and continues the run it
 was in from that run's last training state (saved every ``checkpoint_every`` steps under
 ``<save_models>/<study>/.train-state/``, ``train_state``), so ``nohup`` + rerun resumes after an
@@ -24,19 +25,22 @@ Every prediction carries every decision rule; ``rule`` is the headline one.
 
 One module per concept (import order, no cycle: runner -> report -> tables, plots -> layout -> config):
 
-- ``config.py``  ``StudyConfig``: the profile
-- ``layout.py``  the study folder: finished runs, their predictions, JSON files
-- ``runner.py``  ``run_study`` / ``run_one``: train and evaluate each (arm, seed), the checkpoint
-                 hook, DVC for saved students, MLflow
+- ``config.py``  ``StudyConfig``: the profile, and each (arm, seed) as a ``params.yaml`` overlay
+- ``layout.py``  the study folder: finished runs, their predictions, JSON files, saved students
+                 (DVC), training states, ``study_status``
+- ``inputs.py``  ``check_inputs``: what the study reads, checked before its first run
+- ``runner.py``  ``run_study`` / ``run_one``: each (arm, seed) through the stages' entry points
+                 (trainset, distill with ``tinyllm.checkpoints``, evaluate), MLflow child runs
 - ``tables.py``  ``study_tables``, ``checkpoint_table``, ``conclusion``: the statistics
 - ``report.py``  ``write_report``: ``report.md`` + ``report.json``
 - ``plots.py``   ``write_plots``: accuracy with CIs, loss curves, memory per step
 """
 
 from .config import StudyConfig
+from .layout import study_status
 from .plots import loss_curves, mean_curves, write_plots
 from .report import RULE_TEXT, write_report
-from .runner import eval_records, evaluate_student, run_one, run_study, study_status
+from .runner import run_one, run_study
 from .tables import checkpoint_table, conclusion, study_tables
 
 __all__ = [
@@ -44,8 +48,6 @@ __all__ = [
     "StudyConfig",
     "checkpoint_table",
     "conclusion",
-    "eval_records",
-    "evaluate_student",
     "loss_curves",
     "mean_curves",
     "run_one",

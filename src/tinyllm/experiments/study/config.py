@@ -8,6 +8,40 @@ from pathlib import Path
 
 import yaml
 
+# The distill settings a profile starts from before its own ``distill`` and each arm's changes:
+# the values every committed study ran under (the DistillConfig defaults of its time), written
+# out so that a study depends on its profile and this table only, never on params.yaml or on
+# the library's defaults.
+STUDY_DISTILL_BASE = {
+    "alphas": {},
+    "answer_weight": 1.0,
+    "train_per_benchmark": 64,
+    "steps": 30,
+    "batch_size": 8,
+    "grad_accum": 1,
+    "lr": 5e-05,
+    "weight_decay": 0.0,
+    "warmup_ratio": 0.0,
+    "max_input_tokens": 256,
+    "max_answer_tokens": 32,
+    "max_rationale_tokens": 64,
+    "answer_format": "listed",
+    "rationale_position": "branch",
+    "precision": "auto",
+    "forward": "shared",
+    "pack_tokens": 512,
+    "pad_multiple": 0,
+    "ce_chunk_tokens": 1024,
+    "gradient_checkpointing": False,
+    "malloc_trim": False,
+    "lr_schedule": "linear",
+    "valid_loss_per_benchmark": 8,
+    "drop_flags": ["non_english"],
+    "lora": None,
+    "log_every": 5,
+    "state_every": 8,
+}
+
 
 @dataclass
 class StudyConfig:
@@ -51,6 +85,8 @@ class StudyConfig:
     EVAL_KEYS = ("benchmarks", "base", "eval_split", "eval_per_benchmark", "eval_half", "eval_max_input_tokens", "pmi")
 
     def __post_init__(self):
+        if not self.pmi:
+            raise ValueError(f"study {self.name!r}: pmi: false is not supported; the pmi rule is always scored")
         if self.selection_ties not in ("later", "earlier"):
             raise ValueError(f"study {self.name!r}: selection_ties is {self.selection_ties!r}; 'later' or 'earlier'")
         unknown = sorted(set(self.reuse) - set(self.arms))
@@ -71,19 +107,29 @@ class StudyConfig:
         (``data.benchmarks``, ``distill``, ``evaluate``) with this study's values."""
         return {
             "data": {"benchmarks": list(self.benchmarks)},
-            "distill": {**self.distill, **self.arms[arm], "seed": seed},
+            "distill": {
+                **STUDY_DISTILL_BASE,
+                **self.distill,
+                **self.arms[arm],
+                "seed": seed,
+                "checkpoint_every": self.checkpoint_every,
+                "checkpoint_half": self.eval_half or "all",
+                "checkpoint_rule": self.rule,
+            },
             "evaluate": self._evaluate_section(),
         }
 
     def _evaluate_section(self) -> dict:
         return {
-            "splits": [self.eval_split],
+            "splits": list(dict.fromkeys([self.eval_split, "test"])),  # test wherever the source has it
+            "valid_half": self.eval_half,
             "max_per_benchmark": self.eval_per_benchmark,
             "headline": self.rule,
             "generate_per_benchmark": None if self.generate else 0,
             "batch_size": self.eval_batch_size,
             "max_input_tokens": self.eval_max_input_tokens,
-            "precision": "fp32",  # batch-invariant scores; checkpoints too (runner._fp32_forward)
+            "max_new_tokens": None,
+            "precision": "fp32",  # batch-invariant scores; checkpoints too (checkpoints.fp32_forward)
         }
 
     def evaluation(self):
@@ -95,17 +141,21 @@ class StudyConfig:
 
     def params(self, arm: str, seed: int):
         """One (arm, seed) as the pipeline's typed params (``tinyllm.config.Params``), each section
-        validated by the config the stages read. A key the profile leaves out takes the dataclass
-        default, not ``params.yaml``'s value: a study's runs depend on its profile alone, never on
-        the workspace's params.yaml (``grad_accum``, ``ce_chunk_tokens`` and
-        ``evaluate.precision`` differ there). Not the cross-check that a stage writes every
-        teacher's cache: a study reads the caches that are there (``runner.check_inputs``), and
+        validated by the config the stages read. A distill key the profile leaves out takes
+        ``STUDY_DISTILL_BASE``'s value, never ``params.yaml``'s or a library default: a study's runs
+        depend on its profile alone (``grad_accum``, ``ce_chunk_tokens`` and
+        ``evaluate.precision`` differ in the workspace's params.yaml). Not the cross-check that a stage writes every
+        teacher's cache: a study reads the caches that are there (``inputs.check_inputs``), and
         ``teachers`` is empty, so every cache is read as a released one is."""
         from ...config import SECTIONS, Params, from_dict
 
         over = self.overlay(arm, seed)
         sections = {name: from_dict(cls, over.get(name), name) for name, cls in SECTIONS.items()}
         return Params(teachers={}, **sections)
+
+    def arm_distill(self, arm: str):
+        """The arm's typed ``distill`` section (at the first seed): what its runs train under."""
+        return self.params(arm, self.seeds[0]).distill
 
     def run_dir(self, out: Path, arm: str, seed: int) -> Path:
         """The folder of one run: ``<out>/runs/<arm>-s<seed>``, or the reused study's."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import logging
 from pathlib import Path
 
-from ...config import RULES
+from ...evaluation import read_predictions, write_compact_predictions
 from .config import StudyConfig
+
+log = logging.getLogger(__package__)
 
 
 def _write_json(path: Path, obj) -> None:
@@ -24,57 +26,9 @@ def _runs_done(cfg: StudyConfig, out: Path) -> dict[str, dict[int, Path]]:
     return done
 
 
-# What a study keeps of each prediction (the fields its report reads): the compact file
-# ``<benchmark>.jsonl.gz`` beside where ``<benchmark>.jsonl`` (every field) used to be.
-COMPACT_FIELDS = ("id", "label", "half", *(f"pred_{r}" for r in RULES))
-
-
-def compact(p: dict) -> dict:
-    """A prediction as the study keeps it: ``COMPACT_FIELDS``, the option count, and the generated
-    text only where there is one."""
-    from ...stats import n_options
-
-    out = {k: p[k] for k in COMPACT_FIELDS if k in p}
-    out["n_options"] = n_options(p)
-    if p.get("generated") is not None:
-        out["generated"] = p["generated"]
-    return out
-
-
-def write_preds(path: Path, preds: list[dict]) -> Path:
-    """``path`` (``.../<benchmark>.jsonl``) written compact as ``<benchmark>.jsonl.gz``, atomically
-    and byte-reproducibly (gzip without a time stamp or name); returns the file written."""
-    import gzip
-    import io
-
-    from ...io import atomic_write
-
-    text = "".join(json.dumps(compact(p), ensure_ascii=False) + "\n" for p in preds)
-    buf = io.BytesIO()
-    with gzip.GzipFile(filename="", fileobj=buf, mode="wb", mtime=0) as gz:
-        gz.write(text.encode("utf-8"))
-    out = Path(str(path) + ".gz") if not str(path).endswith(".gz") else Path(path)
-    with atomic_write(out, "wb") as f:
-        f.write(buf.getvalue())
-    return out
-
-
-def _read_preds(path: Path, half: str | None = None) -> list[dict]:
-    """Predictions of one file (``<benchmark>.jsonl``, or its compact ``.jsonl.gz``); ``half``:
-    only those of that half of valid."""
-    import gzip
-
-    path = Path(path)
-    if path.exists():
-        text = path.read_text()
-    else:
-        text = gzip.decompress(Path(str(path) + ".gz").read_bytes()).decode("utf-8")
-    preds = [json.loads(line) for line in text.splitlines() if line.strip()]
-    if half is not None:
-        if any("half" not in p for p in preds):
-            raise ValueError(f"{path}: predictions carry no 'half' (written before the dev/report split)")
-        preds = [p for p in preds if p["half"] == half]
-    return preds
+# A study keeps each prediction compact (``<benchmark>.jsonl.gz``: the fields its report reads)
+write_preds = write_compact_predictions
+_read_preds = read_predictions
 
 
 def compact_runs(cfg: StudyConfig, out: Path, backup: Path | None) -> list[Path]:
@@ -97,3 +51,64 @@ def compact_runs(cfg: StudyConfig, out: Path, backup: Path | None) -> list[Path]
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(f), dest)
     return written
+
+
+def dvc_add(root: Path, path: Path) -> None:
+    """Track a saved student with DVC (``<run>.dvc`` beside it: commit it, ``dvc push`` the
+    weights from its DVC repository, ``models/study``), so it can be re-evaluated on another machine
+    without retraining. A failure (no
+    DVC, a lock held by a running ``dvc repro``) is a warning naming the command to run."""
+    import subprocess
+    import sys
+
+    repo = _dvc_repo_of(path, root)
+    cmd = ["dvc", "add", "--quiet", str(path.relative_to(repo) if path.is_relative_to(repo) else path)]
+    try:  # this interpreter's DVC: a job started as `.venv/bin/python ...` has no `dvc` on PATH
+        done = subprocess.run([sys.executable, "-m", *cmd], cwd=repo, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.warning("could not track %s with DVC (%s); run: %s", path, e, " ".join(cmd))
+        return
+    if done.returncode:
+        log.warning("`%s` failed (%s); run it again later", " ".join(cmd), done.stderr.strip()[-300:])
+
+
+def _dvc_repo_of(path: Path, root: Path) -> Path:
+    """The DVC repository that tracks ``path``: the nearest folder above it with a ``.dvc`` folder
+    (``models/study`` is a DVC subrepo, so the pipeline's ``dvc status`` never lists study students
+    a clone has not pulled: docs/sharing.md), else ``root``."""
+    for d in Path(path).resolve().parents:
+        if (d / ".dvc").is_dir():
+            return d
+        if d == Path(root).resolve():
+            break
+    return Path(root)
+
+
+def train_state_dir(root: Path, cfg: StudyConfig, run: str) -> Path:
+    """Where a run's training state is saved every ``checkpoint_every`` steps (weights and AdamW
+    moments, ~12 bytes a parameter; not in git): a killed study resumes the run from its last
+    save on this machine, and removes the folder once the run is done."""
+    return root / (cfg.save_models or "models/study") / cfg.name / ".train-state" / run
+
+
+def study_status(root: Path, cfg: StudyConfig, out: Path) -> dict:
+    """Where the study stands: ``progress.json``, the finished runs, and each unfinished run's
+    last saved training state (the step a restart continues from)."""
+    import json
+
+    from ...train_state import saved_step
+
+    p = out / "progress.json"
+    states = {}
+    for arm, seed in cfg.trained_runs():
+        run = f"{arm}-s{seed}"
+        step = saved_step(train_state_dir(root, cfg, run))
+        if step is not None and not (out / "runs" / run / "done.json").exists():
+            states[run] = step
+    done = [f"{a}-s{s}" for a, s in cfg.runs() if (cfg.run_dir(out, a, s) / "done.json").exists()]
+    return {
+        "progress": json.loads(p.read_text()) if p.exists() else None,
+        "done": done,
+        "of": len(cfg.runs()),
+        "resumes_at_step": states,
+    }

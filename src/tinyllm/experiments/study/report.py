@@ -109,7 +109,7 @@ def _answer_loss_lines(cfg: StudyConfig, out: Path) -> list[str]:
 def _trained_on_lines(root: Path, cfg: StudyConfig) -> list[str]:
     """The rationales each arm trained on, counted by quality flag (rationales.quality_flags and the
     cache flags), per teacher: recomputed from ``data/`` with the arm's own settings."""
-    from ...config import DistillConfig, active_teachers
+    from ...config import active_teachers
     from ...rationales import QUALITY_FLAGS
     from ...trainset import build_trainset
 
@@ -117,8 +117,8 @@ def _trained_on_lines(root: Path, cfg: StudyConfig) -> list[str]:
         need = f"`{cfg.prepared}` and `{cfg.rationales}`"
         return ["", f"(The rationale-quality counts need {need}: `dvc repro prepare import_rationales`.)"]
     rows = []
-    for arm, over in cfg.arms.items():
-        d = DistillConfig(**{**cfg.distill, **over})
+    for arm in cfg.arms:
+        d = cfg.arm_distill(arm)
         teachers = active_teachers(d.alphas)
         if not teachers:
             continue
