@@ -36,7 +36,7 @@ def _text(dom: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from tinyllm import tracking
-    from tinyllm.config import load_config
+    from tinyllm.config import load_sections as load_config
     from tinyllm.experiments import grid as gridrun
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

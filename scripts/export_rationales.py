@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from tinyllm.benchmarks import DataError
-from tinyllm.config import load_config
+from tinyllm.params import load_config
 from tinyllm.rationale_export import claim_folder, export_rationales
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from tinyllm import tracking
-from tinyllm.config import load_config
+from tinyllm.config import load_sections
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ def runs_link(root: Path, ui: str) -> str | None:
     uri = tracking.tracking_uri(root)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return None  # no store yet: reading would create it
-    runs = tracking.row_runs(root, load_config(root / "params.yaml").tracking.experiment)
+    runs = tracking.row_runs(root, load_sections(root / "params.yaml").tracking.experiment)
     if not runs:
         return None
     exp_id = runs[0]["experiment_id"]

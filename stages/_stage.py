@@ -21,26 +21,26 @@ logging.basicConfig(
 )
 
 
-def config(path: str | os.PathLike | None = None):
-    """The whole of params.yaml, validated (types, ranges, unknown keys, cross-references).
-
-    Every stage calls this (directly or through ``params``) before any work, so a bad value in
-    any section stops every stage, not only the one that reads it (an ``evaluate`` typo must not
-    surface after ``distill`` has trained). Exits with the error naming the key.
+def sections(path: str | os.PathLike | None = None):
+    """Every section of params.yaml validated but the ``teachers:`` entries (held raw), for the
+    stages that read no teacher: they do not depend on the teacher schema, so an edit of it
+    re-runs only what reads teachers (those call ``tinyllm.params.stage_config``: the whole file;
+    ``check_params`` does so before every other stage). Each such stage still validates every other section before
+    any work (an ``evaluate`` typo stops ``distill`` before it trains). Exits naming the key.
     """
-    from tinyllm.config import load_config
+    from tinyllm.config import load_sections
 
     try:
-        return load_config(path or ROOT / "params.yaml")
-    except ValueError as e:  # ParamsError, or a teacher entry that is not a mapping
+        return load_sections(path or ROOT / "params.yaml")
+    except ValueError as e:
         raise SystemExit(str(e)) from None
 
 
 def params(section: str | None = None) -> dict:
-    """The raw mapping of ``section`` (or the whole file), after validating the whole file."""
+    """The raw mapping of ``section`` (or the whole file), after validating it (``sections``)."""
     from tinyllm.config import load_params
 
-    config()
+    sections()
     p = load_params(ROOT / "params.yaml")
     if section is None:
         return p

@@ -16,6 +16,7 @@ import _stage
 
 from tinyllm.benchmarks import DataError
 from tinyllm.io import atomic_write
+from tinyllm.params import stage_config
 from tinyllm.sources import check_source
 
 OK = "params.yaml validated (types, ranges, unknown keys, cross-references)\n"
@@ -25,7 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="data/params.ok")
     args = ap.parse_args()
-    cfg = _stage.config()  # exits naming file and key on the first bad value
+    cfg = stage_config(_stage.ROOT / "params.yaml")  # exits naming file and key on the first bad value
     try:  # data.source can serve this configuration (before DVC deletes data/raw for fetch)
         check_source(cfg.data.source, cfg.data.benchmarks, cfg.distill.alphas, base=_stage.ROOT)
     except DataError as e:

@@ -52,7 +52,7 @@ def main() -> None:
         raise SystemExit(f"distill: {e}") from None
     checkpoints = Checkpoints(root / args.checkpoints, cfg.checkpoint_every)
     if cfg.checkpoint_every:
-        benchmarks = _stage.config().data.benchmarks
+        benchmarks = _stage.sections().data.benchmarks
         checkpoints.questions = checkpoint_questions(root / args.prepared, benchmarks, cfg.checkpoint_half)
         checkpoints.evaluation = checkpoint_evaluation(cfg)
     out = distill_student(

@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--run-file", default="metrics/mlflow_run.json", help="the MLflow run distill started")
     ap.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
     args = ap.parse_args()
-    root, cfg = _stage.ROOT, _stage.config()
+    root, cfg = _stage.ROOT, _stage.sections()
 
     from tinyllm.device import default_device, resolve_precision
     from tinyllm.evaluation import evaluate_splits, finish_run, headline_metrics, write_accuracy_csv, write_predictions

@@ -17,7 +17,7 @@ def main() -> None:
     ap.add_argument("--out", default="data/raw")
     ap.add_argument("--summary", default="data/raw/SOURCE.json")
     args = ap.parse_args()
-    cfg = _stage.config().data
+    cfg = _stage.sections().data
     try:  # check_params checked the teachers too (every key); here: the folder or host, in seconds
         check_source(cfg.source, cfg.benchmarks, {}, base=_stage.ROOT)
         found = fetch(cfg.source, cfg.benchmarks, _stage.ROOT / args.out, base=_stage.ROOT)

@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-import _stage  # (this checkout's src/ first: also right inside a queued experiment's copy)
+import _stage  # noqa: F401  (this checkout's src/ first: also right inside a queued experiment's copy)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,10 +31,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from tinyllm.benchmarks import get_benchmark
     from tinyllm.io import write_json
+    from tinyllm.params import stage_config
     from tinyllm.teachers.generate import TooManyFailures, generate_teacher
 
     get_benchmark(args.benchmark)  # unknown names fail here, listing the known ones
-    teachers = _stage.config(args.params).teachers  # the whole params.yaml is validated first
+    teachers = stage_config(args.params).teachers  # the whole params.yaml is validated first
     if args.teacher not in teachers:
         raise KeyError(f"params.yaml: no teacher {args.teacher!r} under 'teachers'; known: {sorted(teachers)}")
     cfg = teachers[args.teacher]

@@ -20,7 +20,7 @@ def main() -> None:
     ap.add_argument("--out", default="data/rationales")
     ap.add_argument("--metrics", default="metrics/rationales_released.json")
     args = ap.parse_args()
-    cfg = _stage.config().data
+    cfg = _stage.sections().data
     root = _stage.ROOT
     summary = {t: {} for t in RELEASED_TEACHERS}
     for b in cfg.benchmarks:

@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--out", default="data/prepared")
     ap.add_argument("--metrics", default="metrics/data.json")
     args = ap.parse_args()
-    cfg = _stage.config().data
+    cfg = _stage.sections().data
     out = _stage.ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))

@@ -13,7 +13,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="models/base")
     args = ap.parse_args()
-    cfg = _stage.config().student
+    cfg = _stage.sections().student
     info = materialize_student(cfg.source, _stage.ROOT / args.out, cfg.kind)
     write_json(_stage.ROOT / args.out / "tinyllm.json", {"source": cfg.source, "kind": cfg.kind, **info})
 

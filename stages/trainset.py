@@ -15,6 +15,7 @@ import argparse
 import _stage
 
 from tinyllm.io import write_json
+from tinyllm.params import stage_config
 from tinyllm.trainset import make_trainset
 
 
@@ -27,7 +28,9 @@ def main() -> None:
     args = ap.parse_args()
     root = _stage.ROOT
     try:
-        counts = make_trainset(root / args.prepared, root / args.rationales, root / args.out, _stage.config())
+        counts = make_trainset(
+            root / args.prepared, root / args.rationales, root / args.out, stage_config(_stage.ROOT / "params.yaml")
+        )
     except FileNotFoundError as e:  # an alpha > 0 teacher without a cache: say which, and what is there
         raise SystemExit(str(e)) from None
     write_json(root / args.metrics, counts)

@@ -1,8 +1,9 @@
 """What a stage script reads, found statically: the params.yaml keys and the data paths.
 
-Params. The walker follows config values from where a stage gets them (``_stage.config()``,
-``_stage.params(...)``, ``from_dict(Cls, <params>, "section")``) through names, attributes
-(typed configs: dataclass fields, known from the classes themselves), ``getattr(x, "k")``,
+Params. The walker follows config values from where a stage gets them (``_stage.sections()``,
+``tinyllm.params.stage_config()``, ``_stage.params(...)``, ``from_dict(Cls, <params>, "section")``)
+through names, attributes (typed configs: dataclass fields, known from the classes themselves),
+``getattr(x, "k")``,
 ``x.get("k")`` and ``x["k"]`` (``*`` when the key is not a constant), and into the functions
 they are passed to: functions of the script and of ``src/tinyllm`` are walked with the argument
 bound to its parameter; any other use (a method call, a class, a library outside tinyllm) reads
@@ -193,10 +194,12 @@ class Reads:
     def call_value(self, m: Module, e: ast.Call, env: dict):
         f = e.func
         if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "_stage":
-            if f.attr == "config":
+            if f.attr in ("config", "sections"):
                 return Val((), _params_class())
             if f.attr == "params":
                 return Val((_const(e.args[0]),) if e.args else (), "raw")
+        if isinstance(f, ast.Name) and f.id == "stage_config":  # tinyllm.params: the whole file
+            return Val((), _params_class())
         if isinstance(f, ast.Name) and f.id == "from_dict" and len(e.args) >= 2:
             v = self.value(m, e.args[1], env)
             return Val(v.path, _typed_at(v.path)) if isinstance(v, Val) else None

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tinyllm.config import load_params, validate_params
+from tinyllm.config import load_params
+from tinyllm.params import validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -273,3 +273,18 @@ if __name__ == "__main__":
         print(n)
         for f in sorted(rel(p) for p in code_closure(script_of(st))):
             print(f"      - {f}")
+
+
+def test_a_teacher_schema_edit_reruns_only_what_reads_teachers():
+    # guards (issue #31 item 4): config.py imported the teacher schema, so all nine stages depended
+    # on it and an edit of it re-ran fetch through evaluate. Only check_params (its output is a
+    # constant line: nothing below it re-runs for that alone), the generate stages and trainset
+    # read teachers.
+    schema = {"src/tinyllm/teachers", "src/tinyllm/teachers/config.py", "src/tinyllm/params.py"}
+    readers = {name for name, st in stages() if schema & set(st.get("deps", []))}
+    assert readers == {"check_params", "generate_rationales", "trainset"}, readers
+    closure = {rel(p) for p in code_closure(ROOT / "stages" / "distill.py")}
+    assert "src/tinyllm/teachers/config.py" not in closure and "src/tinyllm/config.py" in closure
+    import check_params  # noqa: F401  (stages/ is on sys.path through conftest)
+
+    assert check_params.OK.count("\n") == 1 and "{" not in check_params.OK  # a constant: no value of params in it

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tinyllm.config import DistillConfig, ParamsError, validate_params
+from tinyllm.config import DistillConfig, ParamsError
+from tinyllm.params import validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())

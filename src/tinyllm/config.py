@@ -3,9 +3,11 @@
 Every field is checked against its type annotation (strictly: ``steps: '40'`` or
 ``batch_size: 2.5`` are errors, not coerced) and its range (``RANGES``), and errors name the
 full key (``params.yaml: distill.batch_size = 2.5 is not an int``). Unknown keys fail loudly (a
-typo must not silently fall back to a default). ``validate_params`` checks every section, so
-each stage validates the *whole* file before any work: a typo under ``evaluate`` fails before
-``distill`` trains for an hour.
+typo must not silently fall back to a default), and so does a missing one. ``validate_sections``
+checks every section, so each stage validates every section before any work: a typo under
+``evaluate`` fails before ``distill`` trains for an hour. The ``teachers:`` entries are checked
+by ``tinyllm.params`` (the teacher schema), in the stages that read them and in ``check_params``,
+which runs before every other stage.
 
 One YAML 1.1 quirk is accepted: PyYAML reads ``5e-05`` (no dot, as ``dvc exp run -S`` writes
 it) as a string, so a float field takes a string in exponent notation, and nothing else.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -22,7 +25,6 @@ import yaml
 
 from .benchmarks import BENCHMARKS
 from .schema import ParamsError, _fail, _no_duplicates, from_dict, validate_fields  # noqa: F401  (re-exported)
-from .teachers.config import teacher_config
 
 # The decision rules (evaluate.py computes each; stats.py and the reports read them from here):
 # score, sum, norm, pmi (option likelihood) and generate (generate-and-match).
@@ -260,13 +262,16 @@ class Params:
     tracking: TrackingConfig
 
 
-def validate_params(params: dict) -> Params:
+def validate_sections(params: dict, teacher_check: Callable[[str, object], Any] | None = None) -> Params:
     """Every section of a loaded params.yaml checked, plus the keys that refer to each other.
 
-    Cross-checks: ``distill.alphas`` names rationale caches that some stage writes (a released
-    teacher or a ``teachers:`` entry); in-context examples come from an imported released cache.
+    Cross-check: ``distill.alphas`` names rationale caches that some stage writes (a released
+    teacher or a ``teachers:`` entry). The ``teachers:`` entries themselves are validated only
+    with ``teacher_check`` (``tinyllm.params.validate_params`` passes the teacher schema); without
+    it ``Params.teachers`` holds them raw, and this module never imports the teacher schema, so
+    a stage that reads no teacher does not depend on it (dvc.yaml).
     """
-    from .rationales import IMPORTED_SPLITS, RELEASED_TEACHERS
+    from .rationales import RELEASED_TEACHERS
 
     if not isinstance(params, dict):
         raise ParamsError(f"params.yaml: expected a mapping of sections, got {type(params).__name__}")
@@ -278,26 +283,13 @@ def validate_params(params: dict) -> Params:
     raw_teachers = params.get("teachers") or {}
     if not isinstance(raw_teachers, dict):
         raise ParamsError(f"params.yaml: teachers = {raw_teachers!r} is not a mapping")
-    teachers = {name: teacher_config(name, t) for name, t in raw_teachers.items()}
+    teachers = {name: teacher_check(name, t) if teacher_check else t for name, t in raw_teachers.items()}
     caches = [*RELEASED_TEACHERS, *teachers]
     for t in built["distill"].alphas:
         if t not in caches:
             _fail(
                 f"distill.alphas.{t}",
                 f"names no rationale cache; known: {caches} (released teachers and entries under teachers:)",
-            )
-    for name, t in teachers.items():
-        # dvc.yaml's generate stages depend on the released caches only, and import_rationales
-        # imports their train and valid splits: an example source elsewhere would be a hidden input
-        if t.icl.k > 0 and t.icl.source not in RELEASED_TEACHERS:
-            _fail(
-                f"teachers.{name}.icl.source",
-                f"= {t.icl.source!r}; in-context examples come from a released cache: one of {list(RELEASED_TEACHERS)}",
-            )
-        if t.icl.k > 0 and t.icl.split not in IMPORTED_SPLITS:
-            _fail(
-                f"teachers.{name}.icl.split",
-                f"= {t.icl.split!r}; released rationales are imported for {list(IMPORTED_SPLITS)} only",
             )
     return Params(teachers=teachers, **built)
 
@@ -328,15 +320,6 @@ def _default(f):
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
-def load_teachers(path: str | os.PathLike = "params.yaml") -> dict:
-    """The ``teachers:`` section of ``path`` alone, each entry validated (name -> TeacherConfig):
-    for readers of the teacher setup (reports, the export) that need no other section."""
-    raw = load_params(path).get("teachers") or {}
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: teachers = {raw!r} is not a mapping")
-    return {name: teacher_config(name, t) for name, t in raw.items()}
-
-
-def load_config(path: str | os.PathLike = "params.yaml") -> Params:
-    """Read and validate the whole of ``path``."""
-    return validate_params(load_params(path))
+def load_sections(path: str | os.PathLike = "params.yaml") -> Params:
+    """Read ``path`` and validate every section but the teacher entries (``validate_sections``)."""
+    return validate_sections(load_params(path))

@@ -536,4 +536,11 @@ MUTATIONS: list[dict] = [
         "broken": "",
         "tests": ["tests/test_study.py", "-k", "overlay"],
     },
+    {
+        "name": "config.py imports the teacher schema again (every stage depends on it)",
+        "file": "src/tinyllm/config.py",
+        "original": "from .benchmarks import BENCHMARKS\n",
+        "broken": "from .benchmarks import BENCHMARKS\nfrom .teachers.config import teacher_config  # noqa: F401\n",
+        "tests": ["tests/test_dvc_graph.py"],
+    },
 ]

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from tinyllm import tracking
-from tinyllm.config import Params, validate_params
+from tinyllm.config import Params
+from tinyllm.params import validate_params
 
 from .columns import NAMES
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tinyllm.config import load_teachers
+from tinyllm.params import load_teachers
 
 from ... import stats
 from ..rows import ROOT
