@@ -246,7 +246,7 @@ def test_params_walker_sees_aliases_getattr_raw_reads_and_helpers(tmp_path):
         "import _stage\n"
         "from tinyllm import tracking\n"
         "def main():\n"
-        "    p = _stage.config()\n"
+        "    p = _stage.sections()\n"
         "    d = p.distill\n"
         "    n = getattr(d, 'valid_loss_per_benchmark', 0)\n"
         "    helper(p.data)\n"

@@ -22,7 +22,7 @@ def test_a_params_error_stops_dvc_before_it_deletes_any_output(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     (tmp_path / "train.py").write_text(
         "import sys; sys.path.insert(0, 'stages'); import _stage\n"
-        "_stage.config()\n"  # like every stage: validates the whole file first
+        "_stage.sections()\n"  # like every stage: validates every section first
         "open('model.txt', 'w').write('weights'); open('runs.log', 'a').write('trained\\n')\n"
     )
     real = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
