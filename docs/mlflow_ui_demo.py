@@ -110,7 +110,7 @@ def screenshots(root: Path, out: Path, parent: str, node_modules: Path | None) -
     from tinyllm import tracking
     from tinyllm.experiments.grid import MlflowUI, chromium
 
-    client = tracking._mlflow(root).MlflowClient()
+    client = tracking.store._mlflow(root).MlflowClient()
     exp_id = client.get_run(parent).info.experiment_id
     best = client.get_run(parent).data.tags["best.best-valid"]
     with MlflowUI(root) as ui:
@@ -155,7 +155,7 @@ def main() -> int:
 
     if args.shots_only:
         root = tmp / "repo"
-        client = tracking._mlflow(root).MlflowClient()
+        client = tracking.store._mlflow(root).MlflowClient()
         name = yaml.safe_load((root / "params.yaml").read_text())["tracking"]["experiment"]
         exp = client.get_experiment_by_name(name)
         parent = client.search_runs([exp.experiment_id], "tags.`tinyllm.kind` = 'grid'")[0].info.run_id

@@ -255,11 +255,11 @@ def test_grid_runs_inside_one_mlflow_parent_run(tmp_path, monkeypatch):
     code = gridrun.in_parent_run(
         tmp_path,
         "grid test",
-        lambda: seen.append(os.environ.get(tracking.PARENT_ENV)) or 3,
+        lambda: seen.append(os.environ.get(tracking.names.PARENT_ENV)) or 3,
         experiment="tinyllm",
         say=said.append,
     )
-    assert code == 3 and seen[0] and tracking.PARENT_ENV not in os.environ
+    assert code == 3 and seen[0] and tracking.names.PARENT_ENV not in os.environ
     parent = mlflow.MlflowClient().get_run(seen[0])
     assert parent.info.run_name == "grid test" and parent.info.status == "FINISHED"
     assert gridrun.in_parent_run(tmp_path, "grid 2", lambda: 0, experiment="tinyllm", say=said.append) == 0

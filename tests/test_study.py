@@ -77,7 +77,7 @@ def test_study_runs_reports_and_resumes(tiny_tokenizer, tmp_path, monkeypatch):
     # the MLflow parent run carries the report's one-sentence conclusion as its description
     from tinyllm import tracking
 
-    client = tracking._mlflow(tmp_path).MlflowClient()
+    client = tracking.store._mlflow(tmp_path).MlflowClient()
     exp = client.get_experiment_by_name(cfg.experiment)
     parents = client.search_runs([exp.experiment_id], filter_string="tags.study = 'tiny'")
     parent = next(r for r in parents if "mlflow.parentRunId" not in r.data.tags)

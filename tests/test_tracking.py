@@ -39,7 +39,7 @@ def repo(tmp_path, store, monkeypatch, request):
     """A repo with prepared data, two rationale caches and a dvc.lock recording their md5s; a fresh
     experiment per test in the shared temp store."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    monkeypatch.delenv(tracking.names.PARENT_ENV, raising=False)
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     for rel in (
         "data/prepared/obqa/train.jsonl",
@@ -111,11 +111,11 @@ def test_one_run_spans_distill_and_evaluate(repo):
     assert mlflow.artifacts.load_dict(f"runs:/{distill_id}/train.json") == {"train": {"loss_last": 1.0, "steps": 3}}
     assert run.data.metrics["valid/loss_answer"] == 0.9  # train()'s valid_loss_<task> rows
     assert run.info.status == "FINISHED"
-    assert run.data.tags[tracking.TAG_ORIGIN] == "distill"
-    assert run.data.tags[tracking.TAG_STUDENT_MD5] == STUDENT_MD5
+    assert run.data.tags[tracking.names.TAG_ORIGIN] == "distill"
+    assert run.data.tags[tracking.names.TAG_STUDENT_MD5] == STUDENT_MD5
     assert run.data.params["distill.seed"] == "3" and run.data.params["evaluate.headline"] == "score"
     assert "teachers.local_t.backend" in run.data.params and "teachers.unused_t.backend" not in run.data.params
-    assert json.loads((root / tracking.RUN_FILE).read_text())["run_id"] == distill_id
+    assert json.loads((root / tracking.handover.RUN_FILE).read_text())["run_id"] == distill_id
 
 
 def _ui_sections(names) -> list[tuple[str, list[str]]]:
@@ -177,13 +177,13 @@ def test_runs_link_opens_the_results_view_with_columns_the_runs_have(repo):
     run_id, _ = distill_and_evaluate(root, params)
     run = client().get_run(run_id)
     tags = client().get_experiment(run.info.experiment_id).tags
-    state = json.loads(tags["mlflow.sharedViewState." + tracking.RESULTS_VIEW])
+    state = json.loads(tags["mlflow.sharedViewState." + tracking.store.RESULTS_VIEW])
     metric_columns = [c for c in state["selectedColumns"] if c.startswith("metrics.")]
     assert metric_columns[0] == "metrics.`accuracy/valid/average`"
     assert {"metrics.`accuracy/valid/average`", "metrics.`accuracy/valid/obqa`"} <= set(metric_columns)
     assert {f"metrics.`{m}`" for m in run.data.metrics if m.startswith("accuracy/")} <= set(metric_columns)
     url = tracking.runs_url("http://127.0.0.1:5000", run.info.experiment_id)
-    assert url.endswith(f"&viewStateShareKey={tracking.RESULTS_VIEW}")
+    assert url.endswith(f"&viewStateShareKey={tracking.store.RESULTS_VIEW}")
 
 
 def test_run_named_by_row_alphas_and_seed(repo, monkeypatch):
@@ -192,11 +192,11 @@ def test_run_named_by_row_alphas_and_seed(repo, monkeypatch):
     run_id, _ = distill_and_evaluate(root, params)
     assert client().get_run(run_id).info.run_name == "no_icl a=1,0.5 s3"
     monkeypatch.setenv("DVC_EXP_NAME", "exp-abc12")
-    assert tracking.run_name(params) == "exp-abc12 a=1,0.5 s3"
+    assert tracking.names.run_name(params) == "exp-abc12 a=1,0.5 s3"
     params["tracking"]["row"] = "default"
     params["distill"]["alphas"] = {}
     monkeypatch.delenv("DVC_EXP_NAME")
-    assert tracking.run_name(params) == f"{params['tracking']['experiment']} a=- s3"
+    assert tracking.names.run_name(params) == f"{params['tracking']['experiment']} a=- s3"
 
 
 def test_run_names_show_the_params_that_differ_from_the_committed_file(repo, monkeypatch):
@@ -212,14 +212,14 @@ def test_run_names_show_the_params_that_differ_from_the_committed_file(repo, mon
         ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "p"],
     ):
         subprocess.run(["git", *cmd], cwd=root, check=True, capture_output=True)
-    base = tracking.run_name(params, root)
+    base = tracking.names.run_name(params, root)
     assert base == "no_icl a=1,0.5 s3"  # the committed settings: nothing to add
     params["distill"]["lr"] = 1e-4
     params["evaluate"] = {**params.get("evaluate", {}), "headline": "sum"}
     monkeypatch.setenv("DVC_EXP_NAME", "bumpy-scup")  # as `dvc exp show` lists it, made up or given
-    name = tracking.run_name(params, root)
+    name = tracking.names.run_name(params, root)
     assert name == "bumpy-scup a=1,0.5 s3 lr=0.0001 evaluate.headline=sum" and name != base
-    assert tracking.changed_params(params, root / "nowhere") == []  # not a repository: nothing to diff
+    assert tracking.names.changed_params(params, root / "nowhere") == []  # not a repository: nothing to diff
 
 
 def test_dvc_exp_run_hands_its_name_to_the_run_name(tmp_path):
@@ -231,7 +231,7 @@ def test_dvc_exp_run_hands_its_name_to_the_run_name(tmp_path):
     params = {"tracking": {"experiment": "exp", "row": "no_icl"}, "distill": {"alphas": {}, "seed": 2}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "name.py").write_text(
-        f"import sys, yaml\nsys.path.insert(0, {str(ROOT / 'src')!r})\nfrom tinyllm.tracking import run_name\n"
+        f"import sys, yaml\nsys.path.insert(0, {str(ROOT / 'src')!r})\nfrom tinyllm.tracking.names import run_name\n"
         "open('name.txt', 'w').write(run_name(yaml.safe_load(open('params.yaml'))))\n"
     )
     stage = {"cmd": "python name.py", "deps": ["name.py"], "params": ["tracking", "distill"], "outs": ["name.txt"]}
@@ -264,7 +264,7 @@ def test_experiment_kind_opens_on_training_runs(repo):
     root, params = repo
     distill_and_evaluate(root, params)
     exp = client().get_experiment_by_name(params["tracking"]["experiment"])
-    assert exp.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert exp.tags[tracking.store.EXPERIMENT_KIND_TAG] == "custom_model_development"
 
 
 def test_datasets_logged_with_dvc_md5_digests(repo):
@@ -298,9 +298,9 @@ def test_evaluate_after_restored_distill_starts_linked_run(repo):
     tracking.finish_evaluate_run(ev, {"valid": {"average": {"accuracy": 0.7}}}, eval_splits=["valid"])
     assert ev.run_id != first
     run = client().get_run(ev.run_id)
-    assert run.data.tags[tracking.TAG_ORIGIN] == "fresh:already-evaluated"
-    assert run.data.tags[tracking.TAG_DISTILL_RUN] == first
-    assert run.data.tags[tracking.TAG_STUDENT_MD5] == STUDENT_MD5
+    assert run.data.tags[tracking.names.TAG_ORIGIN] == "fresh:already-evaluated"
+    assert run.data.tags[tracking.names.TAG_DISTILL_RUN] == first
+    assert run.data.tags[tracking.names.TAG_STUDENT_MD5] == STUDENT_MD5
     assert [m.value for m in client().get_metric_history(ev.run_id, "train/loss")] == [2.0, 1.5]
     assert client().get_run(first).data.metrics["accuracy/valid/average"] == 50.0  # the old run untouched
 
@@ -309,10 +309,10 @@ def test_run_id_from_another_store_starts_fresh_run(repo):
     # guards: a pulled checkpoint's run id crashing evaluate (or logging nowhere)
     root, params = repo
     (root / "metrics").mkdir()
-    (root / tracking.RUN_FILE).write_text(json.dumps({"run_id": "0" * 32}))
+    (root / tracking.handover.RUN_FILE).write_text(json.dumps({"run_id": "0" * 32}))
     ev = tracking.open_evaluate_run(root, params)
     tracking.finish_evaluate_run(ev, {"valid": {"average": {"accuracy": 0.1}}})
-    assert client().get_run(ev.run_id).data.tags[tracking.TAG_ORIGIN] == "fresh:other-store"
+    assert client().get_run(ev.run_id).data.tags[tracking.names.TAG_ORIGIN] == "fresh:other-store"
 
 
 def test_not_tracked_without_mlflow_or_off_rank0(repo, monkeypatch):
@@ -321,7 +321,7 @@ def test_not_tracked_without_mlflow_or_off_rank0(repo, monkeypatch):
     run = tracking.start_distill_run(root, params, enabled=False)
     run.log_row({"step": 1, "loss": 1.0})
     tracking.finish_distill_run(run, root, {"loss_last": 1.0})
-    assert json.loads((root / tracking.RUN_FILE).read_text()) == {"run_id": None}
+    assert json.loads((root / tracking.handover.RUN_FILE).read_text()) == {"run_id": None}
     monkeypatch.setenv("RANK", "1")
     assert tracking.start_distill_run(root, params).run_id is None
     assert client().get_experiment_by_name(params["tracking"]["experiment"]) is None
@@ -334,7 +334,7 @@ def test_parent_run_with_child_rows(repo):
     with tracking.parent_run(root, "grid test", experiment=exp) as pid:
         # the mechanism a queued DVC experiment relies on: subprocesses inherit the parent id
         out = subprocess.run(
-            [sys.executable, "-c", f"import os; print(os.environ['{tracking.PARENT_ENV}'])"],
+            [sys.executable, "-c", f"import os; print(os.environ['{tracking.names.PARENT_ENV}'])"],
             capture_output=True,
             text=True,
             check=True,
@@ -343,8 +343,8 @@ def test_parent_run_with_child_rows(repo):
         for seed in (0, 1):
             params["distill"]["seed"] = seed
             distill_and_evaluate(root, params)
-    assert tracking.PARENT_ENV not in os.environ
-    children = tracking.child_runs(root, pid)
+    assert tracking.names.PARENT_ENV not in os.environ
+    children = tracking.groups.child_runs(root, pid)
     assert [c.info.run_name for c in children] == ["no_icl a=1,0.5 s0", "no_icl a=1,0.5 s1"]
     assert client().get_run(pid).info.status == "FINISHED"
 
@@ -494,7 +494,7 @@ def test_evaluate_resumes_its_run_whatever_experiment_is_active(repo, monkeypatc
     import mlflow
     import mlflow.tracking.fluent as fluent
 
-    tracking.ensure_experiment(root, "someone-elses")
+    tracking.store.ensure_experiment(root, "someone-elses")
     monkeypatch.setattr(fluent, "_active_experiment_id", None)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     other = mlflow.set_experiment("someone-elses").experiment_id

@@ -44,8 +44,8 @@ def store(tmp_path_factory):
 @pytest.fixture
 def repo(tmp_path, store, monkeypatch, request):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
-    for k in tracking.FAST_HTTP:
+    monkeypatch.delenv(tracking.names.PARENT_ENV, raising=False)
+    for k in tracking.store.FAST_HTTP:
         monkeypatch.delenv(k, raising=False)
     params = json.loads(json.dumps(PARAMS))
     params["tracking"]["experiment"] = request.node.name[:60]
@@ -111,7 +111,7 @@ def test_outage_mid_training_buffers_then_replays_when_the_server_answers(repo, 
     import mlflow
 
     assert mlflow.MlflowClient().get_run(run.run_id).info.status == "FINISHED"
-    assert "pending" not in json.loads((root / tracking.RUN_FILE).read_text())
+    assert "pending" not in json.loads((root / tracking.handover.RUN_FILE).read_text())
 
 
 def test_outage_to_the_end_hands_the_buffer_to_evaluate(repo, monkeypatch):
@@ -126,7 +126,7 @@ def test_outage_to_the_end_hands_the_buffer_to_evaluate(repo, monkeypatch):
     run.log_row({"step": 3, "loss": 1.0})
     tracking.finish_distill_run(run, root, {"loss_last": 1.0})
     assert time.perf_counter() - t0 < 15
-    info = json.loads((root / tracking.RUN_FILE).read_text())
+    info = json.loads((root / tracking.handover.RUN_FILE).read_text())
     assert info["run_id"] == run.run_id and len(info["pending"]) == 3  # 2 rows, the tag
     outage.down = False  # the server is back when evaluate starts
     ev = tracking.open_evaluate_run(root, params)
@@ -135,11 +135,11 @@ def test_outage_to_the_end_hands_the_buffer_to_evaluate(repo, monkeypatch):
     import mlflow
 
     got = mlflow.MlflowClient().get_run(run.run_id)
-    assert got.data.tags[tracking.TAG_DISTILLED] == "true"  # (the summary: evaluate's train.json artifact)
+    assert got.data.tags[tracking.names.TAG_DISTILLED] == "true"  # (the summary: evaluate's train.json artifact)
     # the run file is distill's DVC output: left as distill wrote it (rewritten, it made every
     # later `dvc repro` restore it and re-run evaluate); the replay is recorded beside it, once
-    assert json.loads((root / tracking.RUN_FILE).read_text()) == info
-    assert tracking.replay_pending(root) == 0  # not twice
+    assert json.loads((root / tracking.handover.RUN_FILE).read_text()) == info
+    assert tracking.handover.replay_pending(root) == 0  # not twice
     assert [s for s, _ in _history(run.run_id, "train/loss")] == [1, 2, 3]
     tracking.finish_evaluate_run(ev, {"valid": {"average": {"accuracy": 0.5}}}, eval_splits=[])
 
@@ -192,7 +192,7 @@ def test_the_outage_warning_masks_a_password_the_error_quotes(repo, monkeypatch,
 def test_a_server_down_at_start_is_reported_in_seconds(repo, monkeypatch):
     # fault 1: the first error came after 4 min 21 s of MLflow's retries
     root, params = repo
-    assert tracking.PROBE_S <= 15
+    assert tracking.store.PROBE_S <= 15
     monkeypatch.setattr("tinyllm.tracking.store.PROBE_S", 2.0)  # where check_server reads it
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:hunter2@127.0.0.1:{free_port()}")
     t0 = time.perf_counter()
@@ -238,8 +238,8 @@ def test_a_run_left_running_by_a_killed_process_is_marked_killed(repo):
     got = client.get_run(orphan)
     assert got.info.status == "KILLED"
     assert (
-        f"process {p.pid}" in got.data.tags[tracking.TAG_ENDED_BY]
-        and nxt.run_id in got.data.tags[tracking.TAG_ENDED_BY]
+        f"process {p.pid}" in got.data.tags[tracking.run.TAG_ENDED_BY]
+        and nxt.run_id in got.data.tags[tracking.run.TAG_ENDED_BY]
     )
     assert client.get_run(live.run_id).info.status == "FINISHED"  # finished runs are never touched
     tracking.finish_distill_run(nxt, root, {})
@@ -313,7 +313,7 @@ def test_distill_stage_survives_a_real_server_that_stops_mid_training(tmp_path, 
     server = _mlflow_server(tmp_path / "store", port)  # the server is back: evaluate's replay
     try:
         os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
-        assert tracking.replay_pending(ws) == len(info["pending"])
+        assert tracking.handover.replay_pending(ws) == len(info["pending"])
         import mlflow
 
         mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
@@ -330,7 +330,7 @@ import sys, time
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 from tinyllm import tracking
-pid = tracking.start_parent(Path(sys.argv[2]), "study s", sys.argv[3], {"study": "s"}, key="study:s")
+pid = tracking.groups.start_parent(Path(sys.argv[2]), "study s", sys.argv[3], {"study": "s"}, key="study:s")
 print(pid, flush=True)
 time.sleep(120)
 """
@@ -351,16 +351,16 @@ def test_a_killed_studys_parent_is_ended_then_continued_by_the_resumed_study(rep
         assert parent, "the holder process did not start its parent run"
         client = mlflow.MlflowClient()
         # held by a live process: another job of the same study gets its own parent
-        other = tracking.start_parent(root, "study s", exp, {"study": "s"}, key="study:s")
+        other = tracking.groups.start_parent(root, "study s", exp, {"study": "s"}, key="study:s")
         assert other != parent
-        tracking.end_parent(root, other)
+        tracking.groups.end_parent(root, other)
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=30)
     client.delete_run(other)  # (only the killed job's parent is of interest below)
     nxt = tracking.start_distill_run(root, params)  # the next run's orphan check ends it
     got = client.get_run(parent)
-    assert got.info.status == "KILLED" and f"process {p.pid}" in got.data.tags[tracking.TAG_ENDED_BY]
+    assert got.info.status == "KILLED" and f"process {p.pid}" in got.data.tags[tracking.run.TAG_ENDED_BY]
     tracking.finish_distill_run(nxt, root, {})
     with tracking.parent_run(root, "study s", exp, {"study": "s"}, key="study:s") as resumed:
         assert resumed == parent  # the resumed study continues its parent

@@ -7,9 +7,10 @@ What a run holds (one run per trained student, spanning the ``distill`` and ``ev
   md5 from ``dvc.lock`` as digest), then the training losses *live* (``train/loss``, ``train/loss_<teacher>``,
   ``train/lr`` per logged step) and CPU/memory system metrics, and writes the run id to
   ``metrics/mlflow_run.json`` (a small DVC output of ``distill``, next to the metrics).
-- ``evaluate`` resumes that run (``start_run(run_id=...)``) and adds the per-benchmark metrics
-  (``acc/valid/<benchmark>`` and ``acc/valid/average`` first in the UI; n, CIs and the rest as
-  ``valid.<benchmark>.<key>``: ``names.py``), the
+- ``evaluate`` resumes that run (``start_run(run_id=...)``) and adds the per-benchmark accuracy
+  in percent (``accuracy/<split>/<benchmark>`` and ``accuracy/<split>/average``, the columns of the
+  experiment's results view; n, CIs, rules and timings are the ``eval.json`` artifact:
+  ``names.py``), the
   evaluation datasets, the metric files and the student as an MLflow model (transformers flavour,
   registered as a version of ``tracking.registered_model``). When there is no usable run to resume
   (no run file, a run id from another store, or a run already evaluated because DVC restored
@@ -29,7 +30,9 @@ Default store: SQLite at ``<repo>/mlflow.db`` (absolute path). Queued DVC experi
 ``<repo>/.dvc/tmp/exps/tmpXXXX``; the store path is taken from the repo *outside* that copy so
 every run lands in the same database. ``MLFLOW_TRACKING_URI`` overrides it (a team server).
 
-Modules (each imports mlflow lazily, inside the functions that use it):
+This package exports what the stages, scripts and reports call (below); the rest is reached
+through its module (``tracking.names.run_name``). Modules (each imports mlflow lazily, inside
+the functions that use it):
 
 - ``store``     the store: URI, whether it answers, the experiment, UI links
 - ``names``     run names, tags, metric names
@@ -40,146 +43,49 @@ Modules (each imports mlflow lazily, inside the functions that use it):
 """
 
 from .groups import (
-    child_runs,
     describe_run,
     download_artifacts,
-    end_parent,
     log_report_run,
     log_run,
     parent_run,
     register_best,
     row_runs,
     run_results,
-    start_parent,
 )
-from .handover import (
-    RUN_FILE,
-    finish_distill_run,
-    finish_evaluate_run,
-    open_evaluate_run,
-    replay_pending,
-    start_distill_run,
-)
-from .lineage import DatasetRef, dvc_hashes, dvc_md5, evaluation_datasets, git_info, training_datasets
-from .names import (
-    ACC,
-    PARENT_ENV,
-    TAG_DISTILL_RUN,
-    TAG_DISTILLED,
-    TAG_EVALUATED,
-    TAG_KIND,
-    TAG_ORIGIN,
-    TAG_STUDENT_MD5,
-    acc_metric,
-    changed_params,
-    eval_metrics,
-    flatten,
-    has_accuracy,
-    row_metric,
-    run_name,
-    split_metrics,
-)
-from .run import (
-    MODEL_ARTIFACT,
-    RETRY_EVERY_S,
-    TAG_ENDED_BY,
-    TAG_HOST,
-    TAG_PID,
-    TAG_PROC_START,
-    Run,
-    mark_orphans,
-    owner_tags,
-)
+from .handover import finish_distill_run, finish_evaluate_run, open_evaluate_run, start_distill_run
+from .lineage import dvc_hashes
+from .names import eval_metrics, split_metrics
 from .store import (
-    EXPERIMENT_KIND,
-    EXPERIMENT_KIND_TAG,
-    FAST_HTTP,
-    PROBE_S,
-    RESULTS_VIEW,
     TrackingUnavailable,
-    _mlflow,
-    check_server,
     compare_url,
-    ensure_experiment,
     ensure_results_view,
     experiment_name,
-    fast_http,
-    main_repo_root,
     results_view_state,
     runs_url,
-    section,
-    shown_uri,
-    tracking_config,
     tracking_uri,
 )
 
 __all__ = [
-    "ACC",
-    "EXPERIMENT_KIND",
-    "EXPERIMENT_KIND_TAG",
-    "FAST_HTTP",
-    "MODEL_ARTIFACT",
-    "PARENT_ENV",
-    "PROBE_S",
-    "RETRY_EVERY_S",
-    "RUN_FILE",
-    "TAG_DISTILLED",
-    "TAG_DISTILL_RUN",
-    "TAG_ENDED_BY",
-    "TAG_EVALUATED",
-    "TAG_HOST",
-    "TAG_KIND",
-    "TAG_ORIGIN",
-    "TAG_PID",
-    "TAG_PROC_START",
-    "TAG_STUDENT_MD5",
-    "DatasetRef",
-    "Run",
     "TrackingUnavailable",
-    "_mlflow",
-    "acc_metric",
-    "check_server",
-    "child_runs",
     "compare_url",
     "describe_run",
     "download_artifacts",
-    "changed_params",
     "dvc_hashes",
-    "dvc_md5",
-    "end_parent",
-    "RESULTS_VIEW",
-    "ensure_experiment",
     "ensure_results_view",
-    "results_view_state",
     "eval_metrics",
-    "evaluation_datasets",
     "experiment_name",
-    "fast_http",
     "finish_distill_run",
     "finish_evaluate_run",
-    "flatten",
-    "git_info",
-    "has_accuracy",
     "log_report_run",
     "log_run",
-    "main_repo_root",
-    "mark_orphans",
     "open_evaluate_run",
-    "owner_tags",
     "parent_run",
     "register_best",
-    "replay_pending",
-    "row_metric",
+    "results_view_state",
     "row_runs",
     "run_results",
-    "run_name",
     "runs_url",
-    "section",
-    "shown_uri",
     "split_metrics",
     "start_distill_run",
-    "start_parent",
-    "tracking_config",
     "tracking_uri",
-    "training_datasets",
 ]
