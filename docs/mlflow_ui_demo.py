@@ -108,7 +108,7 @@ def screenshots(root: Path, out: Path, parent: str, node_modules: Path | None) -
     import subprocess
 
     from tinyllm import tracking
-    from tinyllm.experiments.grid import MlflowUI, chromium
+    from tinyllm.experiments.mlflow_ui import MlflowUI, chromium
 
     client = tracking.store._mlflow(root).MlflowClient()
     exp_id = client.get_run(parent).info.experiment_id

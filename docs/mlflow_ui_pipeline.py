@@ -37,14 +37,14 @@ def _text(dom: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     from tinyllm import tracking
     from tinyllm.config import load_sections as load_config
-    from tinyllm.experiments import grid as gridrun
+    from tinyllm.experiments import mlflow_ui
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
     ap.add_argument("--root", type=Path, default=ROOT)
     args = ap.parse_args(argv)
-    if not Path(gridrun.CHROMIUM).exists():
-        print(f"{gridrun.CHROMIUM} not installed: apt-get install -y chromium", file=sys.stderr)
+    if not Path(mlflow_ui.CHROMIUM).exists():
+        print(f"{mlflow_ui.CHROMIUM} not installed: apt-get install -y chromium", file=sys.stderr)
         return 2
     runs = tracking.row_runs(args.root, load_config(args.root / "params.yaml").tracking.experiment)
     if len(runs) < 2:
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     tracking.ensure_results_view(args.root, exp_id)
     args.out.mkdir(parents=True, exist_ok=True)
     failures = []
-    with gridrun.MlflowUI(args.root) as ui:
+    with mlflow_ui.MlflowUI(args.root) as ui:
         pages = [  # (file, link, what the page must show, window size: the first screen a person sees)
             ("mlflow-pipeline-runs.png", tracking.runs_url(ui, exp_id), ["accuracy/valid/average"], "2200,900"),
             (
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for name, url, must, size in pages:
             shot = (args.out / name).resolve()
-            text = _text(gridrun.chromium(url, screenshot=shot, budget_ms=30000, size=size))
+            text = _text(mlflow_ui.chromium(url, screenshot=shot, budget_ms=30000, size=size))
             missing = [m for m in must if m not in text]
             print(f"{name}: {url}" + (f"  MISSING {missing}" if missing else ""))
             failures += [f"{name}: {m!r} not on the page" for m in missing]

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from tinyllm.experiments import grid as gridrun
+from tinyllm.experiments import mlflow_ui
 from tinyllm.experiments import rows as gridrows
 
 ROOT = gridrows.ROOT
@@ -91,8 +92,8 @@ def cmd_screenshot(args) -> int:
     if not found:
         raise SystemExit("no MLflow runs for these rows yet")
     ids = [run["run_id"] for res in found.values() for run in res["runs"].values()]
-    with gridrun.MlflowUI(args.root) as ui:
-        dom = gridrun.chromium(report.compare_url(found, ui), screenshot=args.out.resolve())
+    with mlflow_ui.MlflowUI(args.root) as ui:
+        dom = mlflow_ui.chromium(report.compare_url(found, ui), screenshot=args.out.resolve())
     seen = [i for i in ids if i in dom]
     print(f"{args.out}: compare page of {len(ids)} run(s); {len(seen)} run ids found in the page")
     return 0 if len(seen) == len(ids) else 1

@@ -29,7 +29,7 @@ import report as report_cli  # noqa: E402  (scripts/report.py)
 
 from tinyllm.config import DistillConfig, from_dict  # noqa: E402
 from tinyllm.experiments import grid as gridrun  # noqa: E402
-from tinyllm.experiments import report  # noqa: E402
+from tinyllm.experiments import mlflow_ui, report  # noqa: E402
 from tinyllm.experiments import rows as gridrows  # noqa: E402
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -515,8 +515,8 @@ def test_mini_grid_runs_carry_their_row_parameters(mini_grid):
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    not Path(gridrun.CHROMIUM).exists(),
-    reason=f"{gridrun.CHROMIUM} not installed "
+    not Path(mlflow_ui.CHROMIUM).exists(),
+    reason=f"{mlflow_ui.CHROMIUM} not installed "
     "(apt-get install -y chromium) - the MLflow compare page cannot be rendered",
 )
 def test_compare_url_opens_a_page_listing_the_grid_runs(mini_grid):
@@ -526,9 +526,9 @@ def test_compare_url_opens_a_page_listing_the_grid_runs(mini_grid):
     found = {k: v for k, v in report.collect_mlflow(d).items() if k in {r["row"] for r in ROWS}}
     assert {"inference", "full_ft"} <= set(found)
     printed = next(ln for ln in out.splitlines() if ln.startswith("MLflow compare page:")).split(": ", 1)[1]
-    with gridrun.MlflowUI(d) as ui:
+    with mlflow_ui.MlflowUI(d) as ui:
         url = report.compare_url(found, ui)
         assert url.split("#", 1)[1] == printed.split("#", 1)[1]  # the URL the report printed
-        dom = gridrun.chromium(url)
+        dom = mlflow_ui.chromium(url)
     for r in found.values():
         assert r["run_id"] in dom
