@@ -153,6 +153,17 @@ class StudyConfig:
         sections = {name: from_dict(cls, over.get(name), name) for name, cls in SECTIONS.items()}
         return Params(teachers={}, **sections)
 
+    def eval_questions(self, root: Path) -> dict[str, list[dict]]:
+        """What every run and checkpoint is scored on: per benchmark, ``eval_split`` (first
+        ``eval_per_benchmark``), then ``eval_half`` of it (the overlay's ``evaluate`` section)."""
+        from ...benchmarks import select_half
+        from ...evaluation import prepared_questions
+
+        questions = prepared_questions(
+            Path(root) / self.prepared, self.benchmarks, self.eval_split, self.eval_per_benchmark or None, required=True
+        )
+        return {b: select_half(records, self.eval_half) for b, records in questions.items()}
+
     def arm_distill(self, arm: str):
         """The arm's typed ``distill`` section (at the first seed): what its runs train under."""
         return self.params(arm, self.seeds[0]).distill

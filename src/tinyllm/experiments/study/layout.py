@@ -112,3 +112,15 @@ def study_status(root: Path, cfg: StudyConfig, out: Path) -> dict:
         "of": len(cfg.runs()),
         "resumes_at_step": states,
     }
+
+
+def write_run_predictions(run_dir: Path, predictions: dict[str, dict[str, list[dict]]]) -> None:
+    """``<run_dir>/predictions/<split>/<benchmark>.jsonl.gz``, each prediction with its ``half`` of
+    valid (``benchmarks.valid_half``: what the report selects on)."""
+    from ...benchmarks import valid_half
+
+    for split, preds_by in predictions.items():
+        for b, preds in preds_by.items():
+            for p in preds:
+                p["half"] = valid_half({"benchmark": b, "id": p["id"]})
+            write_preds(run_dir / "predictions" / split / f"{b}.jsonl", preds)

@@ -19,7 +19,7 @@ import yaml
 
 from .config import StudyConfig
 from .inputs import check_inputs
-from .layout import _write_json, dvc_add, train_state_dir, write_preds
+from .layout import _write_json, dvc_add, train_state_dir, write_run_predictions
 from .report import write_report
 from .tables import conclusion, conclusion_tables
 
@@ -49,7 +49,7 @@ def run_one(root: Path, cfg: StudyConfig, arm: str, seed: int, out: Path, progre
         checkpoints = Checkpoints(
             run_dir / "checkpoints",
             cfg.checkpoint_every,
-            _eval_questions(root, cfg) if cfg.checkpoint_every else {},
+            cfg.eval_questions(root) if cfg.checkpoint_every else {},
             cfg.evaluation(),
             cfg.eval_split,
             memory=run_dir / "rss.json",
@@ -69,7 +69,9 @@ def run_one(root: Path, cfg: StudyConfig, arm: str, seed: int, out: Path, progre
             load_student(model_dir), root / cfg.prepared, cfg.benchmarks, p.evaluate, torch.device("cpu"),
             p.evaluate.precision, progress=False,
         )  # fmt: skip
-    _write_predictions(cfg, run_dir, run, results, predictions)
+    write_run_predictions(run_dir, predictions)
+    for split, per in results.items():
+        log.info("  %s %s: %s %.3f (n=%d)", run, split, cfg.rule, per["average"]["accuracy"], per["average"]["n"])
     if cfg.save_models:
         dvc_add(root, model_dir)
     metrics = {
@@ -89,38 +91,13 @@ def run_one(root: Path, cfg: StudyConfig, arm: str, seed: int, out: Path, progre
     return metrics
 
 
-def _write_predictions(cfg: StudyConfig, run_dir: Path, run: str, results: dict, predictions: dict) -> None:
-    """``predictions/<split>/<benchmark>.jsonl.gz``, each prediction with its ``half`` of valid."""
-    from ...benchmarks import valid_half
-
-    for split, preds_by in predictions.items():
-        for b, preds in preds_by.items():
-            for pr in preds:
-                pr["half"] = valid_half({"benchmark": b, "id": pr["id"]})
-            write_preds(run_dir / "predictions" / split / f"{b}.jsonl", preds)
-            m = results[split][b]
-            log.info("  %s %s/%s: %s %.3f (n=%d)", run, b, split, cfg.rule, m["accuracy"], m["n"])
-
-
-def _eval_questions(root: Path, cfg: StudyConfig) -> dict[str, list[dict]]:
-    """The questions a checkpoint is scored on: the final evaluation's (``eval_split``, first
-    ``eval_per_benchmark``, ``eval_half``)."""
-    from ...benchmarks import select_half
-    from ...evaluation import prepared_questions
-
-    questions = prepared_questions(
-        root / cfg.prepared, cfg.benchmarks, cfg.eval_split, cfg.eval_per_benchmark or None, required=True
-    )
-    return {b: select_half(records, cfg.eval_half) for b, records in questions.items()}
-
-
 def _log_run(
     root: Path, cfg: StudyConfig, arm: str, seed: int, run_dir: Path, per: dict, rows: list[dict], train_s: float
 ) -> None:
     """The run as an MLflow child run: settings, evaluation metrics, train-log steps, metrics.json."""
     from ... import tracking
 
-    flat_eval = tracking.eval_metrics({cfg.eval_split: per})  # acc/<split>/<b> first in the UI
+    flat_eval = tracking.eval_metrics({cfg.eval_split: per})  # accuracy/<split>/<b>, percent
     tracking.log_run(
         root,
         cfg.experiment,
