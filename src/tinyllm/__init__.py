@@ -3,7 +3,8 @@
 The library behind the DVC stages in ``stages/`` (one thin script per stage). Modules, in
 pipeline order:
 
-- ``config``         typed, validated views of ``params.yaml`` (every error names its key; ``schema``)
+- ``config``         typed, validated views of ``params.yaml``'s sections (every error names its key;
+                     ``schema``); ``params``: the whole file with the ``teachers:`` entries
 - ``device``         device and precision choice (teachers and student alike)
 - ``sources``        where the benchmarks come from (folder, tarball URL, GitHub release) -> data/raw
 - ``benchmarks``     the six benchmarks: the authors' release layout, validation, normalisation
@@ -18,13 +19,16 @@ pipeline order:
                      scorers themselves are methods of ``student/``'s classes)
 - ``prompts``        the student's input format: the question block, then one tag per task
 - ``loss``           the multi-task objective ``L = L_answer + sum_m alpha_m * L_rationale_m``
-- ``distill``        the training loop (batches, grad accumulation, LR schedule, Accelerate)
+- ``distill``        the training loop (batches, grad accumulation, LR schedule, Accelerate);
+                     ``train_state``: resumable; ``checkpoints``: memory per step, the student
+                     scored every N steps
 - ``evaluate``       accuracy bookkeeping of every decision rule (score, sum, norm, pmi, generate)
 - ``evaluation``     the one per-benchmark evaluation loop; the evaluate stage's output files
+- ``stats``          CIs, paired bootstrap, sign-flip test, McNemar, majority and chance rates
 - ``tracking/``      MLflow (the only package that imports mlflow; one module per concept)
 - ``redact``         secrets masked before anything is stored or printed
-- ``io``             atomic writes and JSON Lines
-- ``experiments/``   the grid of baselines and ablations, Table 1, statistics, the study (map in its docstring)
+- ``io``             atomic writes and JSON Lines; ``workspace``: the user's repo seen from a DVC temp copy
+- ``experiments/``   the grid of baselines and ablations, Table 1, the study (map in its docstring)
 
 Where to find (one file each)::
 
