@@ -130,12 +130,15 @@ def checkpoint_evaluation(distill):
     )
 
 
-def checkpoint_questions(prepared: Path, benchmarks: list[str], half: str) -> dict[str, list[dict]]:
-    """{benchmark: its valid questions of ``half`` ("all": both), in file order}."""
+def checkpoint_questions(
+    prepared: Path, benchmarks: list[str], half: str, split: str = "valid", limit: int | None = None
+) -> dict[str, list[dict]]:
+    """{benchmark: the first ``limit`` questions of its ``split`` (None: all), then those of valid's
+    ``half`` ("all": both), in file order}."""
     from .benchmarks import select_half
     from .evaluation import prepared_questions
 
-    questions = prepared_questions(Path(prepared), benchmarks, "valid", required=True)
+    questions = prepared_questions(Path(prepared), benchmarks, split, limit, required=True)
     return {b: select_half(records, None if half == "all" else half) for b, records in questions.items()}
 
 

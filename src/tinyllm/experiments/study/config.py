@@ -156,13 +156,15 @@ class StudyConfig:
     def eval_questions(self, root: Path) -> dict[str, list[dict]]:
         """What every run and checkpoint is scored on: per benchmark, ``eval_split`` (first
         ``eval_per_benchmark``), then ``eval_half`` of it (the overlay's ``evaluate`` section)."""
-        from ...benchmarks import select_half
-        from ...evaluation import prepared_questions
+        from ...checkpoints import checkpoint_questions
 
-        questions = prepared_questions(
-            Path(root) / self.prepared, self.benchmarks, self.eval_split, self.eval_per_benchmark or None, required=True
+        return checkpoint_questions(
+            Path(root) / self.prepared,
+            self.benchmarks,
+            self.eval_half or "all",
+            self.eval_split,
+            self.eval_per_benchmark or None,
         )
-        return {b: select_half(records, self.eval_half) for b, records in questions.items()}
 
     def arm_distill(self, arm: str):
         """The arm's typed ``distill`` section (at the first seed): what its runs train under."""
