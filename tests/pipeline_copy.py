@@ -60,6 +60,16 @@ def make_shrunk_repo(d: Path, mirror: Path, extra_files=(), extra_dirs=()) -> Pa
     return d
 
 
+def remove_if_passed(session, failed_before: int, *paths: Path) -> None:
+    """Delete scratch directories once the tests that used them passed (none failed since
+    `failed_before` = ``session.testsfailed`` when they were made). A shrunk repo holds its
+    student twice (workspace + DVC cache, ~2 GB); kept to the end, `pytest -m slow` reached
+    ~30 GB and filled CI's disk. A failure keeps them for inspection."""
+    if session.testsfailed == failed_before:
+        for p in paths:
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def git_commit(d: Path, env: dict, msg: str) -> None:
     """Stage everything (DVC outputs are git-ignored by `dvc repro`) and commit."""
     run(["git", "add", "-A"], d, env)

@@ -439,9 +439,10 @@ def test_report_puts_the_papers_row_beside_ours_for_a_paper_student(fake_repo):
 
 
 @pytest.fixture(scope="module")
-def mini_grid(tmp_path_factory, mirror):
-    from pipeline_copy import base_env, git_commit, make_shrunk_repo, run
+def mini_grid(request, tmp_path_factory, mirror):
+    from pipeline_copy import base_env, git_commit, make_shrunk_repo, remove_if_passed, run
 
+    failed = request.session.testsfailed
     d = make_shrunk_repo(tmp_path_factory.mktemp("grid"), mirror, extra_files=(".gitignore",))
     env = {k: v for k, v in base_env().items() if k != "MLFLOW_TRACKING_URI"}  # the default store
     run(["dvc", "repro"], d, env)
@@ -452,7 +453,8 @@ def mini_grid(tmp_path_factory, mirror):
         env,
     )
     out += run([sys.executable, str(ROOT / "scripts" / "grid.py"), "--root", str(d), "report"], ROOT, env)
-    return d, env, out
+    yield d, env, out
+    remove_if_passed(request.session, failed, d)
 
 
 def _exp_metrics(d: Path, name: str) -> dict:

@@ -10,17 +10,19 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_copy import base_env, make_shrunk_repo, run  # noqa: E402
+from pipeline_copy import base_env, make_shrunk_repo, remove_if_passed, run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory, mirror):
+def repo(request, tmp_path_factory, mirror):
+    failed = request.session.testsfailed
     d = make_shrunk_repo(tmp_path_factory.mktemp("repo"), mirror)
     env = base_env(MLFLOW_TRACKING_URI=f"sqlite:///{d}/mlflow.db")
     out = run(["dvc", "repro"], d, env)
-    return d, env, out
+    yield d, env, out
+    remove_if_passed(request.session, failed, d)
 
 
 def test_repro_writes_metrics_and_one_mlflow_run_with_lineage(repo):

@@ -34,7 +34,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_copy import ROOT, base_env, git_commit, make_shrunk_repo, run  # noqa: E402
+from pipeline_copy import ROOT, base_env, git_commit, make_shrunk_repo, remove_if_passed, run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -133,10 +133,26 @@ def scores(metrics: dict) -> dict:
     return out
 
 
-def clone(origin, name: str) -> Path:
+SCRATCH: list[Path] = []  # this test's clones and remote copies (~1-2 GB each): see drop_scratch
+
+
+def clone(origin, name: str, scratch: bool = True) -> Path:
+    """A teammate's `git clone`; removed after the test when it passes (``scratch=False``: the
+    caller removes it, e.g. a module fixture that outlives the test)."""
     d = origin.tmp / name
     run(["git", "clone", "-q", str(origin.bare), str(d)], origin.tmp, origin.env)
+    if scratch:
+        SCRATCH.append(d)
     return d
+
+
+@pytest.fixture(autouse=True)
+def drop_scratch(request):
+    """Each test's clones go as soon as it passes: all kept, this module peaked at 21 GB."""
+    failed = request.session.testsfailed
+    yield
+    remove_if_passed(request.session, failed, *SCRATCH)
+    SCRATCH.clear()
 
 
 def evaluate_pulled(d: Path, env, tmp: Path) -> dict:
@@ -238,9 +254,10 @@ DISTILL_OUTS = ("models/student", "metrics/mlflow_run.json", "metrics/train.json
 
 
 @pytest.fixture(scope="module")
-def origin(tmp_path_factory, mirror):
+def origin(request, tmp_path_factory, mirror):
     """Repo A: the shrunk pipeline run once, a local remote configured and committed, pushed;
     a bare git repo plays the team's git server."""
+    failed = request.session.testsfailed
     tmp = tmp_path_factory.mktemp("sharing")
     a = tmp / "a"
     a.mkdir()
@@ -274,6 +291,7 @@ def origin(tmp_path_factory, mirror):
     )
     yield ns
     print("\nsharing timings (s) / sizes (bytes):", json.dumps({**TIMINGS, **sizes}, indent=1))
+    remove_if_passed(request.session, failed, tmp)
 
 
 @pytest.fixture(scope="module")
@@ -380,6 +398,7 @@ def test_damaged_remote_object_fails_pull_naming_the_output(origin, damage):
     pull must fail, name that output and only that one, and never leave a wrong file."""
     bad = origin.tmp / f"remote-{damage}"
     shutil.copytree(origin.remote, bad)
+    SCRATCH.append(bad)
     if damage == "corrupt":
         target, rel = "models/student", "model.safetensors"
         obj = _dir_entry_object(origin.a, bad, target, rel)
@@ -447,10 +466,11 @@ def test_experiment_shared_with_exp_push_pull(origin):
 
 
 @pytest.fixture(scope="module")
-def ui_server(origin):
+def ui_server(request, origin):
     """`make mlflow-ui` (the README's command) in a teammate clone, and one pipeline run whose
     evaluate stage logs to it over HTTP."""
-    d = clone(origin, "clone-mlflow")
+    failed = request.session.testsfailed
+    d = clone(origin, "clone-mlflow", scratch=False)  # outlives the first test that uses it
     # distill's outputs (the model, its metrics and MLflow run file: all DVC-cached) + the questions
     share(["pull", "-r", "local", *DISTILL_OUTS, "data/prepared"], d, origin.env)
     port = free_port()
@@ -465,6 +485,7 @@ def ui_server(origin):
         yield SimpleNamespace(d=d, port=port, base=f"http://127.0.0.1:{port}")
     finally:
         srv.stop()
+    remove_if_passed(request.session, failed, d)
 
 
 def test_mlflow_run_logged_over_http_reads_back_through_rest(ui_server):
