@@ -6,7 +6,7 @@ trained and evaluated in one resumable job; partial results in reports/study/<na
     python scripts/study.py report [--profile ...]      # report.md / report.json from finished runs
     python scripts/study.py status [--profile ...]      # progress, finished runs, where a restart resumes
     python scripts/study.py compact [--profile ...]     # predictions as compact .jsonl.gz; the report must not change
-    python scripts/study.py summary                     # every study in one table (reports/study/summary.md)
+    python scripts/study.py summary                     # every study in one table (summary.md; MLflow parents)
 
 A thin command line over tinyllm.experiments.study (see its docstring).
 """
@@ -56,9 +56,12 @@ def main() -> int:
     elif args.command == "report":
         print(write_report(ROOT, cfg, out))
     elif args.command == "summary":
-        from tinyllm.experiments.study.summary import write_summary
+        from tinyllm.experiments.study.summary import tag_parents, write_summary
 
-        print(write_summary([ROOT / "experiments" / p for p in SUMMARY_PROFILES], ROOT / "reports" / "study"))
+        profiles, studies = [ROOT / "experiments" / p for p in SUMMARY_PROFILES], ROOT / "reports" / "study"
+        print(write_summary(profiles, studies))
+        for name, pid in tag_parents(ROOT, profiles, studies).items():
+            print(f"MLflow parent run of {name} ({pid}): tag 'summary' and summary/summary.md")
     elif args.command == "compact":
         if args.keep_full:  # a study still running on code that reads the full files
             from tinyllm.experiments.study.layout import compact_runs

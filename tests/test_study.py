@@ -767,6 +767,24 @@ def test_the_summary_puts_every_regime_in_one_table_with_holm_over_the_primary_f
     text = write_summary(profiles, studies)
     assert "| v2 | tinyllm - ft * | 0, 1 |" in text and (studies / "summary.json").exists()
 
+    # ...and on every study's MLflow parent run (a study without one yet is skipped, none is made)
+    from tinyllm import tracking
+    from tinyllm.experiments.study.summary import tag_parents
+
+    for path in profiles:
+        path.write_text(path.read_text().replace("mlflow: false", "mlflow: true"))
+    pid = tracking.groups.start_parent(tmp_path, "study v2", "tinyllm", {"study": "v2"}, key="study:v2")
+    tracking.groups.describe_run(tmp_path, pid, "v2's own conclusion")
+    tracking.groups.end_parent(tmp_path, pid)
+    assert tag_parents(tmp_path, profiles, studies) == {"v2": pid}
+    run = tracking.store._mlflow(tmp_path).MlflowClient().get_run(pid)
+    lines = run.data.tags["summary"].splitlines()
+    assert [line.split(":")[0] for line in lines] == ["v1", "v2"]
+    assert f"tinyllm - ft {100 * r['diff']:+.1f} [" in lines[1] and f"Holm {r['holm']:.2g})" in lines[1]
+    assert run.data.tags["mlflow.note.content"] == "v2's own conclusion" and run.info.status == "FINISHED"
+    got = tracking.download_artifacts(tmp_path, pid, "summary", tmp_path / "dl")
+    assert (got / "summary.md").read_text() == text
+
 
 @pytest.mark.parametrize("profile", sorted(p.name for p in (ROOT / "experiments").glob("study*.yaml")))
 def test_every_profile_is_a_params_overlay_that_gives_its_runs_own_settings(profile):

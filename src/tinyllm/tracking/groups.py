@@ -240,6 +240,29 @@ def log_report_run(root: Path, experiment: str, files: list[Path], tags: dict, m
         return run.info.run_id
 
 
+def find_parent(root: Path, key: str, experiment: str | None = None) -> str | None:
+    """The newest parent run of ``key`` (``study:<name>``, as :func:`start_parent` tags it) in
+    ``experiment``, or None when there is none; creates nothing."""
+    client = _mlflow(root).MlflowClient()
+    exp = client.get_experiment_by_name(experiment_name(root, experiment))
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{TAG_PARENT_KEY}` = '{key}'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )  # fmt: skip
+    return runs[0].info.run_id if runs else None
+
+
+def annotate_run(root: Path, run_id: str, tags: dict, files: tuple[Path, ...] = (), artifact_path: str = "") -> None:
+    """Add tags and artifact files to a run, finished or not (its status and description stay)."""
+    client = _mlflow(root).MlflowClient()
+    for k, v in tags.items():
+        client.set_tag(run_id, k, str(v))
+    for f in files:
+        client.log_artifact(run_id, str(f), artifact_path=artifact_path or None)
+
+
 def describe_run(root: Path, run_id: str, text: str, tags: dict | None = None) -> None:
     """Set a run's description (the MLflow UI shows it on the run page) and tags, e.g. a study's
     one-sentence conclusion on its parent run."""

@@ -2,7 +2,9 @@
 positive control and every arm against the reference, at the final step on every evaluated
 question (both halves pooled: nothing is selected at the final step), with the sign-flip p that
 uses every seed, and Holm's adjustment over the pre-registered primary family (every arm against
-the reference in the ``primary_pooled`` studies: riddle-cloze-v2a's two and v2b's one)."""
+the reference in the ``primary_pooled`` studies: riddle-cloze-v2a's two and v2b's one). Every
+study's MLflow parent run gets the same lines (tag ``summary``, ``summary/summary.md``), so the
+cross-regime answer sits beside each regime's own conclusion (its description)."""
 
 from __future__ import annotations
 
@@ -79,3 +81,42 @@ def write_summary(profiles: list[Path], studies: Path) -> str:
         f.write(text)
     _write_json(studies / "summary.json", rows)
     return text
+
+
+def regime_lines(rows: list[dict]) -> list[str]:
+    """One line per study: each comparison with its difference [95% CI] in points, n, seeds and
+    sign-flip p (Holm-adjusted too where it is in the primary family)."""
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        holm_p = f", Holm {r['holm']:.2g}" if r["holm"] is not None else ""
+        out.setdefault(r["study"], []).append(
+            f"{r['comparison']} {100 * r['diff']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}] "
+            f"(n={r['n']}, seeds {','.join(map(str, r['seeds']))}, p={r['p_perm']:.2g}{holm_p})"
+        )
+    return [f"{study}: " + "; ".join(parts) for study, parts in out.items()]
+
+
+def tag_parents(root: Path, profiles: list[Path], studies: Path) -> dict[str, str]:
+    """Put the summary (written by :func:`write_summary`) on every study's MLflow parent run: tag
+    ``summary`` (:func:`regime_lines`) and the artifact ``summary/summary.md``. A study without
+    MLflow or without a parent run yet is skipped. Returns {study: parent run id} tagged."""
+    import json
+
+    from ... import tracking
+    from ...tracking.groups import annotate_run, find_parent
+
+    text = "\n".join(regime_lines(json.loads((studies / "summary.json").read_text())))
+    tagged = {}
+    for path in profiles:
+        cfg = StudyConfig.load(path)
+        if not cfg.mlflow:
+            continue
+        try:
+            pid = find_parent(root, f"study:{cfg.name}", cfg.experiment)
+            if pid:
+                annotate_run(root, pid, {"summary": text}, (studies / "summary.md",), "summary")
+                tagged[cfg.name] = pid
+        except tracking.TrackingUnavailable as e:
+            print(f"summary: MLflow not reachable, parent runs left as they were ({e})")
+            break
+    return tagged
