@@ -543,4 +543,12 @@ MUTATIONS: list[dict] = [
         "broken": "from .benchmarks import BENCHMARKS\nfrom .teachers.config import teacher_config  # noqa: F401\n",
         "tests": ["tests/test_dvc_graph.py"],
     },
+    # ---- issue 33 item 5: the one conclusion in MLflow too
+    {
+        "name": "the study summary leaves out the Holm-adjusted p on the parent runs",
+        "file": "src/tinyllm/experiments/study/summary.py",
+        "original": '        holm_p = f", Holm {r[\'holm\']:.2g}" if r["holm"] is not None else ""\n',
+        "broken": '        holm_p = ""\n',
+        "tests": ["tests/test_study.py", "-k", "summary"],
+    },
 ]
