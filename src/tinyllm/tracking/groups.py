@@ -21,6 +21,14 @@ log = logging.getLogger(__name__)
 TAG_PARENT_KEY = "tinyllm.parent_key"  # the study a parent run belongs to: a resumed study continues it
 
 
+def _newest_parent(client, exp_id: str, key: str) -> list:
+    """The newest run tagged parent of ``key`` (a list of at most one ``mlflow.entities.Run``)."""
+    return client.search_runs(
+        [exp_id], filter_string=f"tags.`{TAG_PARENT_KEY}` = '{key}'", order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )  # fmt: skip
+
+
 def start_parent(
     root: Path, name: str, experiment: str | None = None, tags: dict | None = None, key: str | None = None
 ) -> str:
@@ -34,10 +42,7 @@ def start_parent(
     exp_id = ensure_experiment(root, experiment_name(root, experiment))
     own = owner_tags()
     if key:
-        prev = client.search_runs(
-            [exp_id], filter_string=f"tags.`{TAG_PARENT_KEY}` = '{key}'", order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )  # fmt: skip
+        prev = _newest_parent(client, exp_id, key)
         mine = prev and prev[0].data.tags.get(TAG_PID) == own[TAG_PID] and prev[0].info.status != "RUNNING"
         if prev and (mine or not owner_alive(prev[0].data.tags)):
             rid = prev[0].info.run_id
@@ -247,10 +252,7 @@ def find_parent(root: Path, key: str, experiment: str | None = None) -> str | No
     exp = client.get_experiment_by_name(experiment_name(root, experiment))
     if exp is None:
         return None
-    runs = client.search_runs(
-        [exp.experiment_id], filter_string=f"tags.`{TAG_PARENT_KEY}` = '{key}'",
-        order_by=["attributes.start_time DESC"], max_results=1,
-    )  # fmt: skip
+    runs = _newest_parent(client, exp.experiment_id, key)
     return runs[0].info.run_id if runs else None
 
 
@@ -266,7 +268,4 @@ def annotate_run(root: Path, run_id: str, tags: dict, files: tuple[Path, ...] = 
 def describe_run(root: Path, run_id: str, text: str, tags: dict | None = None) -> None:
     """Set a run's description (the MLflow UI shows it on the run page) and tags, e.g. a study's
     one-sentence conclusion on its parent run."""
-    client = _mlflow(root).MlflowClient()
-    client.set_tag(run_id, "mlflow.note.content", text)
-    for k, v in (tags or {}).items():
-        client.set_tag(run_id, k, str(v))
+    annotate_run(root, run_id, {"mlflow.note.content": text, **(tags or {})})
